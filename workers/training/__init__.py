@@ -1,0 +1,1 @@
+"""Trainer backends behind one interface: the OpenAI fine-tuning API and local LoRA."""
