@@ -38,9 +38,12 @@ def corrections(answer_id: str) -> str:
     return f"{PREFIX}corrections:{answer_id}"
 
 
+MESSAGE_ANSWER_PREFIX = f"{PREFIX}msg:"
+
+
 def message_answer(channel_id: str, message_ts: str) -> str:
     """STRING: the answer id a posted Slack message belongs to (long answers span several)."""
-    return f"{PREFIX}msg:{channel_id}:{message_ts}"
+    return f"{MESSAGE_ANSWER_PREFIX}{channel_id}:{message_ts}"
 
 
 def bot_thread(channel_id: str, thread_ts: str) -> str:
@@ -87,3 +90,23 @@ ADMIN_LOG = f"{PREFIX}audit"
 def event_seen(event_id: str) -> str:
     """STRING flag: a Slack event id already handled (Slack redelivers on slow acks)."""
     return f"{PREFIX}event:{event_id}"
+
+
+# --- Local trainer (self-hosted LoRA, workers/training/local.py) ---------------------
+LOCAL_ADAPTER_SEQ = f"{PREFIX}local:adapter_seq"
+"""STRING counter: the last number given to a local adapter's model id (``<suffix>-<n>``)."""
+
+
+def local_job(job_id: str) -> str:
+    """HASH: one local training job (status, model id, parent, paths, result, error, times)."""
+    return f"{PREFIX}local:job:{job_id}"
+
+
+def local_job_events(job_id: str) -> str:
+    """LIST: the job's progress events as JSON, oldest first."""
+    return f"{PREFIX}local:job:{job_id}:events"
+
+
+def local_job_cancel(job_id: str) -> str:
+    """STRING flag: cancellation asked for; the training callback stops at the next step."""
+    return f"{PREFIX}local:job:{job_id}:cancel"

@@ -1,0 +1,39 @@
+"""``python -m bot``: start the Slack bot in Socket Mode or HTTP mode."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from bot.app import build_app
+from bot.runtime import build_services
+from bot.server import serve
+from workers.errors import ConfigError
+from workers.settings import load_settings
+
+
+def main() -> int:
+    """Validate the settings, then serve; a bad setting stops with one clear line."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"tuneloop: {exc}", file=sys.stderr)
+        return 2
+    services = build_services(settings)
+    app = build_app(services)
+    if settings.socket_mode:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        SocketModeHandler(app, settings.secrets.slack_app_token).start()
+        return 0
+    serve(app, services, host=os.environ.get("HOST", "0.0.0.0"), port=settings.endpoints.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Answering one Slack message: history → prompt → streamed answer → stored transcript.
+
+Runs as an RQ job (queue ``answers``) so an acknowledged question survives a crash of
+the process that received it. When Redis is down no job can be queued, and the bot
+process calls :func:`answer` itself: the user still gets an answer, unrecorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+
+from bot import blocks, messages
+from bot.runtime import Services, worker_services
+from bot.streaming import AnswerWriter
+from workers.conversation import PromptTooLong, Turn, build_prompt
+from workers.errors import ModelError, TuneloopError
+from workers.llm import stream_answer
+from workers.store import AnswerRecord, AnswerState, answer_id_for
+from workers.tokens import counter_for_model
+
+logger = logging.getLogger(__name__)
+
+JOB_FUNCTION = "bot.answering.answer_job"
+MAX_HISTORY_PAGES = 20
+_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+class AnswerAlreadyReported(TuneloopError):
+    """A retried answer job whose failure the user was already told about."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """A user message to answer, as plain values taken from the Slack event."""
+
+    team_id: str
+    channel_id: str
+    user_id: str
+    message_ts: str
+    thread_ts: str
+    text: str
+
+    @property
+    def reply_thread(self) -> str:
+        """Answers go in the message's thread (a top-level message starts one)."""
+        return self.thread_ts or self.message_ts
+
+    @property
+    def answer_id(self) -> str:
+        """Stable per question, so a retried job does not create a second record."""
+        return answer_id_for(self.channel_id, self.message_ts)
+
+
+def answer_job(
+    team_id: str, channel_id: str, user_id: str, message_ts: str, thread_ts: str, text: str
+) -> str | None:
+    """RQ entry point: answer one message; logs and re-raises so failures are visible."""
+    question = Question(team_id, channel_id, user_id, message_ts, thread_ts, text)
+    services = worker_services()
+    store = services.store
+    state = store.answer_state(channel_id, message_ts)
+    if state is AnswerState.DONE:
+        logger.info("%s was already answered", question.answer_id)
+        return None
+    if state is AnswerState.FAILED:
+        raise AnswerAlreadyReported(f"{question.answer_id}: the failure was already reported")
+    try:
+        answer_id = answer(services, question)
+    except Exception:
+        logger.exception("answering %s failed", question.answer_id)
+        store.set_answer_state(channel_id, message_ts, AnswerState.FAILED)
+        raise
+    store.set_answer_state(channel_id, message_ts, AnswerState.DONE)
+    return answer_id
+
+
+def clean_text(text: str, bot_user_id: str) -> str:
+    """The message as the model should read it: the bot's own mention removed."""
+    return _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
+
+
+def thread_turns(services: Services, question: Question) -> list[Turn]:
+    """The conversation so far, oldest first, ending with the question itself.
+
+    Only messages before the question count (a slow answer must not read later ones);
+    other bots' messages are left out.
+    """
+    bot_id = services.bot_user_id
+    turns: list[Turn] = []
+    if question.thread_ts:
+        history: list[dict] = []
+        cursor = None
+        for _ in range(MAX_HISTORY_PAGES):
+            page = services.slack.conversations_replies(
+                channel=question.channel_id, ts=question.thread_ts, limit=200, cursor=cursor
+            )
+            history.extend(page.get("messages", []))
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        for message in history[-services.settings.slack.history_messages - 1 :]:
+            if float(message.get("ts", "0")) >= float(question.message_ts):
+                continue
+            if message.get("user") == bot_id:
+                turns.append(Turn("assistant", message.get("text", "")))
+            elif not message.get("bot_id") and not message.get("subtype"):
+                turns.append(Turn("user", clean_text(message.get("text", ""), bot_id)))
+    turns.append(Turn("user", clean_text(question.text, bot_id)))
+    return turns
+
+
+def _set_status(services: Services, question: Question, status: str) -> None:
+    try:
+        services.slack.assistant_threads_setStatus(
+            channel_id=question.channel_id, thread_ts=question.reply_thread, status=status
+        )
+    except SlackApiError as exc:
+        logger.debug("setStatus refused: %s", exc.response.get("error"))
+
+
+def _post(services: Services, question: Question, text: str) -> None:
+    services.slack.chat_postMessage(
+        channel=question.channel_id, thread_ts=question.reply_thread, text=text
+    )
+
+
+def _current_model(services: Services) -> str:
+    default = services.settings.model.base_model
+    try:
+        return services.store.current_model(default)
+    except RedisError:
+        logger.warning("Redis unavailable: answering with the configured base model")
+        return default
+
+
+def answer(services: Services, question: Question) -> str | None:
+    """Answer ``question`` in its thread; return the answer id if it was stored.
+
+    Model errors end in a short message in the thread (after the client's retries) and
+    are re-raised; a Redis outage only costs the record.
+    """
+    settings = services.settings
+    if not clean_text(question.text, services.bot_user_id):
+        _post(services, question, messages.NO_TEXT)
+        return None
+    _set_status(services, question, messages.THINKING)
+    model = _current_model(services)
+    counter = counter_for_model(model)
+    try:
+        prompt = build_prompt(
+            settings.model.system_prompt,
+            thread_turns(services, question),
+            settings.model.context_token_budget,
+            counter,
+        )
+    except PromptTooLong as exc:
+        _post(services, question, messages.TOO_LONG.format(tokens=exc.tokens, budget=exc.budget))
+        return None
+    writer = AnswerWriter(
+        services.slack,
+        channel_id=question.channel_id,
+        thread_ts=question.reply_thread,
+        team_id=question.team_id,
+        user_id=question.user_id,
+        buffer_chars=settings.slack.stream_buffer_chars,
+        max_chars=settings.slack.max_message_chars,
+        update_interval_s=settings.slack.fallback_update_interval_s,
+    )
+    created_at = time.time()
+    try:
+        stream = stream_answer(services.llm, settings.model, model, prompt)
+        for piece in stream:
+            writer.write(piece)
+    except ModelError as exc:
+        text = messages.MODEL_ERRORS.get(exc.kind, messages.UNEXPECTED_ERROR)
+        if writer.started:
+            writer.write("\n\n" + messages.MODEL_ERRORS["interrupted"])
+            writer.finish([])
+        else:
+            _post(services, question, text)
+        raise
+    posted = writer.finish(blocks.feedback_blocks())
+    record = AnswerRecord(
+        answer_id=question.answer_id,
+        team_id=question.team_id,
+        channel_id=question.channel_id,
+        thread_ts=question.reply_thread,
+        question_ts=question.message_ts,
+        user_id=question.user_id,
+        messages=prompt,
+        answer=stream.text,
+        model=model,
+        prompt_tokens=stream.prompt_tokens or counter.count_messages(prompt),
+        completion_tokens=stream.completion_tokens or counter.count(stream.text),
+        latency_ms=stream.latency_ms,
+        created_at=created_at,
+        message_ts=tuple(posted),
+    )
+    try:
+        services.store.save_answer(record)
+    except RedisError:
+        logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
+        return None
+    return record.answer_id

@@ -1,0 +1,23 @@
+"""Every Slack action_id, callback_id and block_id the bot uses, in one place."""
+
+FEEDBACK = "feedback"
+"""The feedback_buttons element under every answer (values "up" / "down")."""
+FEEDBACK_BLOCK = "tl_feedback"
+
+CORRECTION_VIEW = "correction"
+"""The modal asking "What should the answer have been?"."""
+CORRECTION_BLOCK = "tl_correction"
+CORRECTION_INPUT = "correction_text"
+
+REVIEW_APPROVE = "review_approve"
+REVIEW_REJECT = "review_reject"
+REVIEW_EDIT = "review_edit"
+REVIEW_EDIT_VIEW = "review_edit"
+REVIEW_EDIT_BLOCK = "tl_review_edit"
+REVIEW_EDIT_INPUT = "review_edit_text"
+PROMOTE = "promote"
+
+ADMIN_ACTIONS = (REVIEW_APPROVE, REVIEW_REJECT, REVIEW_EDIT, PROMOTE)
+"""Buttons only admins may press; the server checks, whatever the client shows."""
+
+SLASH_COMMAND = "/finetune"

@@ -1,0 +1,139 @@
+"""Events API listeners: messages, mentions, reactions, App Home, assistant threads."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from redis.exceptions import RedisError
+from slack_bolt import App
+
+from bot import blocks, messages
+from bot.answering import Question
+from bot.dispatch import submit_question
+from bot.feedback import cast_vote, vote_for_reaction
+from bot.runtime import Services
+from workers import approved
+from workers.store import VoteSource
+
+logger = logging.getLogger(__name__)
+
+IGNORED_SUBTYPES = {
+    "message_changed",
+    "message_deleted",
+    "message_replied",
+    "bot_message",
+    "channel_join",
+    "channel_leave",
+    "thread_broadcast",
+    "assistant_app_thread",
+}
+
+
+def _question(event: dict[str, Any], team_id: str | None) -> Question:
+    return Question(
+        team_id=event.get("team") or team_id or "",
+        channel_id=event["channel"],
+        user_id=event.get("user", ""),
+        message_ts=event["ts"],
+        thread_ts=event.get("thread_ts") or "",
+        text=event.get("text") or "",
+    )
+
+
+def _from_a_person(event: dict[str, Any]) -> bool:
+    return (
+        bool(event.get("user"))
+        and not event.get("bot_id")
+        and (event.get("subtype") not in IGNORED_SUBTYPES)
+    )
+
+
+def _follows_bot_thread(services: Services, event: dict[str, Any]) -> bool:
+    """A channel message in a thread the bot answered in, without mentioning it."""
+    thread_ts = event.get("thread_ts")
+    if not thread_ts or f"<@{services.bot_user_id}" in (event.get("text") or ""):
+        return False
+    try:
+        return services.store.in_bot_thread(event["channel"], thread_ts)
+    except RedisError:
+        logger.warning("Redis unavailable: thread follow-ups need a mention meanwhile")
+        return False
+
+
+def register(app: App, services: Services) -> None:
+    """Attach the event listeners."""
+
+    @app.event("app_mention")
+    def on_mention(event: dict[str, Any], context: Any) -> None:
+        if _from_a_person(event):
+            submit_question(services, _question(event, context.team_id))
+
+    @app.event("message")
+    def on_message(event: dict[str, Any], context: Any) -> None:
+        if not _from_a_person(event):
+            return
+        if event.get("channel_type") == "im" or _follows_bot_thread(services, event):
+            submit_question(services, _question(event, context.team_id))
+
+    @app.event(re.compile(r"^reaction_(added|removed)$"))
+    def on_reaction(event: dict[str, Any], client: Any) -> None:
+        item = event.get("item") or {}
+        vote = vote_for_reaction(event.get("reaction", ""))
+        if vote is None or item.get("type") != "message" or not event.get("user"):
+            return
+        added = event["type"] == "reaction_added"
+        try:
+            cast_vote(
+                services,
+                channel_id=item["channel"],
+                message_ts=item["ts"],
+                user_id=event["user"],
+                vote=vote if added else None,
+                source=VoteSource.REACTION,
+            )
+        except RedisError:
+            logger.exception("recording a reaction vote failed")
+            client.chat_postEphemeral(
+                channel=item["channel"], user=event["user"], text=messages.VOTE_UNAVAILABLE
+            )
+
+    @app.event("app_home_opened")
+    def on_home(event: dict[str, Any], client: Any) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        user_id = event["user"]
+        is_admin = user_id in services.settings.slack.admins
+        model = services.settings.model.base_model
+        stats: dict[str, int] | None = None
+        pending: int | None = None
+        try:
+            model = services.store.current_model(model)
+            stats = services.store.weekly_stats()
+            pending = approved.pending_count(services.redis) if is_admin else None
+        except RedisError:
+            logger.exception("App Home statistics unavailable")
+        client.views_publish(
+            user_id=user_id,
+            view=blocks.home_view(model=model, stats=stats, pending=pending, is_admin=is_admin),
+        )
+
+    @app.event("assistant_thread_started")
+    def on_assistant_thread(event: dict[str, Any], client: Any) -> None:
+        thread = event.get("assistant_thread") or {}
+        channel_id, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
+        if not channel_id or not thread_ts:
+            return
+        client.chat_postMessage(
+            channel=channel_id, thread_ts=thread_ts, text=messages.ASSISTANT_GREETING
+        )
+        client.assistant_threads_setSuggestedPrompts(
+            channel_id=channel_id,
+            thread_ts=thread_ts,
+            prompts=[{"title": t, "message": m} for t, m in messages.ASSISTANT_PROMPTS],
+        )
+
+    @app.event(re.compile(".*"))
+    def on_other_event(event: dict[str, Any]) -> None:
+        logger.debug("ignoring event %s", event.get("type"))

@@ -1,0 +1,169 @@
+"""Writing an answer into a Slack thread while the model generates it.
+
+Preferred: Slack's streaming messages (chat.startStream / appendStream / stopStream
+through slack_sdk's ``chat_stream``). Where Slack refuses streaming, or ends a long
+stream early, the writer falls back to posting a message and updating it at most once
+per interval. Answers longer than one message continue in a new message, never cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.chat_stream import ChatStream
+
+from bot import blocks, messages
+
+logger = logging.getLogger(__name__)
+
+STREAM_LOST = {"message_not_in_streaming_state", "message_not_found", "streaming_state_conflict"}
+
+
+def split_point(text: str, limit: int) -> int:
+    """Where to cut ``text`` so the first part has at most ``limit`` characters.
+
+    Prefers the last paragraph break, then line break, then space in the last fifth of
+    the allowed length, so a continued answer does not split a word.
+    """
+    if len(text) <= limit:
+        return len(text)
+    floor = int(limit * 0.8)
+    for sep in ("\n\n", "\n", " "):
+        cut = text.rfind(sep, floor, limit)
+        if cut > 0:
+            return cut + len(sep)
+    return limit
+
+
+class AnswerWriter:
+    """One answer, possibly over several Slack messages; ``posted`` lists their ts."""
+
+    def __init__(
+        self,
+        client: WebClient,
+        *,
+        channel_id: str,
+        thread_ts: str,
+        team_id: str,
+        user_id: str,
+        buffer_chars: int,
+        max_chars: int,
+        update_interval_s: float,
+    ) -> None:
+        self.client = client
+        self.channel_id = channel_id
+        self.thread_ts = thread_ts
+        self.team_id = team_id
+        self.user_id = user_id
+        self.buffer_chars = buffer_chars
+        self.max_chars = max_chars
+        self.update_interval_s = update_interval_s
+        self.posted: list[str] = []
+        self.streaming = True
+        self._part = ""
+        self._stream: ChatStream | None = None
+        self._posted_ts: str | None = None
+        self._last_update = 0.0
+
+    # --- public --------------------------------------------------------------------
+    def write(self, piece: str) -> None:
+        """Add generated text; starts a new message when the current one is full."""
+        while piece:
+            room = self.max_chars - len(self._part)
+            if len(piece) <= room:
+                self._append(piece)
+                return
+            cut = split_point(self._part + piece, self.max_chars) - len(self._part)
+            if cut > 0:
+                self._append(piece[:cut])
+                piece = piece[cut:]
+            self._close_part(final_blocks=None)
+
+    def finish(self, final_blocks: list[dict[str, Any]]) -> list[str]:
+        """End the answer, attaching ``final_blocks`` (the feedback row) to its last message."""
+        if not self._part and not self.posted:
+            self._append(messages.EMPTY_ANSWER)
+        self._close_part(final_blocks=final_blocks)
+        return list(self.posted)
+
+    @property
+    def started(self) -> bool:
+        """Whether anything is visible in Slack yet."""
+        return bool(self.posted) or self._current_ts is not None
+
+    # --- internals -----------------------------------------------------------------
+    @property
+    def _current_ts(self) -> str | None:
+        if self._stream is not None and self._stream.ts:
+            return self._stream.ts
+        return self._posted_ts
+
+    def _append(self, text: str) -> None:
+        self._part += text
+        if self.streaming:
+            try:
+                if self._stream is None:
+                    self._stream = self.client.chat_stream(
+                        channel=self.channel_id,
+                        thread_ts=self.thread_ts,
+                        recipient_team_id=self.team_id or None,
+                        recipient_user_id=self.user_id or None,
+                        buffer_size=self.buffer_chars,
+                    )
+                self._stream.append(markdown_text=text)
+                return
+            except SlackApiError as exc:
+                self._fall_back(exc)
+        self._post_or_update(final_blocks=None, force=False)
+
+    def _fall_back(self, exc: SlackApiError) -> None:
+        """Streaming refused or lost: continue this part as a posted-then-updated message."""
+        error = exc.response.get("error") if exc.response is not None else str(exc)
+        logger.warning("streaming unavailable (%s), falling back to chat.update", error)
+        stream_ts = self._stream.ts if self._stream is not None else None
+        self.streaming = False
+        self._stream = None
+        self._posted_ts = stream_ts if error in STREAM_LOST else None
+        self._last_update = 0.0
+
+    def _post_or_update(self, final_blocks: list[dict[str, Any]] | None, force: bool) -> None:
+        now = time.monotonic()
+        if not force and self._posted_ts and now - self._last_update < self.update_interval_s:
+            return
+        content = blocks.markdown_blocks(self._part) + (final_blocks or [])
+        if self._posted_ts is None:
+            response = self.client.chat_postMessage(
+                channel=self.channel_id, thread_ts=self.thread_ts, text=self._part, blocks=content
+            )
+            self._posted_ts = response["ts"]
+        else:
+            self.client.chat_update(
+                channel=self.channel_id, ts=self._posted_ts, text=self._part, blocks=content
+            )
+        self._last_update = now
+
+    def _close_part(self, final_blocks: list[dict[str, Any]] | None) -> None:
+        if self.streaming and self._stream is not None:
+            try:
+                self._stream.stop(blocks=final_blocks)
+                self.posted.append(str(self._stream.ts))
+                self._reset_part()
+                return
+            except SlackApiError as exc:
+                self._fall_back(exc)
+        if self.streaming and self._stream is None and not self._part:
+            return
+        self._post_or_update(final_blocks=final_blocks, force=True)
+        if self._posted_ts:
+            self.posted.append(self._posted_ts)
+        self._reset_part()
+
+    def _reset_part(self) -> None:
+        self._part = ""
+        self._stream = None
+        self._posted_ts = None
+        self._last_update = 0.0

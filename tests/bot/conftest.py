@@ -1,0 +1,178 @@
+"""The bot as it runs in production (HTTP mode, real Redis, real RQ worker) on loopback."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import waitress
+import yaml
+from redis import Redis
+from rq import Queue, SimpleWorker
+
+from bot.app import build_app
+from bot.runtime import Services, build_services, reset_worker_services
+from bot.server import make_wsgi
+from tests import payloads
+from tests.emulators.openai import OpenAIEmulator
+from tests.emulators.slack import SlackEmulator
+from workers import keys
+from workers.settings import ROOT, Settings, load_settings
+
+SIGNING_SECRET = "test-signing-secret"
+ADMIN = "UADMIN"
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_config(path: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """The shipped settings with test admins and ``overrides`` merged in."""
+    base = yaml.safe_load((ROOT / "config" / "settings.yaml").read_text())
+    base = _merge(base, {"slack": {"admins": [ADMIN], "fallback_update_interval_s": 0.0}})
+    path.write_text(yaml.safe_dump(_merge(base, overrides or {})))
+    return path
+
+
+@dataclass
+class Bot:
+    """A running bot plus the emulators it talks to, with helpers to drive it like Slack."""
+
+    url: str
+    settings: Settings
+    services: Services
+    slack: SlackEmulator
+    openai: OpenAIEmulator
+    redis: Redis
+
+    def event(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> payloads.Response:
+        body = payloads.json_body(payloads.event_envelope(event, event_id=event_id))
+        return payloads.post(
+            self.url, body, "application/json", secret=SIGNING_SECRET, headers=headers
+        )
+
+    def interact(self, payload: dict[str, Any]) -> payloads.Response:
+        return payloads.post(
+            self.url,
+            payloads.interactive_body(payload),
+            "application/x-www-form-urlencoded",
+            secret=SIGNING_SECRET,
+        )
+
+    def command(
+        self, text: str, *, user: str = ADMIN, channel: str = "C1"
+    ) -> tuple[payloads.Response, str]:
+        response_url = self.slack.new_response_url()
+        fields = payloads.command_form(text, user=user, channel=channel, response_url=response_url)
+        response = payloads.post(
+            self.url,
+            payloads.form_body(fields),
+            "application/x-www-form-urlencoded",
+            secret=SIGNING_SECRET,
+        )
+        return response, response_url
+
+    def says(
+        self,
+        text: str,
+        *,
+        user: str = "U1",
+        channel: str = "C1",
+        thread_ts: str | None = None,
+        mention: bool = False,
+        channel_type: str = "channel",
+    ) -> dict[str, Any]:
+        """A person posts ``text``: it lands in Slack's history; returns the event Slack sends."""
+        full = f"<@UBOT> {text}" if mention else text
+        ts = self.slack.add_message(channel, full, user, thread_ts=thread_ts)
+        if mention:
+            event = payloads.mention(text, user=user, channel=channel, ts=ts, thread_ts=thread_ts)
+        else:
+            event = payloads.message(
+                text,
+                user=user,
+                channel=channel,
+                ts=ts,
+                thread_ts=thread_ts,
+                channel_type=channel_type,
+            )
+        return event
+
+    def run_worker(self, *queues: str) -> None:
+        """Run every queued job in this process, as an RQ worker would, then return."""
+        names = queues or (keys.QUEUE_ANSWERS,)
+        worker = SimpleWorker(
+            [Queue(n, connection=self.redis) for n in names], connection=self.redis
+        )
+        worker.work(burst=True)
+
+    def ask(self, event: dict[str, Any]) -> str:
+        """Deliver a message event, run the worker, return the ts of the bot's last answer."""
+        response = self.event(event)
+        assert response.status == 200, response
+        self.run_worker()
+        stops = self.slack.calls("chat.stopStream")
+        assert stops, f"no answer was streamed: {[c.method for c in self.slack.calls()]}"
+        return stops[-1].args["ts"]
+
+
+@pytest.fixture
+def bot_settings() -> dict[str, Any]:
+    """Overrides of config/settings.yaml for one test (override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def bot(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    slack_api: SlackEmulator,
+    openai_api: OpenAIEmulator,
+    redis_conn: Redis,
+    redis_url: str,
+    bot_settings: dict[str, Any],
+) -> Iterator[Bot]:
+    env = {
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": openai_api.url,
+        "SLACK_API_URL": slack_api.url,
+        "REDIS_URL": redis_url,
+        "CONFIG_FILE": str(write_config(tmp_path / "settings.yaml", bot_settings)),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_worker_services()
+    settings = load_settings()
+    services = build_services(settings)
+    server = waitress.create_server(
+        make_wsgi(build_app(services), services), host="127.0.0.1", port=0, threads=8
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.effective_port}/slack/events"
+    try:
+        yield Bot(url, settings, services, slack_api, openai_api, redis_conn)
+    finally:
+        server.close()
+        thread.join(timeout=5)
+        reset_worker_services()

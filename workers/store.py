@@ -1,0 +1,279 @@
+"""Answers, votes and corrections in Redis: the record the learning loop learns from.
+
+Each answer is one hash holding its whole transcript; votes and corrections are hashes
+beside it keyed by Slack user id, so a user has one vote per answer and voting again
+changes it. Writes that belong together run in one Lua script or MULTI, so a crash
+never leaves a vote without its answer being kept. Unrated answers expire after the
+retention period; the first vote makes the answer (and its indexes) permanent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any
+
+from redis import Redis
+
+from workers import keys
+
+STATS_WINDOW_S = 7 * 24 * 3600
+
+
+class Vote(str, Enum):
+    """A thumbs-up or thumbs-down."""
+
+    UP = "up"
+    DOWN = "down"
+
+
+class VoteSource(str, Enum):
+    """How a vote was cast."""
+
+    BUTTON = "button"
+    REACTION = "reaction"
+
+
+class AnswerState(str, Enum):
+    """Where answering one user message stands (guards against answering twice)."""
+
+    QUEUED = "queued"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class VoteResult(str, Enum):
+    """What recording a vote did."""
+
+    RECORDED = "recorded"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    REMOVED = "removed"
+    NO_SUCH_ANSWER = "no_such_answer"
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """One answer with everything needed to reproduce and train on it."""
+
+    answer_id: str
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    question_ts: str
+    user_id: str
+    messages: list[dict[str, Any]]
+    answer: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+    created_at: float
+    message_ts: tuple[str, ...] = ()
+
+    def to_hash(self) -> dict[str, str]:
+        """Flat string fields for HSET (lists as JSON)."""
+        out: dict[str, str] = {}
+        for name, value in asdict(self).items():
+            if isinstance(value, list | tuple):
+                out[name] = json.dumps(list(value), ensure_ascii=False)
+            else:
+                out[name] = str(value)
+        return out
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> AnswerRecord:
+        """Inverse of :meth:`to_hash`."""
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            answer_id=data["answer_id"],
+            team_id=data["team_id"],
+            channel_id=data["channel_id"],
+            thread_ts=data["thread_ts"],
+            question_ts=data["question_ts"],
+            user_id=data["user_id"],
+            messages=json.loads(data["messages"]),
+            answer=data["answer"],
+            model=data["model"],
+            prompt_tokens=int(data["prompt_tokens"]),
+            completion_tokens=int(data["completion_tokens"]),
+            latency_ms=int(data["latency_ms"]),
+            created_at=float(data["created_at"]),
+            message_ts=tuple(json.loads(data.get("message_ts", "[]"))),
+        )
+
+
+def answer_id_for(channel_id: str, question_ts: str) -> str:
+    """An answer's id is its question's: a retried job reuses it instead of duplicating."""
+    return f"{channel_id}-{question_ts}"
+
+
+# KEYS: answer, votes, vote_src, rated, stats_votes, user_answers
+# ARGV: answer_id, user, vote ("up"/"down"/"" to remove), source, now, window_start,
+#       message-index key prefix (the answer's message keys are made permanent with it)
+_VOTE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'no_such_answer' end
+local old = redis.call('HGET', KEYS[2], ARGV[2])
+local member_old = old and (ARGV[1] .. '|' .. ARGV[2] .. '|' .. old) or nil
+if ARGV[3] == '' then
+  if not old then return 'unchanged' end
+  if redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[4] then return 'unchanged' end
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[2])
+  redis.call('ZREM', KEYS[5], member_old)
+  return 'removed'
+end
+if old == ARGV[3] then
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+  return 'unchanged'
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+if member_old then redis.call('ZREM', KEYS[5], member_old) end
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[6])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[5], ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[1])
+redis.call('PERSIST', KEYS[1])
+local tss = cjson.decode(redis.call('HGET', KEYS[1], 'message_ts'))
+local channel = redis.call('HGET', KEYS[1], 'channel_id')
+for _, ts in ipairs(tss) do redis.call('PERSIST', ARGV[7] .. channel .. ':' .. ts) end
+if old then return 'changed' end
+return 'recorded'
+"""
+
+# KEYS: answer, corrections ; ARGV: user, json
+_CORRECT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+class Store:
+    """Reads and writes answers, votes and corrections; one per process, thread-safe."""
+
+    def __init__(self, redis: Redis, *, retention_s: int, dedup_s: int = 3600) -> None:
+        self.redis = redis
+        self.retention_s = retention_s
+        self.dedup_s = dedup_s
+        self._vote = redis.register_script(_VOTE)
+        self._correct = redis.register_script(_CORRECT)
+
+    # --- answering -------------------------------------------------------------------
+    def claim_message(self, channel_id: str, message_ts: str) -> bool:
+        """True for the first caller only: one answer per user message, whatever redelivers it."""
+        key = keys.claimed_message(channel_id, message_ts)
+        return bool(self.redis.set(key, AnswerState.QUEUED.value, nx=True, ex=self.dedup_s))
+
+    def answer_state(self, channel_id: str, message_ts: str) -> AnswerState | None:
+        """The state of answering a message, None if nobody claimed it."""
+        value = self.redis.get(keys.claimed_message(channel_id, message_ts))
+        return AnswerState(value.decode()) if value else None
+
+    def set_answer_state(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
+        """Record that answering a message finished (or failed and was reported)."""
+        key = keys.claimed_message(channel_id, message_ts)
+        self.redis.set(key, state.value, ex=self.dedup_s)
+
+    def first_delivery(self, event_id: str) -> bool:
+        """True the first time Slack's event id is seen (retries carry the same id)."""
+        return bool(self.redis.set(keys.event_seen(event_id), "1", nx=True, ex=self.dedup_s))
+
+    def in_bot_thread(self, channel_id: str, thread_ts: str) -> bool:
+        """Whether the bot has answered in this thread (so follow-ups need no mention)."""
+        return bool(self.redis.exists(keys.bot_thread(channel_id, thread_ts)))
+
+    def current_model(self, default: str) -> str:
+        """The model to answer with: the promoted one, else the configured base model."""
+        value = self.redis.get(keys.CURRENT_MODEL)
+        return value.decode() if value else default
+
+    def save_answer(self, record: AnswerRecord) -> None:
+        """Store a posted answer, its message index and thread flag in one transaction."""
+        answer_key = keys.answer(record.answer_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(answer_key, mapping=record.to_hash())
+        pipe.expire(answer_key, self.retention_s)
+        for ts in record.message_ts:
+            pipe.set(
+                keys.message_answer(record.channel_id, ts), record.answer_id, ex=self.retention_s
+            )
+        pipe.set(keys.bot_thread(record.channel_id, record.thread_ts), "1", ex=self.retention_s)
+        pipe.zadd(keys.STATS_ANSWERS, {record.answer_id: record.created_at})
+        pipe.zremrangebyscore(keys.STATS_ANSWERS, "-inf", f"({record.created_at - STATS_WINDOW_S}")
+        pipe.sadd(keys.user_answers(record.user_id), record.answer_id)
+        pipe.execute()
+
+    # --- feedback ----------------------------------------------------------------------
+    def answer_for_message(self, channel_id: str, message_ts: str) -> str | None:
+        """The answer id a bot message belongs to, or None if it is not a stored answer."""
+        value = self.redis.get(keys.message_answer(channel_id, message_ts))
+        return value.decode() if value else None
+
+    def record_vote(
+        self, answer_id: str, user_id: str, vote: Vote | None, source: VoteSource
+    ) -> VoteResult:
+        """Set (or, with ``vote=None``, withdraw) a user's vote on an answer, atomically.
+
+        Withdrawing only removes a vote cast the same way: removing a reaction does not
+        undo a button click.
+        """
+        now = time.time()
+        result = self._vote(
+            keys=[
+                keys.answer(answer_id),
+                keys.votes(answer_id),
+                keys.vote_sources(answer_id),
+                keys.RATED,
+                keys.STATS_VOTES,
+                keys.user_answers(user_id),
+            ],
+            args=[
+                answer_id,
+                user_id,
+                vote.value if vote else "",
+                source.value,
+                now,
+                now - STATS_WINDOW_S,
+                keys.MESSAGE_ANSWER_PREFIX,
+            ],
+        )
+        return VoteResult(result.decode() if isinstance(result, bytes) else result)
+
+    def add_correction(self, answer_id: str, user_id: str, text: str) -> bool:
+        """Attach "what it should have said" to an answer; False if the answer is gone."""
+        payload = json.dumps({"text": text, "at": time.time()}, ensure_ascii=False)
+        done = self._correct(
+            keys=[keys.answer(answer_id), keys.corrections(answer_id)], args=[user_id, payload]
+        )
+        return bool(done)
+
+    def get_answer(self, answer_id: str) -> AnswerRecord | None:
+        """The stored answer, or None if it never existed or expired."""
+        raw = self.redis.hgetall(keys.answer(answer_id))
+        return AnswerRecord.from_hash(raw) if raw else None
+
+    def votes(self, answer_id: str) -> dict[str, Vote]:
+        """User id -> vote for one answer."""
+        raw = self.redis.hgetall(keys.votes(answer_id))
+        return {k.decode(): Vote(v.decode()) for k, v in raw.items()}
+
+    def corrections(self, answer_id: str) -> dict[str, str]:
+        """User id -> correction text for one answer."""
+        raw = self.redis.hgetall(keys.corrections(answer_id))
+        return {k.decode(): json.loads(v)["text"] for k, v in raw.items()}
+
+    # --- App Home ----------------------------------------------------------------------
+    def weekly_stats(self, now: float | None = None) -> dict[str, int]:
+        """Answers, thumbs-up and thumbs-down of the last 7 days."""
+        now = time.time() if now is None else now
+        start = now - STATS_WINDOW_S
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(keys.STATS_ANSWERS, start, "+inf")
+        pipe.zrangebyscore(keys.STATS_VOTES, start, "+inf")
+        answers, members = pipe.execute()
+        up = sum(1 for m in members if m.endswith(b"|up"))
+        return {"answers": int(answers), "up": up, "down": len(members) - up}
