@@ -1,0 +1,1015 @@
+"""A loopback emulator of the Slack Web API for tests.
+
+The real ``slack_sdk.WebClient`` talks to it over HTTP::
+
+    emu = SlackEmulator(bot_token="xoxb-test").start()
+    client = WebClient(token="xoxb-test", base_url=emu.url)
+    client.chat_postMessage(channel="C1", text="hi")
+    assert emu.messages("C1")[0]["text"] == "hi"
+    emu.stop()
+
+State (messages, streams, files, views, response URLs) lives in memory behind one lock.
+Every API call is recorded as a :class:`Call`, including the ones that were answered
+with an error (``Call.error``).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import mimetypes
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tests.emulators import LoopbackServer, Request, Responder
+
+__all__ = ["Call", "SlackEmulator", "SlackFault"]
+
+# Arguments that slack_sdk may send as JSON strings inside form / multipart bodies.
+_JSON_ARGS = frozenset(
+    {
+        "attachments",
+        "blocks",
+        "chunks",
+        "files",
+        "loading_messages",
+        "metadata",
+        "outputs",
+        "prompts",
+        "unfurls",
+        "view",
+    }
+)
+
+BOT_ID = "BBOT"
+APP_ID = "ABOT"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Web API call received by the emulator.
+
+    ``args`` are the decoded arguments (query string, form, multipart or JSON body merged;
+    the token removed). ``error`` is the Slack error the emulator answered with, or None.
+    """
+
+    method: str
+    args: dict
+    at: float
+    error: str | None = None
+
+
+@dataclass
+class SlackFault:
+    """A scripted failure for the next call(s) of one method."""
+
+    method: str
+    error: str
+    status: int
+    retry_after: int | None
+    times: int
+
+
+class _SlackError(Exception):
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.error = error
+        self.extra = extra
+
+
+def _ts_key(ts: str) -> int:
+    """A ts string as integer microseconds (for ordering)."""
+    sec, _, frac = str(ts).partition(".")
+    return int(sec or 0) * 1_000_000 + int((frac + "000000")[:6] or 0)
+
+
+def _format_ts(micros: int) -> str:
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _encode_cursor(ts: str) -> str:
+    return base64.b64encode(f"next_ts:{ts}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.b64decode(cursor.encode(), validate=True).decode()
+    except Exception as exc:  # noqa: BLE001 - any garbage is an invalid cursor
+        raise _SlackError("invalid_cursor") from exc
+    if not raw.startswith("next_ts:"):
+        raise _SlackError("invalid_cursor")
+    return raw[len("next_ts:") :]
+
+
+def _chunks_text(chunks: Any) -> str:
+    if not isinstance(chunks, list):
+        return ""
+    return "".join(
+        str(c.get("text", ""))
+        for c in chunks
+        if isinstance(c, dict) and c.get("type") == "markdown_text"
+    )
+
+
+class SlackEmulator(LoopbackServer):
+    """In-memory Slack Web API served on ``http://127.0.0.1:PORT/api/``."""
+
+    def __init__(
+        self,
+        bot_token: str = "xoxb-test",
+        bot_user_id: str = "UBOT",
+        team_id: str = "T1",
+        latency_s: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.bot_token = bot_token
+        self.bot_user_id = bot_user_id
+        self.team_id = team_id
+        self.latency_s = latency_s
+        self.refuse_streaming = False
+        self._lock = threading.RLock()
+        self._ts_micros = 1_700_000_000_000_000
+        self._id_counter = 0
+        self._init_state()
+        self._handlers: dict[str, Callable[[dict], dict]] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
+            "assistant.threads.setStatus": self._assistant_set_status,
+            "assistant.threads.setSuggestedPrompts": self._assistant_set_prompts,
+            "assistant.threads.setTitle": self._assistant_set_title,
+            "conversations.replies": self._conversations_replies,
+            "conversations.history": self._conversations_history,
+            "conversations.info": self._conversations_info,
+            "reactions.add": self._reactions_add,
+            "users.info": self._users_info,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "views.publish": self._views_publish,
+            "files.getUploadURLExternal": self._files_get_upload_url,
+            "files.completeUploadExternal": self._files_complete_upload,
+        }
+
+    def _init_state(self) -> None:
+        self._calls: list[Call] = []
+        self._channels: dict[str, dict[str, dict]] = {}
+        self._streams: dict[tuple[str, str], dict] = {}
+        self._faults: list[SlackFault] = []
+        self._users: dict[str, dict] = {}
+        self._channel_info: dict[str, dict] = {}
+        self._ephemerals: list[dict] = []
+        self._views: dict[str, dict] = {}
+        self._pending_files: dict[str, dict] = {}
+        self._uploaded_files: list[dict] = []
+        self._response_urls: dict[str, int] = {}
+        self._responses: list[tuple[str, Any]] = []
+
+    # -- public API -------------------------------------------------------------------
+    def start(self) -> SlackEmulator:
+        """Start serving; returns self."""
+        super().start()
+        return self
+
+    def __enter__(self) -> SlackEmulator:
+        return self.start()
+
+    @property
+    def url(self) -> str:
+        """The ``base_url`` for ``slack_sdk.WebClient`` (with a trailing slash)."""
+        return f"{self.base}/api/"
+
+    def reset(self) -> None:
+        """Forget calls, messages, streams, faults, users, files, views and responses."""
+        with self._lock:
+            self._init_state()
+            self.refuse_streaming = False
+
+    def calls(self, method: str | None = None) -> list[Call]:
+        """Calls received so far (optionally of one method), oldest first."""
+        with self._lock:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
+        """Wait until ``count`` calls of ``method`` arrived; returns them.
+
+        Raises AssertionError (listing the calls seen) on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            calls = self.calls(method)
+            if len(calls) >= count:
+                return calls
+            if time.monotonic() >= deadline:
+                seen = "\n  ".join(f"{c.method} {c.args!r} error={c.error}" for c in self.calls())
+                raise AssertionError(
+                    f"expected {count} call(s) of {method} within {timeout}s, got {len(calls)}; "
+                    f"calls seen:\n  {seen or '(none)'}"
+                )
+            time.sleep(0.01)
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        error: str = "ratelimited",
+        status: int = 429,
+        retry_after: int | None = 1,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` fail.
+
+        status 429 answers HTTP 429 with ``Retry-After`` and ``{"ok": false, "error":
+        "ratelimited"}``; status 200 answers ``{"ok": false, "error": error}``; any other
+        status answers that HTTP status with ``{"ok": false, "error": error}``.
+        """
+        with self._lock:
+            self._faults.append(SlackFault(method, error, status, retry_after, times))
+
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        user: str,
+        *,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        bot_id: str | None = None,
+        **extra: Any,
+    ) -> str:
+        """Seed a message into history (a thread reply when ``thread_ts``); returns its ts."""
+        with self._lock:
+            if ts is None:
+                ts = self._next_ts()
+            else:
+                self._ts_micros = max(self._ts_micros, _ts_key(ts))
+            msg: dict[str, Any] = {
+                "type": "message",
+                "user": user,
+                "text": text,
+                "ts": ts,
+                "team": self.team_id,
+            }
+            if bot_id:
+                msg["bot_id"] = bot_id
+            if thread_ts and thread_ts != ts:
+                msg["thread_ts"] = thread_ts
+            msg.update(extra)
+            self._store(channel, msg)
+            return ts
+
+    def messages(self, channel: str, thread_ts: str | None = None) -> list[dict]:
+        """Stored messages, oldest first.
+
+        With ``thread_ts``: the thread (parent first, then replies). Without: the
+        channel's top-level messages.
+        """
+        with self._lock:
+            if thread_ts is None:
+                return copy.deepcopy(self._top_level(channel))
+            return copy.deepcopy(self._thread_messages(channel, thread_ts))
+
+    def message(self, channel: str, ts: str) -> dict | None:
+        """One stored message (a copy), or None."""
+        with self._lock:
+            msg = self._channels.get(channel, {}).get(ts)
+            return copy.deepcopy(msg) if msg is not None else None
+
+    def set_user(
+        self,
+        user_id: str,
+        *,
+        is_admin: bool = False,
+        is_owner: bool = False,
+        is_bot: bool = False,
+        deleted: bool = False,
+        name: str | None = None,
+        real_name: str | None = None,
+        display_name: str | None = None,
+        email: str | None = None,
+        tz: str = "UTC",
+        tz_offset: int = 0,
+    ) -> None:
+        """Register a user for ``users.info`` (unregistered users get a default profile)."""
+        with self._lock:
+            self._users[user_id] = self._default_user(user_id)
+            u = self._users[user_id]
+            u.update(
+                is_admin=is_admin,
+                is_owner=is_owner,
+                is_bot=is_bot,
+                deleted=deleted,
+                tz=tz,
+                tz_offset=tz_offset,
+            )
+            if name:
+                u["name"] = name
+            if real_name:
+                u["real_name"] = real_name
+                u["profile"]["real_name"] = real_name
+            if display_name:
+                u["profile"]["display_name"] = display_name
+            if email:
+                u["profile"]["email"] = email
+
+    def set_channel(self, channel_id: str, **fields: Any) -> None:
+        """Override fields of the ``conversations.info`` answer for a channel."""
+        with self._lock:
+            self._channel_info.setdefault(channel_id, {}).update(fields)
+
+    def stream_state(self, channel: str, ts: str) -> str | None:
+        """``"streaming"``, ``"stopped"`` or None (not a stream)."""
+        with self._lock:
+            s = self._streams.get((channel, ts))
+            return s["state"] if s else None
+
+    def stream_chunks(self, channel: str, ts: str) -> list[dict]:
+        """Every chunk received for a stream (start, append and stop), in order."""
+        with self._lock:
+            s = self._streams.get((channel, ts))
+            return copy.deepcopy(s["chunks"]) if s else []
+
+    def end_stream(self, channel: str, ts: str) -> None:
+        """Simulate Slack ending a stream server-side: later appends and stops fail with
+        ``message_not_in_streaming_state``."""
+        with self._lock:
+            if (channel, ts) in self._streams:
+                self._streams[(channel, ts)]["state"] = "stopped"
+
+    def ephemerals(self) -> list[dict]:
+        """Ephemeral messages posted (not part of history), oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._ephemerals)
+
+    def views(self) -> list[dict]:
+        """Views opened, updated or published (their latest state), in creation order."""
+        with self._lock:
+            return copy.deepcopy(list(self._views.values()))
+
+    def uploaded_files(self) -> list[dict]:
+        """Files completed via files.completeUploadExternal, with ``content`` bytes."""
+        with self._lock:
+            return copy.deepcopy(self._uploaded_files)
+
+    def new_response_url(self) -> str:
+        """A fresh response_url on the emulator (5 uses, like Slack's)."""
+        with self._lock:
+            path = f"/actions/{self.team_id}/{self._next_id()}/{secrets.token_hex(12)}"
+            self._response_urls[path] = 0
+        return self.base + path
+
+    def responses(self, url: str | None = None) -> list[dict]:
+        """JSON bodies POSTed to response URLs (optionally one URL), in order."""
+        with self._lock:
+            return [copy.deepcopy(b) for u, b in self._responses if url is None or u == url]
+
+    # -- internals: ids and storage ---------------------------------------------------
+    def _next_ts(self) -> str:
+        self._ts_micros += 100
+        return _format_ts(self._ts_micros)
+
+    def _next_id(self) -> int:
+        self._id_counter += 1
+        return self._id_counter
+
+    def _store(self, channel: str, msg: dict) -> None:
+        self._channels.setdefault(channel, {})[msg["ts"]] = msg
+        parent_ts = msg.get("thread_ts")
+        if parent_ts and parent_ts != msg["ts"]:
+            parent = self._channels[channel].get(parent_ts)
+            if parent is not None:
+                msg.setdefault("parent_user_id", parent.get("user"))
+            self._refresh_parent(channel, parent_ts)
+
+    def _refresh_parent(self, channel: str, parent_ts: str) -> None:
+        msgs = self._channels.get(channel, {})
+        parent = msgs.get(parent_ts)
+        if parent is None:
+            return
+        replies = sorted(
+            (m for m in msgs.values() if m.get("thread_ts") == parent_ts and m["ts"] != parent_ts),
+            key=lambda m: _ts_key(m["ts"]),
+        )
+        if replies:
+            users: list[str] = []
+            for r in replies:
+                if r.get("user") and r["user"] not in users:
+                    users.append(r["user"])
+            parent.update(
+                thread_ts=parent_ts,
+                reply_count=len(replies),
+                reply_users=users,
+                reply_users_count=len(users),
+                latest_reply=replies[-1]["ts"],
+            )
+        else:
+            for k in ("reply_count", "reply_users", "reply_users_count", "latest_reply"):
+                parent.pop(k, None)
+            if parent.get("thread_ts") == parent_ts:
+                parent.pop("thread_ts")
+
+    def _top_level(self, channel: str) -> list[dict]:
+        msgs = self._channels.get(channel, {}).values()
+        top = [m for m in msgs if not m.get("thread_ts") or m["thread_ts"] == m["ts"]]
+        return sorted(top, key=lambda m: _ts_key(m["ts"]))
+
+    def _thread_messages(self, channel: str, thread_ts: str) -> list[dict]:
+        msgs = self._channels.get(channel, {})
+        out = [m for m in msgs.values() if m["ts"] == thread_ts or m.get("thread_ts") == thread_ts]
+        return sorted(out, key=lambda m: (m["ts"] != thread_ts, _ts_key(m["ts"])))
+
+    def _bot_message(self, text: str, ts: str) -> dict:
+        return {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": BOT_ID,
+            "app_id": APP_ID,
+            "text": text,
+            "ts": ts,
+            "team": self.team_id,
+            "bot_profile": {
+                "id": BOT_ID,
+                "app_id": APP_ID,
+                "name": "tuneloop",
+                "team_id": self.team_id,
+            },
+        }
+
+    def _get_message(self, channel: str, ts: Any) -> dict:
+        msg = self._channels.get(channel, {}).get(str(ts)) if ts else None
+        if msg is None:
+            raise _SlackError("message_not_found")
+        return msg
+
+    def _default_user(self, user_id: str) -> dict:
+        is_bot = user_id == self.bot_user_id
+        name = "tuneloop" if is_bot else user_id.lower()
+        return {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "deleted": False,
+            "real_name": "Tuneloop" if is_bot else f"User {user_id}",
+            "tz": "UTC",
+            "tz_label": "Coordinated Universal Time",
+            "tz_offset": 0,
+            "is_admin": False,
+            "is_owner": False,
+            "is_primary_owner": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+            "is_bot": is_bot,
+            "is_app_user": False,
+            "updated": 1_700_000_000,
+            "profile": {
+                "real_name": "Tuneloop" if is_bot else f"User {user_id}",
+                "display_name": name,
+                "email": None if is_bot else f"{name}@example.com",
+                "team": self.team_id,
+                **({"bot_id": BOT_ID} if is_bot else {}),
+            },
+        }
+
+    # -- HTTP dispatch ----------------------------------------------------------------
+    def _dispatch(self, req: Request, resp: Responder) -> None:
+        if req.path.startswith("/api/"):
+            self._dispatch_api(req.path[len("/api/") :], req, resp)
+        elif req.path.startswith("/upload/v1/"):
+            self._dispatch_upload(req.path[len("/upload/v1/") :], req, resp)
+        elif req.path.startswith("/actions/"):
+            self._dispatch_response_url(req, resp)
+        else:
+            resp.send(404, b"not found", "text/plain; charset=utf-8")
+
+    @staticmethod
+    def _parse_args(req: Request) -> dict:
+        args: dict[str, Any] = dict(req.query)
+        ctype = req.content_type
+        if ctype == "application/json":
+            body = req.json()
+            if isinstance(body, dict):
+                args.update(body)
+            return args
+        if ctype == "multipart/form-data":
+            for part in req.multipart():
+                args[part.name] = part.data if part.filename is not None else part.text()
+        elif req.body:
+            args.update(req.form())
+        for key in _JSON_ARGS & set(args):
+            value = args[key]
+            if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+                try:
+                    args[key] = json.loads(value)
+                except ValueError:
+                    pass
+        return args
+
+    def _take_fault(self, method: str) -> SlackFault | None:
+        for fault in self._faults:
+            if fault.method == method and fault.times > 0:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _dispatch_api(self, method: str, req: Request, resp: Responder) -> None:
+        args = self._parse_args(req)
+        token = req.bearer_token() or args.pop("token", None)
+        args.pop("token", None)
+        status, headers = 200, {}
+        with self._lock:
+            fault = None
+            try:
+                if not token:
+                    raise _SlackError("not_authed")
+                if token != self.bot_token:
+                    raise _SlackError("invalid_auth")
+                fault = self._take_fault(method)
+                if fault is not None:
+                    if fault.status == 429:
+                        status = 429
+                        if fault.retry_after is not None:
+                            headers["Retry-After"] = str(fault.retry_after)
+                        raise _SlackError("ratelimited")
+                    status = fault.status
+                    raise _SlackError(fault.error)
+                handler = self._handlers.get(method)
+                if handler is None:
+                    raise _SlackError("unknown_method", req_method=method)
+                body = handler(args)
+                body = {"ok": True, **body}
+                error = None
+            except _SlackError as exc:
+                body = {"ok": False, "error": exc.error, **exc.extra}
+                error = exc.error
+            self._calls.append(
+                Call(method=method, args=copy.deepcopy(args), at=req.at, error=error)
+            )
+            payload = json.dumps(body).encode("utf-8")
+        self._sleep(self.latency_s)
+        resp.send(status, payload, headers=headers)
+
+    def _dispatch_upload(self, file_id: str, req: Request, resp: Responder) -> None:
+        data = req.body
+        if req.content_type == "multipart/form-data":
+            parts = req.multipart()
+            chosen = next((p for p in parts if p.filename is not None), parts[0] if parts else None)
+            data = chosen.data if chosen else b""
+        with self._lock:
+            pending = self._pending_files.get(file_id)
+            if pending is None:
+                answer = (404, b"file not found")
+            else:
+                pending["content"] = data
+                answer = (200, f"OK - {len(data)}".encode())
+        self._sleep(self.latency_s)
+        resp.send(answer[0], answer[1], "text/plain; charset=utf-8")
+
+    def _dispatch_response_url(self, req: Request, resp: Responder) -> None:
+        if req.content_type == "application/json":
+            body: Any = req.json()
+        else:
+            form = req.form()
+            body = json.loads(form["payload"]) if "payload" in form else form
+        with self._lock:
+            uses = self._response_urls.get(req.path)
+            if uses is None:
+                answer: tuple[int, dict] = (404, {"ok": False, "error": "expired_url"})
+            elif uses >= 5:
+                answer = (404, {"ok": False, "error": "used_url"})
+            else:
+                self._response_urls[req.path] = uses + 1
+                self._responses.append((self.base + req.path, body))
+                answer = (200, {"ok": True})
+        self._sleep(self.latency_s)
+        resp.send_json(*answer)
+
+    # -- method handlers (called with the lock held) ---------------------------------
+    @staticmethod
+    def _require(args: dict, *names: str) -> None:
+        missing = [n for n in names if args.get(n) in (None, "")]
+        if missing:
+            if missing[0] in ("channel", "channel_id"):
+                raise _SlackError("channel_not_found")
+            raise _SlackError(
+                "invalid_arguments",
+                response_metadata={
+                    "messages": [f"[ERROR] missing required field: {n}" for n in missing]
+                },
+            )
+
+    def _auth_test(self, args: dict) -> dict:
+        return {
+            "url": "https://tuneloop-test.slack.com/",
+            "team": "Tuneloop Test",
+            "user": "tuneloop",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _message_fields(self, msg: dict, args: dict) -> None:
+        for key in ("blocks", "attachments", "metadata"):
+            if args.get(key) is not None:
+                msg[key] = args[key]
+
+    def _chat_post_message(self, args: dict) -> dict:
+        self._require(args, "channel")
+        text = args.get("text") or args.get("markdown_text") or ""
+        if not text and not args.get("blocks") and not args.get("attachments"):
+            raise _SlackError("no_text")
+        channel = str(args["channel"])
+        msg = self._bot_message(text, self._next_ts())
+        self._message_fields(msg, args)
+        if args.get("thread_ts"):
+            msg["thread_ts"] = str(args["thread_ts"])
+        self._store(channel, msg)
+        return {"channel": channel, "ts": msg["ts"], "message": copy.deepcopy(msg)}
+
+    def _chat_update(self, args: dict) -> dict:
+        self._require(args, "channel", "ts")
+        channel = str(args["channel"])
+        msg = self._get_message(channel, args["ts"])
+        if msg.get("user") != self.bot_user_id and msg.get("bot_id") != BOT_ID:
+            raise _SlackError("cant_update_message")
+        text = args.get("text") if args.get("text") is not None else args.get("markdown_text")
+        if text is not None:
+            msg["text"] = text
+        self._message_fields(msg, args)
+        msg["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        return {
+            "channel": channel,
+            "ts": msg["ts"],
+            "text": msg.get("text", ""),
+            "message": copy.deepcopy(msg),
+        }
+
+    def _chat_delete(self, args: dict) -> dict:
+        self._require(args, "channel", "ts")
+        channel = str(args["channel"])
+        msg = self._get_message(channel, args["ts"])
+        if msg.get("user") != self.bot_user_id and msg.get("bot_id") != BOT_ID:
+            raise _SlackError("cant_delete_message")
+        del self._channels[channel][msg["ts"]]
+        self._streams.pop((channel, msg["ts"]), None)
+        if msg.get("thread_ts") and msg["thread_ts"] != msg["ts"]:
+            self._refresh_parent(channel, msg["thread_ts"])
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def _chat_post_ephemeral(self, args: dict) -> dict:
+        self._require(args, "channel", "user")
+        text = args.get("text") or args.get("markdown_text") or ""
+        if not text and not args.get("blocks") and not args.get("attachments"):
+            raise _SlackError("no_text")
+        ts = self._next_ts()
+        record = {
+            "channel": str(args["channel"]),
+            "user": str(args["user"]),
+            "text": text,
+            "message_ts": ts,
+        }
+        for key in ("blocks", "attachments", "thread_ts"):
+            if args.get(key) is not None:
+                record[key] = args[key]
+        self._ephemerals.append(record)
+        return {"message_ts": ts}
+
+    def _chat_start_stream(self, args: dict) -> dict:
+        if self.refuse_streaming:
+            raise _SlackError("feature_not_enabled")
+        self._require(args, "channel", "thread_ts")
+        channel = str(args["channel"])
+        chunks = args.get("chunks") if isinstance(args.get("chunks"), list) else []
+        text = (args.get("markdown_text") or "") + _chunks_text(chunks)
+        msg = self._bot_message(text, self._next_ts())
+        msg["thread_ts"] = str(args["thread_ts"])
+        self._store(channel, msg)
+        all_chunks = (
+            [{"type": "markdown_text", "text": args["markdown_text"]}]
+            if args.get("markdown_text")
+            else []
+        )
+        self._streams[(channel, msg["ts"])] = {
+            "state": "streaming",
+            "chunks": all_chunks + list(chunks),
+        }
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def _streaming_message(self, args: dict) -> tuple[str, dict, dict]:
+        self._require(args, "channel", "ts")
+        channel = str(args["channel"])
+        stream = self._streams.get((channel, str(args["ts"])))
+        msg = self._channels.get(channel, {}).get(str(args["ts"]))
+        if stream is None or msg is None or stream["state"] != "streaming":
+            raise _SlackError("message_not_in_streaming_state")
+        chunks = args.get("chunks") if isinstance(args.get("chunks"), list) else []
+        if args.get("markdown_text"):
+            stream["chunks"].append({"type": "markdown_text", "text": args["markdown_text"]})
+        stream["chunks"].extend(chunks)
+        msg["text"] = msg.get("text", "") + (args.get("markdown_text") or "") + _chunks_text(chunks)
+        return channel, msg, stream
+
+    def _chat_append_stream(self, args: dict) -> dict:
+        channel, msg, _ = self._streaming_message(args)
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def _chat_stop_stream(self, args: dict) -> dict:
+        channel, msg, stream = self._streaming_message(args)
+        self._message_fields(msg, args)
+        stream["state"] = "stopped"
+        return {"channel": channel, "ts": msg["ts"], "message": copy.deepcopy(msg)}
+
+    def _assistant_set_status(self, args: dict) -> dict:
+        self._require(args, "channel_id", "thread_ts")
+        if "status" not in args:
+            raise _SlackError("invalid_arguments")
+        return {}
+
+    def _assistant_set_prompts(self, args: dict) -> dict:
+        self._require(args, "channel_id", "prompts")
+        if not isinstance(args["prompts"], list):
+            raise _SlackError("invalid_arguments")
+        return {}
+
+    def _assistant_set_title(self, args: dict) -> dict:
+        self._require(args, "channel_id", "thread_ts", "title")
+        return {}
+
+    @staticmethod
+    def _limit(args: dict, default: int, maximum: int) -> int:
+        try:
+            limit = int(args.get("limit") or default)
+        except (TypeError, ValueError) as exc:
+            raise _SlackError("invalid_limit") from exc
+        return max(1, min(limit, maximum))
+
+    @staticmethod
+    def _in_range(msgs: list[dict], args: dict) -> list[dict]:
+        inclusive = _truthy(args.get("inclusive", False))
+        out = msgs
+        if args.get("oldest") not in (None, ""):
+            lo = _ts_key(str(args["oldest"]))
+            out = [
+                m for m in out if _ts_key(m["ts"]) > lo or (inclusive and _ts_key(m["ts"]) == lo)
+            ]
+        if args.get("latest") not in (None, ""):
+            hi = _ts_key(str(args["latest"]))
+            out = [
+                m for m in out if _ts_key(m["ts"]) < hi or (inclusive and _ts_key(m["ts"]) == hi)
+            ]
+        return out
+
+    @staticmethod
+    def _page(msgs: list[dict], args: dict, limit: int) -> dict:
+        start = 0
+        if args.get("cursor"):
+            cursor_ts = _decode_cursor(str(args["cursor"]))
+            idx = next((i for i, m in enumerate(msgs) if m["ts"] == cursor_ts), None)
+            if idx is None:
+                raise _SlackError("invalid_cursor")
+            start = idx
+        page = msgs[start : start + limit]
+        has_more = start + limit < len(msgs)
+        return {
+            "messages": copy.deepcopy(page),
+            "has_more": has_more,
+            "response_metadata": {
+                "next_cursor": _encode_cursor(msgs[start + limit]["ts"]) if has_more else ""
+            },
+        }
+
+    def _conversations_replies(self, args: dict) -> dict:
+        self._require(args, "channel", "ts")
+        channel = str(args["channel"])
+        msg = self._channels.get(channel, {}).get(str(args["ts"]))
+        if msg is None:
+            raise _SlackError("thread_not_found")
+        root = msg.get("thread_ts") or msg["ts"]
+        thread = self._thread_messages(channel, root)
+        parent = [m for m in thread if m["ts"] == root]
+        replies = self._in_range([m for m in thread if m["ts"] != root], args)
+        return self._page(parent + replies, args, self._limit(args, 1000, 1000))
+
+    def _conversations_history(self, args: dict) -> dict:
+        self._require(args, "channel")
+        channel = str(args["channel"])
+        msgs = list(reversed(self._in_range(self._top_level(channel), args)))
+        return {
+            **self._page(msgs, args, self._limit(args, 100, 999)),
+            "pin_count": 0,
+            "channel_actions_ts": None,
+            "channel_actions_count": 0,
+        }
+
+    def _conversations_info(self, args: dict) -> dict:
+        self._require(args, "channel")
+        cid = str(args["channel"])
+        is_im = cid.startswith("D")
+        is_private = cid.startswith("G") or is_im
+        name = cid.lower()
+        channel: dict[str, Any] = {
+            "id": cid,
+            "created": 1_700_000_000,
+            "is_archived": False,
+            "is_org_shared": False,
+            "context_team_id": self.team_id,
+        }
+        if is_im:
+            channel.update(is_im=True, user="U" + cid[1:], is_user_deleted=False, priority=0)
+        else:
+            channel.update(
+                name=name,
+                name_normalized=name,
+                is_channel=cid.startswith("C"),
+                is_group=cid.startswith("G"),
+                is_im=False,
+                is_mpim=False,
+                is_private=is_private,
+                is_general=False,
+                is_member=True,
+                is_shared=False,
+                is_ext_shared=False,
+                creator="UADMIN",
+                topic={"value": "", "creator": "", "last_set": 0},
+                purpose={"value": "", "creator": "", "last_set": 0},
+            )
+        channel.update(self._channel_info.get(cid, {}))
+        return {"channel": channel}
+
+    def _reactions_add(self, args: dict) -> dict:
+        self._require(args, "channel", "timestamp", "name")
+        msg = self._get_message(str(args["channel"]), args["timestamp"])
+        name = str(args["name"]).strip(":")
+        reactions = msg.setdefault("reactions", [])
+        for r in reactions:
+            if r["name"] == name:
+                if self.bot_user_id in r["users"]:
+                    raise _SlackError("already_reacted")
+                r["users"].append(self.bot_user_id)
+                r["count"] += 1
+                return {}
+        reactions.append({"name": name, "users": [self.bot_user_id], "count": 1})
+        return {}
+
+    def _users_info(self, args: dict) -> dict:
+        self._require(args, "user")
+        uid = str(args["user"])
+        user = self._users.get(uid) or self._default_user(uid)
+        return {"user": copy.deepcopy(user)}
+
+    def _make_view(self, view: dict, view_id: str, **extra: Any) -> dict:
+        return {
+            "id": view_id,
+            "team_id": self.team_id,
+            "type": view.get("type", "modal"),
+            "title": view.get("title"),
+            "submit": view.get("submit"),
+            "close": view.get("close"),
+            "blocks": view.get("blocks", []),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "external_id": view.get("external_id", ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "app_id": APP_ID,
+            "app_installed_team_id": self.team_id,
+            "bot_id": BOT_ID,
+            **extra,
+        }
+
+    def _view_arg(self, args: dict) -> dict:
+        view = args.get("view")
+        if not isinstance(view, dict):
+            raise _SlackError("invalid_arguments")
+        return view
+
+    def _views_open(self, args: dict) -> dict:
+        if not args.get("trigger_id") and not args.get("interactivity_pointer"):
+            raise _SlackError("invalid_arguments")
+        view = self._view_arg(args)
+        view_id = f"V{self._next_id():010d}"
+        self._views[view_id] = self._make_view(view, view_id)
+        return {"view": copy.deepcopy(self._views[view_id])}
+
+    def _views_update(self, args: dict) -> dict:
+        view = self._view_arg(args)
+        current = None
+        if args.get("view_id"):
+            current = self._views.get(str(args["view_id"]))
+        elif args.get("external_id"):
+            current = next(
+                (v for v in self._views.values() if v["external_id"] == args["external_id"]), None
+            )
+        if current is None:
+            raise _SlackError("not_found")
+        if args.get("hash") and args["hash"] != current["hash"]:
+            raise _SlackError("hash_conflict")
+        updated = self._make_view(view, current["id"], root_view_id=current["root_view_id"])
+        self._views[current["id"]] = updated
+        return {"view": copy.deepcopy(updated)}
+
+    def _views_publish(self, args: dict) -> dict:
+        self._require(args, "user_id")
+        view = self._view_arg(args)
+        existing = next(
+            (
+                v
+                for v in self._views.values()
+                if v["type"] == "home" and v.get("user_id") == args["user_id"]
+            ),
+            None,
+        )
+        view_id = existing["id"] if existing else f"V{self._next_id():010d}"
+        self._views[view_id] = self._make_view(
+            {"type": "home", **view}, view_id, user_id=str(args["user_id"])
+        )
+        return {"view": copy.deepcopy(self._views[view_id])}
+
+    def _files_get_upload_url(self, args: dict) -> dict:
+        self._require(args, "filename", "length")
+        file_id = f"F{self._next_id():010d}"
+        self._pending_files[file_id] = {
+            "id": file_id,
+            "filename": str(args["filename"]),
+            "length": int(args["length"]),
+            "alt_txt": args.get("alt_txt"),
+            "snippet_type": args.get("snippet_type"),
+            "content": None,
+        }
+        return {"upload_url": f"{self.base}/upload/v1/{file_id}", "file_id": file_id}
+
+    def _files_complete_upload(self, args: dict) -> dict:
+        files = args.get("files")
+        if not isinstance(files, list) or not files:
+            raise _SlackError("invalid_arguments")
+        channel_id = args.get("channel_id")
+        channels = [c for c in str(args.get("channels") or "").split(",") if c]
+        if channel_id:
+            channels = [str(channel_id), *[c for c in channels if c != channel_id]]
+        thread_ts = str(args["thread_ts"]) if args.get("thread_ts") else None
+        for f in files:
+            pending = self._pending_files.get(str(f.get("id")))
+            if pending is None:
+                raise _SlackError("file_not_found")
+            if pending["content"] is None:
+                raise _SlackError("file_upload_not_completed")
+        now = int(time.time())
+        public: list[dict] = []
+        for f in files:
+            pending = self._pending_files.pop(str(f["id"]))
+            name = pending["filename"]
+            mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            info = {
+                "id": pending["id"],
+                "created": now,
+                "timestamp": now,
+                "name": name,
+                "title": f.get("title") or name,
+                "mimetype": mimetype,
+                "filetype": name.rsplit(".", 1)[-1].lower() if "." in name else "binary",
+                "user": self.bot_user_id,
+                "size": len(pending["content"]),
+                "is_external": False,
+                "url_private": f"{self.base}/files/{pending['id']}/{name}",
+                "channels": channels,
+            }
+            public.append(info)
+            self._uploaded_files.append(
+                {
+                    **info,
+                    "filename": name,
+                    "channel_id": channel_id,
+                    "thread_ts": thread_ts,
+                    "initial_comment": args.get("initial_comment"),
+                    "alt_txt": pending["alt_txt"],
+                    "content": pending["content"],
+                }
+            )
+        for channel in channels:
+            msg = self._bot_message(str(args.get("initial_comment") or ""), self._next_ts())
+            msg.update(files=copy.deepcopy(public), upload=True, display_as_bot=False)
+            if thread_ts:
+                msg["thread_ts"] = thread_ts
+            self._store(channel, msg)
+        return {"files": copy.deepcopy(public)}
