@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 
 from redis.exceptions import RedisError
 from rq import Retry
@@ -15,28 +13,6 @@ from bot.runtime import Services
 logger = logging.getLogger(__name__)
 
 ANSWER_JOB_TIMEOUT_S = 600
-LOCAL_CLAIMS_MAX = 10_000
-
-
-class _LocalClaims:
-    """Fallback de-duplication for when Redis is down: this process's recent messages."""
-
-    def __init__(self, size: int) -> None:
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def claim(self, key: str) -> bool:
-        with self._lock:
-            if key in self._seen:
-                return False
-            self._seen[key] = None
-            if len(self._seen) > self._size:
-                self._seen.popitem(last=False)
-            return True
-
-
-_local_claims = _LocalClaims(LOCAL_CLAIMS_MAX)
 
 
 def submit_question(services: Services, question: Question) -> bool:
@@ -69,7 +45,7 @@ def submit_question(services: Services, question: Question) -> bool:
         return True
     except RedisError:
         logger.exception("Redis unavailable: answering %s in-process", question.answer_id)
-    if not _local_claims.claim(question.answer_id):
+    if not services.local_claims.claim(question.answer_id):
         return False
     try:
         answer(services, question)

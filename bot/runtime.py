@@ -7,6 +7,7 @@ builds them on its first job (RQ passes jobs only ids and strings) and keeps the
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -25,6 +26,26 @@ from workers.settings import Settings, load_settings
 from workers.store import Store
 
 SLACK_RATE_LIMIT_RETRIES = 5
+LOCAL_CLAIMS_MAX = 10_000
+
+
+class LocalClaims:
+    """De-duplication that needs no Redis: this process's most recent message ids."""
+
+    def __init__(self, size: int) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def claim(self, key: str) -> bool:
+        """True the first time ``key`` is seen (among the last ``size`` keys)."""
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen[key] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
 
 
 def make_redis(url: str) -> Redis:
@@ -64,6 +85,11 @@ class Services:
             retention_s=self.settings.retention.unrated_days * 86400,
             dedup_s=self.settings.retention.event_dedup_s,
         )
+
+    @cached_property
+    def local_claims(self) -> LocalClaims:
+        """Fallback de-duplication of questions while Redis is unreachable."""
+        return LocalClaims(LOCAL_CLAIMS_MAX)
 
     @cached_property
     def answers_queue(self) -> Queue:

@@ -17,7 +17,7 @@ from rq import Queue, SimpleWorker
 
 from bot.app import build_app
 from bot.runtime import Services, build_services, reset_worker_services
-from bot.server import make_wsgi
+from bot.server import EVENTS_PATH, make_wsgi
 from tests import payloads
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
@@ -141,13 +141,19 @@ def bot_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
+def bot_redis_url(redis_url: str) -> str:
+    """The Redis the bot is given (override to simulate an outage)."""
+    return redis_url
+
+
+@pytest.fixture
 def bot(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     slack_api: SlackEmulator,
     openai_api: OpenAIEmulator,
     redis_conn: Redis,
-    redis_url: str,
+    bot_redis_url: str,
     bot_settings: dict[str, Any],
 ) -> Iterator[Bot]:
     env = {
@@ -156,7 +162,7 @@ def bot(
         "OPENAI_API_KEY": "sk-test",
         "OPENAI_BASE_URL": openai_api.url,
         "SLACK_API_URL": slack_api.url,
-        "REDIS_URL": redis_url,
+        "REDIS_URL": bot_redis_url,
         "CONFIG_FILE": str(write_config(tmp_path / "settings.yaml", bot_settings)),
     }
     for name, value in env.items():
@@ -169,7 +175,7 @@ def bot(
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{server.effective_port}/slack/events"
+    url = f"http://127.0.0.1:{server.effective_port}{EVENTS_PATH}"
     try:
         yield Bot(url, settings, services, slack_api, openai_api, redis_conn)
     finally:
