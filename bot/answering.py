@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -115,13 +116,34 @@ def thread_turns(services: Services, question: Question) -> list[Turn]:
     return turns
 
 
-def _set_status(services: Services, question: Question, status: str) -> None:
-    try:
-        services.slack.assistant_threads_setStatus(
-            channel_id=question.channel_id, thread_ts=question.reply_thread, status=status
-        )
-    except SlackApiError as exc:
-        logger.debug("setStatus refused: %s", exc.response.get("error"))
+class ThinkingStatus:
+    """Shows "is thinking…" if the model has not started answering after a moment.
+
+    A fast answer never pays for the extra Slack call; :meth:`settle` is called before
+    the first part of the answer is posted, so a status can never land after it.
+    """
+
+    def __init__(self, services: Services, question: Question, delay_s: float) -> None:
+        self._services = services
+        self._question = question
+        self._timer = threading.Timer(delay_s, self._show)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _show(self) -> None:
+        try:
+            self._services.slack.assistant_threads_setStatus(
+                channel_id=self._question.channel_id,
+                thread_ts=self._question.reply_thread,
+                status=messages.THINKING,
+            )
+        except SlackApiError as exc:
+            logger.debug("setStatus refused: %s", exc.response.get("error"))
+
+    def settle(self) -> None:
+        """Cancel the status if it is not shown yet, or wait until its call is done."""
+        self._timer.cancel()
+        self._timer.join()
 
 
 def _post(services: Services, question: Question, text: str) -> None:
@@ -149,7 +171,6 @@ def answer(services: Services, question: Question) -> str | None:
     if not clean_text(question.text, services.bot_user_id):
         _post(services, question, messages.NO_TEXT)
         return None
-    _set_status(services, question, messages.THINKING)
     model = _current_model(services)
     counter = counter_for_model(model)
     try:
@@ -171,13 +192,18 @@ def answer(services: Services, question: Question) -> str | None:
         buffer_chars=settings.slack.stream_buffer_chars,
         max_chars=settings.slack.max_message_chars,
         update_interval_s=settings.slack.fallback_update_interval_s,
+        stream_after_s=settings.slack.stream_start_after_s,
     )
     created_at = time.time()
+    status = ThinkingStatus(services, question, settings.slack.thinking_status_after_s)
     try:
         stream = stream_answer(services.llm, settings.model, model, prompt)
         for piece in stream:
+            status.settle()
             writer.write(piece)
+        status.settle()
     except ModelError as exc:
+        status.settle()
         text = messages.MODEL_ERRORS.get(exc.kind, messages.UNEXPECTED_ERROR)
         if writer.started:
             writer.write("\n\n" + messages.MODEL_ERRORS["interrupted"])

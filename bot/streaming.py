@@ -1,7 +1,8 @@
 """Writing an answer into a Slack thread while the model generates it.
 
 Preferred: Slack's streaming messages (chat.startStream / appendStream / stopStream
-through slack_sdk's ``chat_stream``). Where Slack refuses streaming, or ends a long
+through slack_sdk's ``chat_stream``), started once the answer outgrows one buffer or takes
+longer than a moment; an answer that arrives whole is posted as one message. Where Slack refuses streaming, or ends a long
 stream early, the writer falls back to posting a message and updating it at most once
 per interval. Answers longer than one message continue in a new message, never cut.
 """
@@ -53,6 +54,7 @@ class AnswerWriter:
         buffer_chars: int,
         max_chars: int,
         update_interval_s: float,
+        stream_after_s: float,
     ) -> None:
         self.client = client
         self.channel_id = channel_id
@@ -62,12 +64,14 @@ class AnswerWriter:
         self.buffer_chars = buffer_chars
         self.max_chars = max_chars
         self.update_interval_s = update_interval_s
+        self.stream_after_s = stream_after_s
         self.posted: list[str] = []
         self.streaming = True
         self._part = ""
         self._stream: ChatStream | None = None
         self._posted_ts: str | None = None
         self._last_update = 0.0
+        self._first_piece_at: float | None = None
 
     # --- public --------------------------------------------------------------------
     def write(self, piece: str) -> None:
@@ -107,6 +111,11 @@ class AnswerWriter:
         if self.streaming:
             try:
                 if self._stream is None:
+                    if self._first_piece_at is None:
+                        self._first_piece_at = time.monotonic()
+                    waited = time.monotonic() - self._first_piece_at
+                    if len(self._part) < self.buffer_chars and waited < self.stream_after_s:
+                        return  # the whole answer may arrive at once: then one message is enough
                     self._stream = self.client.chat_stream(
                         channel=self.channel_id,
                         thread_ts=self.thread_ts,
@@ -114,6 +123,7 @@ class AnswerWriter:
                         recipient_user_id=self.user_id or None,
                         buffer_size=self.buffer_chars,
                     )
+                    text = self._part
                 self._stream.append(markdown_text=text)
                 return
             except SlackApiError as exc:
@@ -167,3 +177,4 @@ class AnswerWriter:
         self._stream = None
         self._posted_ts = None
         self._last_update = 0.0
+        self._first_piece_at = None

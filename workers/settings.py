@@ -80,6 +80,8 @@ class SlackSettings(_Frozen):
     stream_buffer_chars: PositiveInt = 200
     max_message_chars: Annotated[int, Field(ge=500, le=12000)] = 11000
     fallback_update_interval_s: Annotated[float, Field(ge=0.0)] = 1.0
+    stream_start_after_s: Annotated[float, Field(ge=0.0)] = 0.25
+    thinking_status_after_s: Annotated[float, Field(ge=0.0)] = 0.3
     history_messages: PositiveInt = 50
 
 

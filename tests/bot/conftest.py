@@ -129,9 +129,14 @@ class Bot:
         response = self.event(event)
         assert response.status == 200, response
         self.run_worker()
-        stops = self.slack.calls("chat.stopStream")
-        assert stops, f"no answer was streamed: {[c.method for c in self.slack.calls()]}"
-        return stops[-1].args["ts"]
+        thread = event.get("thread_ts") or event["ts"]
+        return self.last_answer_ts(event["channel"], thread)
+
+    def last_answer_ts(self, channel: str, thread_ts: str) -> str:
+        """The ts of the bot's last message in a thread (streamed or posted)."""
+        mine = [m for m in self.slack.messages(channel, thread_ts) if m.get("user") == "UBOT"]
+        assert mine, f"no answer in the thread: {[c.method for c in self.slack.calls()]}"
+        return mine[-1]["ts"]
 
 
 @pytest.fixture

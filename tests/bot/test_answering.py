@@ -13,13 +13,14 @@ from workers import keys
 from workers.store import answer_id_for
 
 
-def _stream_text(bot: Bot, ts: str) -> str:
-    return bot.slack.message("C1", ts)["text"] if bot.slack.message("C1", ts) else ""
+def _bot_posted_nothing(bot: Bot) -> bool:
+    return not any(c.method in ("chat.postMessage", "chat.startStream") for c in bot.slack.calls())
 
 
 def test_mention_gets_a_streamed_answer_in_its_thread_with_feedback_buttons(bot: Bot) -> None:
     event = payloads.mention("What is the capital of France?")
-    bot.openai.script_answer("Paris is the capital of France. " * 20)
+    # The model takes a moment before its first token: the thread shows "is thinking…".
+    bot.openai.script_answer("Paris is the capital of France. " * 20, first_token_delay_s=0.6)
 
     response = bot.event(event)
     assert response.status == 200
@@ -44,6 +45,7 @@ def test_mention_gets_a_streamed_answer_in_its_thread_with_feedback_buttons(bot:
     assert posted["thread_ts"] == event["ts"]
     status = bot.slack.calls("assistant.threads.setStatus")[0]
     assert status.args["thread_ts"] == event["ts"]
+    assert status.at < start.at, "the status shows before the answer starts"
 
     # The model saw the system prompt and the question without the bot's mention.
     sent = bot.openai.completions()[0]
@@ -88,26 +90,34 @@ def test_follow_up_in_a_thread_is_answered_without_a_mention_with_the_history(bo
     assert sent[1]["content"] == "My name is Ada."
     assert sent[2]["content"] == "Nice to meet you, Ada."
     assert sent[3]["content"] == "What is my name?"
-    assert bot.slack.calls("chat.startStream")[-1].args["thread_ts"] == first["ts"]
-    assert first_answer_ts != bot.slack.calls("chat.stopStream")[-1].args["ts"]
+    second_answer_ts = bot.last_answer_ts("C1", first["ts"])
+    assert first_answer_ts != second_answer_ts
 
 
 def test_a_thread_message_where_the_bot_never_spoke_is_ignored(bot: Bot) -> None:
     parent = bot.slack.add_message("C1", "people talking", "U2")
     bot.event(payloads.message("just chatting", thread_ts=parent))
     bot.run_worker()
-    assert bot.slack.calls("chat.startStream") == []
+    assert _bot_posted_nothing(bot)
     assert bot.openai.completions() == []
 
 
 def test_direct_message_is_answered(bot: Bot) -> None:
-    event = payloads.message("hi in private", channel="D1", channel_type="im")
-    bot.event(event)
-    bot.run_worker()
-    start = bot.slack.calls("chat.startStream")[0]
-    assert start.args["channel"] == "D1"
-    assert start.args["thread_ts"] == event["ts"]
-    assert bot.slack.calls("chat.stopStream")[0].args["channel"] == "D1"
+    event = bot.says("hi in private", channel="D1", channel_type="im")
+    answer_ts = bot.ask(event)
+    assert bot.slack.message("D1", answer_ts)["text"] == "Echo: hi in private"
+    assert bot.slack.message("D1", answer_ts)["thread_ts"] == event["ts"]
+
+
+def test_a_short_answer_that_arrives_at_once_is_one_message_with_feedback(bot: Bot) -> None:
+    event = bot.says("quick one", mention=True)
+    bot.ask(event)
+    assert bot.slack.calls("chat.startStream") == []
+    assert bot.slack.calls("assistant.threads.setStatus") == [], "no status for instant answers"
+    post = bot.slack.calls("chat.postMessage")[0]
+    assert post.args["thread_ts"] == event["ts"]
+    assert post.args["text"] == "Echo: quick one"
+    assert post.args["blocks"][-1]["elements"][0]["type"] == "feedback_buttons"
 
 
 @pytest.mark.parametrize(
@@ -124,7 +134,7 @@ def test_bots_edits_deletions_and_own_messages_are_ignored(bot: Bot, extra: dict
     event = payloads.message("hello", channel="D1", channel_type="im", **extra)
     assert bot.event(event).status == 200
     bot.run_worker()
-    assert bot.slack.calls("chat.startStream") == []
+    assert _bot_posted_nothing(bot)
     assert bot.openai.completions() == []
 
 
@@ -137,7 +147,8 @@ def test_slack_retries_of_an_event_produce_one_answer(bot: Bot) -> None:
     # Slack also sends a message event (another event id) for the same mention.
     bot.event(payloads.message(event["text"], ts=event["ts"]))
     bot.run_worker()
-    assert len(bot.slack.calls("chat.startStream")) == 1
+    answers = [m for m in bot.slack.messages("C1", event["ts"]) if m.get("user") == "UBOT"]
+    assert len(answers) == 1
     assert len(bot.openai.completions()) == 1
 
 
@@ -229,13 +240,18 @@ def test_context_too_long_from_the_model_is_explained(bot: Bot) -> None:
 def test_a_long_answer_is_split_over_messages_not_truncated(bot: Bot) -> None:
     words = [f"word{i}" for i in range(400)]
     bot.openai.script_answer(" ".join(words))
-    bot.ask(payloads.mention("write a lot"))
-    stops = bot.slack.calls("chat.stopStream")
-    assert len(stops) >= 4
-    texts = [bot.slack.message("C1", s.args["ts"])["text"] for s in stops]
-    assert all(len(t) <= 500 for t in texts)
-    assert "".join(texts) == " ".join(words)
-    assert [bool(s.args.get("blocks")) for s in stops] == [False] * (len(stops) - 1) + [True]
+    event = bot.says("write a lot", mention=True)
+    bot.ask(event)
+    parts = [m for m in bot.slack.messages("C1", event["ts"]) if m.get("user") == "UBOT"]
+    assert len(parts) >= 6
+    assert all(len(p["text"]) <= 500 for p in parts)
+    assert "".join(p["text"] for p in parts) == " ".join(words)
+    with_buttons = [
+        any(b["type"] == "context_actions" for b in p.get("blocks") or []) for p in parts
+    ]
+    assert with_buttons == [False] * (len(parts) - 1) + [True], "feedback ends the last part"
+    answer_id = answer_id_for("C1", event["ts"])
+    assert {bot.services.store.answer_for_message("C1", p["ts"]) for p in parts} == {answer_id}
 
 
 def test_when_streaming_is_refused_the_answer_is_posted_then_updated(bot: Bot) -> None:
@@ -257,11 +273,12 @@ def test_when_streaming_is_refused_the_answer_is_posted_then_updated(bot: Bot) -
 
 def test_slack_429_is_retried_after_retry_after(bot: Bot) -> None:
     bot.slack.fail_next("chat.startStream", status=429, retry_after=1)
-    ts = bot.ask(payloads.mention("rate limited slack"))
+    bot.openai.script_answer("A long answer that is streamed. " * 10)
+    ts = bot.ask(bot.says("rate limited slack", mention=True))
     starts = bot.slack.calls("chat.startStream")
     assert len(starts) == 2 and starts[0].error == "ratelimited"
     assert starts[1].at - starts[0].at >= 0.9
-    assert bot.slack.message("C1", ts)["text"] == "Echo: rate limited slack"
+    assert bot.slack.message("C1", ts)["text"] == "A long answer that is streamed. " * 10
 
 
 def test_a_message_with_only_a_file_gets_a_polite_reply(bot: Bot) -> None:
@@ -284,12 +301,6 @@ def test_a_promoted_model_is_used_for_the_next_answer(bot: Bot) -> None:
     bot.redis.set(keys.CURRENT_MODEL, "ft:gpt-4o-mini-2024-07-18:org:tuneloop:abc")
     bot.ask(payloads.mention("which model?"))
     assert bot.openai.completions()[-1]["model"] == "ft:gpt-4o-mini-2024-07-18:org:tuneloop:abc"
-    stored = json.loads(
-        bot.redis.hget(
-            keys.answer(
-                answer_id_for("C1", bot.slack.calls("chat.startStream")[-1].args["thread_ts"])
-            ),
-            "messages",
-        )
-    )
+    question_ts = bot.slack.calls("chat.postMessage")[-1].args["thread_ts"]
+    stored = json.loads(bot.redis.hget(keys.answer(answer_id_for("C1", question_ts)), "messages"))
     assert stored[-1]["content"] == "which model?"

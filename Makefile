@@ -1,0 +1,33 @@
+# `make run` sets up and starts the service; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+REDIS_PORT ?= 6379
+
+.PHONY: run test lint format redis
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+redis:
+	@$(BIN)/python -c "import redis,sys; redis.Redis(port=$(REDIS_PORT)).ping()" 2>/dev/null \
+	  || redis-server --daemonize yes --bind 127.0.0.1 --port $(REDIS_PORT) --save "" --appendonly no \
+	  || (echo "Redis is not running and redis-server is not installed (apt-get install redis-server)"; exit 1)
+	@for i in 1 2 3 4 5 6 7 8 9 10; do \
+	  $(BIN)/python -c "import redis; redis.Redis(port=$(REDIS_PORT)).ping()" 2>/dev/null && exit 0; sleep 0.5; done; \
+	  echo "Redis did not come up on port $(REDIS_PORT)"; exit 1
+
+run: $(BIN)/.installed redis
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
+
+test: $(BIN)/.installed redis
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .

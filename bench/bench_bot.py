@@ -1,0 +1,208 @@
+"""The bot's own cost per answer, next to a minimal Bolt app, in the same run.
+
+Both apps run as separate processes behind waitress and talk to the same loopback Slack
+and OpenAI emulators (the model answers instantly). For each mention we measure the time
+from sending the signed event to the emulator receiving the call that completes the
+answer (chat.stopStream for the bot, chat.postMessage for the baseline), first one at a
+time (latency), then with several requests in flight (throughput).
+
+    python -m bench.bench_bot --answers 200 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis import Redis
+
+from tests import payloads
+from tests.emulators.openai import OpenAIEmulator
+from tests.emulators.slack import SlackEmulator
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-signing-secret"
+MODEL = "gpt-4o-mini-2024-07-18"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+@dataclass
+class Result:
+    name: str
+    p50_ms: float
+    p99_ms: float
+    answers_per_s: float
+
+
+def _measure(
+    name: str,
+    url: str,
+    slack: SlackEmulator,
+    final_method: str,
+    answers: int,
+    concurrency: int,
+    channel: str,
+) -> Result:
+    def one(i: int) -> float:
+        event = payloads.mention(f"question {i}", channel=channel, ts=payloads.new_ts())
+        body = payloads.json_body(payloads.event_envelope(event))
+        sent = time.time()
+        response = payloads.post(url, body, "application/json", secret=SECRET)
+        assert response.status == 200, response
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for call in slack.calls(final_method):
+                if call.args.get("channel") == channel and _thread_of(slack, call) == event["ts"]:
+                    return call.at - sent
+            time.sleep(0.001)
+        raise RuntimeError(f"{name}: no answer to {event['ts']}")
+
+    for i in range(5):  # warm up connections and imports
+        one(-i - 1)
+    latencies = [one(i) for i in range(answers)]
+    started = time.time()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(answers, answers * 2)))
+    elapsed = time.time() - started
+    latencies.sort()
+    return Result(
+        name,
+        statistics.median(latencies) * 1000,
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        answers / elapsed,
+    )
+
+
+def _thread_of(slack: SlackEmulator, call) -> str | None:  # noqa: ANN001
+    if "thread_ts" in call.args:
+        return call.args["thread_ts"]
+    message = slack.message(call.args["channel"], call.args["ts"])
+    return message.get("thread_ts") if message else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--answers", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4, help="answer workers of the bot")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
+    args = parser.parse_args()
+
+    redis = Redis.from_url(args.redis_url)
+    if redis.dbsize():
+        sys.exit(f"{args.redis_url} is not empty; give --redis-url of an empty db")
+    slack = SlackEmulator(bot_token="xoxb-bench").start()
+    llm = OpenAIEmulator(api_key="sk-bench").start()
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": "xoxb-bench",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": llm.url,
+        "SLACK_API_URL": slack.url,
+        "REDIS_URL": args.redis_url,
+        "MODEL": MODEL,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    bot_port, base_port = _free_port(), _free_port()
+    bin_dir = Path(sys.executable).parent
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bot"], cwd=ROOT, env={**env, "PORT": str(bot_port)}
+        ),
+        subprocess.Popen(
+            [
+                str(bin_dir / "rq"),
+                "worker-pool",
+                "-w",
+                "rq.worker.SimpleWorker",
+                "-q",
+                "--url",
+                args.redis_url,
+                "-n",
+                str(args.workers),
+                "answers",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "minimal_app.py")],
+            cwd=ROOT,
+            env={**env, "PORT": str(base_port)},
+        ),
+    ]
+    try:
+        _wait_http(bot_port)
+        _wait_http(base_port)
+        time.sleep(2)  # let the worker pool start
+        base = _measure(
+            "minimal Bolt app",
+            f"http://127.0.0.1:{base_port}/slack/events",
+            slack,
+            "chat.postMessage",
+            args.answers,
+            args.concurrency,
+            "CBASE",
+        )
+        full = _measure(
+            "tuneloop bot",
+            f"http://127.0.0.1:{bot_port}/slack/events",
+            slack,
+            "chat.stopStream",
+            args.answers,
+            args.concurrency,
+            "CBOT",
+        )
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        slack.stop()
+        llm.stop()
+        redis.flushdb()
+    print(f"answers: {args.answers} sequential + {args.answers} with {args.concurrency} in flight")
+    print("| app | p50 ms | p99 ms | answers/s |")
+    print("|---|---:|---:|---:|")
+    for r in (base, full):
+        print(f"| {r.name} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.answers_per_s:.1f} |")
+    print(
+        f"| ratio (bot / minimal) | {full.p50_ms / base.p50_ms:.2f}x | "
+        f"{full.p99_ms / base.p99_ms:.2f}x | {base.answers_per_s / full.answers_per_s:.2f}x |"
+    )
+
+
+if __name__ == "__main__":
+    main()
