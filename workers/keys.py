@@ -110,3 +110,44 @@ def local_job_events(job_id: str) -> str:
 def local_job_cancel(job_id: str) -> str:
     """STRING flag: cancellation asked for; the training callback stops at the next step."""
     return f"{PREFIX}local:job:{job_id}:cancel"
+
+
+# --- Training runs (workers/loop.py, workers/trainset.py, workers/approval.py) -------
+RUN_LOCK = f"{PREFIX}run:lock"
+"""STRING: id of the training run in progress (SET NX); absent when none is going."""
+RUNS = f"{PREFIX}runs"
+"""ZSET: every training run id (dry runs included), scored by creation time."""
+
+
+def run(run_id: str) -> str:
+    """HASH: one training run (status, set, job, models, admin, thread, cursor range...)."""
+    return f"{PREFIX}run:{run_id}"
+
+
+def run_metrics(run_id: str) -> str:
+    """LIST: the run's metric points as JSON (step, losses, accuracy), oldest first."""
+    return f"{PREFIX}run:{run_id}:metrics"
+
+
+TRAINSET_SEQ = f"{PREFIX}trainset:seq"
+"""STRING counter: the last training-set version number given (set ids ``set-0007``)."""
+TRAINSETS = f"{PREFIX}trainsets"
+"""ZSET: training-set ids scored by creation time."""
+
+
+def trainset(set_id: str) -> str:
+    """STRING: a built training set's manifest as JSON (counts, tokens, files, cursor range)."""
+    return f"{PREFIX}trainset:{set_id}"
+
+
+def trainset_seen(set_id: str) -> str:
+    """SET (temporary): content hashes already taken while building one set (de-duplication)."""
+    return f"{PREFIX}trainset:{set_id}:seen"
+
+
+HELDOUT = f"{PREFIX}trainset:heldout"
+"""SET: normalised-content hashes of examples a started run held out for validation;
+they are never replayed into a later training file."""
+MODELS = f"{PREFIX}models"
+"""HASH: model id -> JSON {run, set, job, parent, trained examples, metrics} of every
+model a training run produced (what ``/finetune promote`` may switch to)."""

@@ -142,6 +142,13 @@ class TrainingSettings(_Frozen):
     pii: PiiSettings = PiiSettings()
     openai: OpenAITrainerSettings = OpenAITrainerSettings()
     local: LocalTrainerSettings = LocalTrainerSettings()
+    # --- learning loop (workers/trainset.py, workers/loop.py) ---
+    replay_max: Annotated[int, Field(ge=0)] = 2000
+    max_validation_examples: Annotated[int, Field(ge=0)] = 500
+    sets_dir: str = Field(default="data/trainsets", min_length=1)
+    exact_token_examples: Annotated[int, Field(ge=0)] = 5000
+    token_sample_every: PositiveInt = 20
+    stale_run_s: PositiveInt = 900
 
 
 class EvaluationSettings(_Frozen):
@@ -151,6 +158,8 @@ class EvaluationSettings(_Frozen):
     judge_model: str = ""
     embedding_model: str = "text-embedding-3-small"
     max_examples: PositiveInt = 200
+    # --- learning loop (workers/evaluation.py) ---
+    parallel_requests: Annotated[int, Field(ge=1, le=32)] = 4
 
 
 class Secrets(_Frozen):
