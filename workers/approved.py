@@ -58,14 +58,21 @@ class Example:
 def append(redis: Redis, example: Example) -> str | None:
     """Log an approved example; return its stream id, or None if it was logged before."""
     result = redis.eval(
-        _APPEND, 2, keys.APPROVED_HASHES, keys.APPROVED_LOG, example.content_hash(), example.to_json()
+        _APPEND,
+        2,
+        keys.APPROVED_HASHES,
+        keys.APPROVED_LOG,
+        example.content_hash(),
+        example.to_json(),
     )
     if result is None:
         return None
     return result.decode() if isinstance(result, bytes) else str(result)
 
 
-def read_after(redis: Redis, after_id: str = "0-0", batch: int = 1000) -> Iterator[tuple[str, Example]]:
+def read_after(
+    redis: Redis, after_id: str = "0-0", batch: int = 1000
+) -> Iterator[tuple[str, Example]]:
     """Yield (stream id, example) for every example logged after ``after_id``, in order.
 
     Reads in batches so memory does not grow with the length of the log.

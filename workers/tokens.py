@@ -68,9 +68,7 @@ class Counter:
         """Tokens of one message's role and content (text parts of a list content too)."""
         content = message.get("content")
         if isinstance(content, list):
-            text = "".join(
-                str(part.get("text", "")) for part in content if isinstance(part, dict)
-            )
+            text = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
         else:
             text = "" if content is None else str(content)
         return self.count(str(message.get("role", ""))) + self.count(text)
