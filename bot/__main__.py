@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from bot.app import build_app
 from bot.runtime import build_services
 from bot.server import serve
+from workers import logs
 from workers.errors import ConfigError
 from workers.settings import load_settings
 
 
 def main() -> int:
     """Validate the settings, then serve; a bad setting stops with one clear line."""
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"tuneloop: {exc}", file=sys.stderr)
         return 2
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"), settings.secrets.model_dump().values())
     services = build_services(settings)
     app = build_app(services)
     if settings.socket_mode:

@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from bot import blocks, messages
 from bot.runtime import Services, worker_services
 from bot.streaming import AnswerWriter
+from workers import logs, metrics
 from workers.conversation import PromptTooLong, Turn, build_prompt
 from workers.errors import ModelError, TuneloopError
 from workers.llm import stream_answer
@@ -167,6 +168,16 @@ def answer(services: Services, question: Question) -> str | None:
     Model errors end in a short message in the thread (after the client's retries) and
     are re-raised; a Redis outage only costs the record.
     """
+    with logs.context(
+        request_id=question.answer_id,
+        team=question.team_id,
+        channel=question.channel_id,
+        user=question.user_id,
+    ):
+        return _answer(services, question)
+
+
+def _answer(services: Services, question: Question) -> str | None:
     settings = services.settings
     if not clean_text(question.text, services.bot_user_id):
         _post(services, question, messages.NO_TEXT)
@@ -204,6 +215,7 @@ def answer(services: Services, question: Question) -> str | None:
         status.settle()
     except ModelError as exc:
         status.settle()
+        metrics.incr(services.redis, "tuneloop_errors", kind=exc.kind)
         text = messages.MODEL_ERRORS.get(exc.kind, messages.UNEXPECTED_ERROR)
         if writer.started:
             writer.write("\n\n" + messages.MODEL_ERRORS["interrupted"])
@@ -228,9 +240,22 @@ def answer(services: Services, question: Question) -> str | None:
         created_at=created_at,
         message_ts=tuple(posted),
     )
+    elapsed = time.time() - created_at
+    logger.info(
+        "answered",
+        extra={
+            "model": model,
+            "latency_ms": int(elapsed * 1000),
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "parts": len(posted),
+        },
+    )
     try:
         services.store.save_answer(record)
     except RedisError:
         logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
         return None
+    metrics.incr(services.redis, "tuneloop_answers", model=model)
+    metrics.observe(services.redis, "tuneloop_answer_latency_seconds", elapsed)
     return record.answer_id

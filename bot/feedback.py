@@ -7,6 +7,7 @@ import logging
 from redis.exceptions import RedisError
 
 from bot.runtime import Services
+from workers import metrics
 from workers.store import Vote, VoteResult, VoteSource
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def cast_vote(
         return VoteResult.NO_SUCH_ANSWER, None
     result = services.store.record_vote(answer_id, user_id, vote, source)
     logger.info("vote %s by %s on %s: %s", vote, user_id, answer_id, result.value)
+    if vote is not None and result in (VoteResult.RECORDED, VoteResult.CHANGED):
+        metrics.incr(services.redis, "tuneloop_votes", vote=vote.value, source=source.value)
     return result, answer_id
 
 

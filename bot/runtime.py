@@ -6,6 +6,7 @@ builds them on its first job (RQ passes jobs only ids and strings) and keeps the
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
-from workers import keys
+from workers import keys, logs
 from workers.llm import make_client
 from workers.settings import Settings, load_settings
 from workers.store import Store
@@ -126,7 +127,11 @@ def worker_services() -> Services:
     global _worker_services
     with _worker_lock:
         if _worker_services is None:
-            _worker_services = build_services(load_settings())
+            settings = load_settings()
+            logs.configure(
+                os.environ.get("LOG_LEVEL", "INFO"), settings.secrets.model_dump().values()
+            )
+            _worker_services = build_services(settings)
         return _worker_services
 
 

@@ -1,4 +1,4 @@
-"""The HTTP front: ``POST /slack/events`` for Slack, ``GET /healthz`` for the operator."""
+"""The HTTP front: ``POST /slack/events`` for Slack; ``/healthz`` and ``/metrics`` for operators."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.runtime import Services
+from workers.metrics import RedisCollector
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ def make_wsgi(
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     """One WSGI callable serving Slack's requests and the health check."""
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
+    registry = CollectorRegistry()
+    registry.register(RedisCollector(services.redis))
 
     def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -46,6 +50,13 @@ def make_wsgi(
             start_response(
                 f"{status} {reason}",
                 [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+            )
+            return [payload]
+        if path == "/metrics" and method == "GET":
+            payload = generate_latest(registry)
+            start_response(
+                "200 OK",
+                [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(payload)))],
             )
             return [payload]
         start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])

@@ -151,3 +151,7 @@ they are never replayed into a later training file."""
 MODELS = f"{PREFIX}models"
 """HASH: model id -> JSON {run, set, job, parent, trained examples, metrics} of every
 model a training run produced (what ``/finetune promote`` may switch to)."""
+
+# --- Operations -------------------------------------------------------------------------
+METRICS = f"{PREFIX}metrics"
+"""HASH: "<metric>|<label>=<value>..." -> count, shared by every process (see workers.metrics)."""

@@ -1,0 +1,33 @@
+"""What operators watch: /metrics for Prometheus, /healthz."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from tests import payloads
+from tests.bot.conftest import Bot
+
+
+def _metrics(bot: Bot) -> str:
+    url = bot.url.replace("/slack/events", "/metrics")
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        return resp.read().decode()
+
+
+def test_metrics_count_answers_votes_errors_latency_and_queue_depth(bot: Bot) -> None:
+    ts = bot.ask(bot.says("count me", mention=True))
+    bot.interact(payloads.feedback_click("up", user="U2", channel="C1", message_ts=ts))
+    bot.slack.wait_for("chat.postEphemeral")
+    bot.openai.fail_next(status=400, error_code="context_length_exceeded")
+    bot.ask(bot.says("fail me", mention=True))
+    bot.event(bot.says("queued, not yet answered", mention=True))
+
+    text = _metrics(bot)
+    model = bot.settings.model.base_model
+    assert f'tuneloop_answers_total{{model="{model}"}} 1.0' in text
+    assert 'tuneloop_votes_total{source="button",vote="up"} 1.0' in text
+    assert 'tuneloop_errors_total{kind="context_too_long"} 1.0' in text
+    assert "tuneloop_answer_latency_seconds_count 1.0" in text
+    assert 'tuneloop_answer_latency_seconds_bucket{le="+Inf"} 1.0' in text
+    assert 'tuneloop_queue_depth{queue="answers"} 1.0' in text

@@ -1,0 +1,125 @@
+"""Service metrics kept in Redis, rendered for Prometheus by the bot's ``/metrics``.
+
+Answers are produced by worker processes, possibly on several machines, so in-process
+counters would each see only a part. Every process adds to the same Redis hash instead
+(one HINCRBY pipeline per event) and ``/metrics`` reads it back: whichever bot process
+Prometheus scrapes reports the whole service.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+
+from workers import keys
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
+_SEP = "|"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A metric's kind, help text and label names."""
+
+    kind: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+COUNTERS = {
+    "tuneloop_answers": Spec("counter", "Answers posted", ("model",)),
+    "tuneloop_votes": Spec("counter", "Votes recorded", ("vote", "source")),
+    "tuneloop_errors": Spec("counter", "Errors by kind", ("kind",)),
+    "tuneloop_training_runs": Spec("counter", "Training runs by final status", ("status",)),
+}
+HISTOGRAMS = {
+    "tuneloop_answer_latency_seconds": Spec(
+        "histogram", "Time from starting an answer to its last message", ()
+    ),
+}
+
+
+def _field(name: str, labels: dict[str, str]) -> str:
+    return _SEP.join([name, *(f"{k}={labels[k]}" for k in sorted(labels))])
+
+
+def incr(redis: Redis, name: str, amount: int = 1, **labels: str) -> None:
+    """Add to a counter; never fails the caller (metrics are not worth an error)."""
+    try:
+        redis.hincrby(keys.METRICS, _field(name, labels), amount)
+    except RedisError:
+        logger.warning("metric %s not recorded: Redis unavailable", name)
+
+
+def observe(redis: Redis, name: str, value: float) -> None:
+    """Record one observation of a histogram (cumulative buckets, sum and count)."""
+    pipe = redis.pipeline(transaction=False)
+    for bound in LATENCY_BUCKETS:
+        if value <= bound:
+            pipe.hincrby(keys.METRICS, _field(name + "_bucket", {"le": str(bound)}), 1)
+    pipe.hincrby(keys.METRICS, _field(name + "_bucket", {"le": "+Inf"}), 1)
+    pipe.hincrbyfloat(keys.METRICS, _field(name + "_sum", {}), value)
+    pipe.hincrby(keys.METRICS, _field(name + "_count", {}), 1)
+    try:
+        pipe.execute()
+    except RedisError:
+        logger.warning("metric %s not recorded: Redis unavailable", name)
+
+
+def _parse(raw: dict[bytes, bytes]) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for field, value in raw.items():
+        name, *pairs = field.decode().split(_SEP)
+        labels = dict(pair.split("=", 1) for pair in pairs)
+        out.setdefault(name, []).append((labels, float(value)))
+    return out
+
+
+class RedisCollector:
+    """A prometheus_client collector reading the shared counters and the queue depths."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def collect(self) -> Iterator[Metric]:
+        """Called by prometheus_client on every scrape."""
+        try:
+            values = _parse(self.redis.hgetall(keys.METRICS))
+            depths = {name: len(Queue(name, connection=self.redis)) for name in keys.ALL_QUEUES}
+        except RedisError:
+            logger.warning("metrics unavailable: Redis unreachable")
+            return
+        for name, spec in COUNTERS.items():
+            family = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
+            for labels, value in values.get(name, []):
+                family.add_metric([labels.get(label, "") for label in spec.labels], value)
+            yield family
+        for name, spec in HISTOGRAMS.items():
+            buckets = sorted(
+                ((labels["le"], value) for labels, value in values.get(name + "_bucket", [])),
+                key=lambda item: float(item[0]),
+            )
+            total = sum(value for _, value in values.get(name + "_sum", []))
+            family = HistogramMetricFamily(name, spec.help)
+            if buckets:
+                family.add_metric([], buckets, total)
+            yield family
+        gauge = GaugeMetricFamily(
+            "tuneloop_queue_depth", "Jobs waiting per queue", labels=["queue"]
+        )
+        for name, depth in depths.items():
+            gauge.add_metric([name], depth)
+        yield gauge
