@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import json
 import logging
+import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +23,8 @@ from workers.metrics import RedisCollector
 logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+MAX_BODY_BYTES = 1_000_000  # Slack's payloads are far smaller; more is not from Slack
+SIGNATURE_MAX_AGE_S = 300
 StartResponse = Callable[..., Any]
 
 
@@ -30,6 +37,46 @@ def health(services: Services) -> tuple[int, dict[str, str]]:
     return 200, {"status": "ok", "redis": "ok"}
 
 
+def signed_by_slack(secret: bytes, body: bytes, timestamp: str, signature: str) -> bool:
+    """Slack's v0 signature over the raw bytes, from the last five minutes."""
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SIGNATURE_MAX_AGE_S:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
+def malformed(body: bytes, content_type: str) -> str | None:
+    """Why a signed body is not something Slack sends, or None if it is well-formed."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not UTF-8"
+    try:
+        if content_type.startswith("application/json"):
+            data = json.loads(text)
+            return None if isinstance(data, dict) else "JSON body is not an object"
+        form = urllib.parse.parse_qs(text, keep_blank_values=True)
+        if "payload" in form:
+            data = json.loads(form["payload"][0])
+            return None if isinstance(data, dict) else "payload is not a JSON object"
+    except ValueError as exc:
+        return f"malformed JSON: {exc.args[0] if exc.args else exc}"
+    if "command" in form or "ssl_check" in form:
+        return None
+    return "neither an event, an interaction nor a command"
+
+
+def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]:
+    payload = text.encode()
+    reasons = {400: "Bad Request", 401: "Unauthorized", 413: "Payload Too Large"}
+    start_response(
+        f"{status} {reasons[status]}",
+        [("Content-Type", "text/plain"), ("Content-Length", str(len(payload)))],
+    )
+    return [payload]
+
+
 def make_wsgi(
     app: App, services: Services
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
@@ -37,12 +84,33 @@ def make_wsgi(
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
     registry = CollectorRegistry()
     registry.register(RedisCollector(services.redis))
+    secret = services.settings.secrets.slack_signing_secret.encode()
+
+    def handle_slack(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Check signature and shape first: Bolt answers 500 to a body it cannot parse."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY_BYTES:
+            return _plain(start_response, 413, "request body too large")
+        body = environ["wsgi.input"].read(length) if length else b""
+        signature = environ.get("HTTP_X_SLACK_SIGNATURE", "")
+        timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
+        if not signed_by_slack(secret, body, timestamp, signature):
+            return _plain(start_response, 401, "invalid or stale signature")
+        problem = malformed(body, environ.get("CONTENT_TYPE", ""))
+        if problem:
+            logger.warning("refused a signed request: %s", problem)
+            return _plain(start_response, 400, problem)
+        environ["wsgi.input"] = io.BytesIO(body)
+        return slack(environ, start_response)
 
     def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         if path == EVENTS_PATH and method == "POST":
-            return slack(environ, start_response)
+            return handle_slack(environ, start_response)
         if path == "/healthz" and method == "GET":
             status, body = health(services)
             payload = json.dumps(body).encode()
