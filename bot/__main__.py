@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
-from bot.app import build_app
+from bot.app import LISTENER_THREADS, build_app
 from bot.runtime import build_services
 from bot.server import serve
 from workers import logs
@@ -22,13 +23,20 @@ def main() -> int:
         return 2
     logs.configure(os.environ.get("LOG_LEVEL", "INFO"), settings.secrets.model_dump().values())
     services = build_services(settings)
-    app = build_app(services)
+    executor = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
+    app = build_app(services, executor)
     if settings.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         SocketModeHandler(app, settings.secrets.slack_app_token).start()
         return 0
-    serve(app, services, host=os.environ.get("HOST", "0.0.0.0"), port=settings.endpoints.port)
+    serve(
+        app,
+        services,
+        executor,
+        host=os.environ.get("HOST", "0.0.0.0"),
+        port=settings.endpoints.port,
+    )
     return 0
 
 

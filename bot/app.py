@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -13,14 +14,21 @@ from bot.runtime import Services
 
 logger = logging.getLogger(__name__)
 
+LISTENER_THREADS = 32
 
-def build_app(services: Services) -> App:
-    """The Bolt app for HTTP or Socket Mode, with its listeners registered."""
+
+def build_app(services: Services, listener_executor: Executor | None = None) -> App:
+    """The Bolt app for HTTP or Socket Mode, with its listeners registered.
+
+    Listeners run on ``listener_executor`` after the ack; the process shuts it down
+    (waiting) on SIGTERM so work already acknowledged is not cut off.
+    """
     app = App(
         signing_secret=services.settings.secrets.slack_signing_secret,
         client=services.slack,
         process_before_response=False,
         ignoring_self_events_enabled=True,
+        listener_executor=listener_executor or ThreadPoolExecutor(max_workers=LISTENER_THREADS),
     )
 
     @app.middleware

@@ -7,9 +7,11 @@ import hmac
 import io
 import json
 import logging
+import signal
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -133,10 +135,24 @@ def make_wsgi(
     return wsgi
 
 
-def serve(app: App, services: Services, *, host: str, port: int, threads: int = 16) -> None:
-    """Serve until SIGTERM/SIGINT with waitress (threads finish their requests)."""
-    from waitress import serve as waitress_serve
+def serve(
+    app: App, services: Services, executor: Executor, *, host: str, port: int, threads: int = 16
+) -> None:
+    """Serve until SIGTERM/SIGINT, then finish in-flight requests and listener work."""
+    import waitress
 
-    waitress_serve(
+    server = waitress.create_server(
         make_wsgi(app, services), host=host, port=port, threads=threads, ident="tuneloop"
     )
+
+    def stop(signum: int, frame: Any) -> None:
+        logger.info("stopping: finishing in-flight work", extra={"signal": signum})
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logger.info("listening", extra={"host": host, "port": server.effective_port})
+    server.run()  # returns after SystemExit, once the request threads are done
+    server.close()
+    executor.shutdown(wait=True)
+    logger.info("stopped")
