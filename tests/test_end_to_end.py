@@ -147,3 +147,64 @@ def test_sigterm_lets_an_acknowledged_answer_finish_and_logs_are_json_without_se
     assert lines and all(line.startswith("{") for line in lines), stderr[-2000:]
     assert "xoxb-test" not in stderr and "sk-test" not in stderr and SIGNING_SECRET not in stderr
     assert '"msg": "stopped"' in stderr
+
+
+def test_two_bot_processes_and_two_workers_answer_each_message_exactly_once(
+    env: dict[str, str],
+    slack_api: SlackEmulator,
+    redis_conn: Redis,
+) -> None:
+    procs = []
+    urls = []
+    try:
+        for _ in range(2):
+            port = _free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bot"],
+                cwd=ROOT,
+                env={**env, "PORT": str(port)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append(proc)
+            urls.append(f"http://127.0.0.1:{port}/slack/events")
+            _wait_port(port, proc)
+        questions = []
+        for i in range(10):
+            ts = slack_api.add_message("C1", f"<@UBOT> question {i}", f"U{i}")
+            event = payloads.mention(f"question {i}", user=f"U{i}", ts=ts)
+            envelope = payloads.event_envelope(event)
+            body = payloads.json_body(envelope)
+            # A load balancer may deliver Slack's retries of one event to either process,
+            # and Slack sends the mention as a message event too.
+            for url in urls + urls:
+                assert (
+                    payloads.post(url, body, "application/json", secret=SIGNING_SECRET).status
+                    == 200
+                )
+            as_message = payloads.message(f"<@UBOT> question {i}", user=f"U{i}", ts=ts)
+            _send(urls[i % 2], as_message)
+            questions.append(ts)
+        deadline = time.monotonic() + 10
+        while len(redis_conn.keys("rq:job:answer-*")) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rq = str(Path(sys.executable).parent / "rq")
+        workers = [
+            subprocess.Popen(
+                [rq, "worker", "--burst", "--url", env["REDIS_URL"], "answers"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(2)
+        ]
+        for worker in workers:
+            assert worker.wait(timeout=60) == 0
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+    for ts in questions:
+        answers = [m for m in slack_api.messages("C1", ts) if m.get("user") == "UBOT"]
+        assert len(answers) == 1, f"{ts}: {len(answers)} answers"
