@@ -182,7 +182,7 @@ def bot(
     thread.start()
     url = f"http://127.0.0.1:{server.effective_port}{EVENTS_PATH}"
     try:
-        yield Bot(url, settings, services, slack_api, openai_api, redis_conn)
+        yield Bot(url, settings, services, slack_api, openai_api, services.redis)
     finally:
         server.close()
         thread.join(timeout=5)

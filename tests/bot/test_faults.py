@@ -1,0 +1,146 @@
+"""Faults injected for real: a worker SIGKILLed mid-answer, Redis restarted mid-conversation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.registry import StartedJobRegistry
+
+from tests import payloads
+from tests.bot.conftest import Bot
+from workers import keys
+from workers.settings import ROOT
+from workers.store import Vote, answer_id_for
+
+
+def test_an_answer_whose_worker_is_killed_is_answered_by_the_next_worker(bot: Bot) -> None:
+    event = bot.says("survive a crash", mention=True)
+    bot.openai.script_answer("too slow to finish", first_token_delay_s=30)
+    assert bot.event(event).status == 200
+    queue = Queue(keys.QUEUE_ANSWERS, connection=bot.redis)
+    deadline = time.monotonic() + 5
+    while queue.count == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    rq = str(Path(sys.executable).parent / "rq")
+    worker = subprocess.Popen(
+        [rq, "worker", "--url", os.environ["REDIS_URL"], "answers"],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        bot.openai.wait_for_request("/v1/chat/completions", timeout=20)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and the work horse running the job
+        worker.wait(timeout=10)
+
+    # The killed worker's heartbeat expires; the next worker's maintenance finds the job.
+    registry = StartedJobRegistry(queue=queue)
+    assert registry.get_job_ids(cleanup=False), "the killed job is still marked as running"
+    registry.cleanup(timestamp=time.time() + 3600)
+    bot.openai.reset()
+    bot.openai.script_answer("answered after the crash")
+    bot.run_worker()
+
+    answers = [m for m in bot.slack.messages("C1", event["ts"]) if m.get("user") == "UBOT"]
+    assert [m["text"] for m in answers] == ["answered after the crash"]
+    assert bot.services.store.get_answer(answer_id_for("C1", event["ts"])) is not None
+    assert queue.failed_job_registry.count == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of the test's own, with the append-only file on, restartable."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.directory = directory
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except Exception:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bot_redis_url(own_redis: RedisServer) -> str:
+    return f"redis://127.0.0.1:{own_redis.port}/0"
+
+
+def test_redis_restarted_mid_conversation_keeps_the_thread_and_the_votes(
+    bot: Bot, own_redis: RedisServer
+) -> None:
+    first = bot.says("remember me", mention=True)
+    ts = bot.ask(first)
+    bot.interact(payloads.feedback_click("up", user="U2", channel="C1", message_ts=ts))
+    bot.slack.wait_for("chat.postEphemeral")
+    answer_id = answer_id_for("C1", first["ts"])
+
+    own_redis.stop()
+    own_redis.start()
+
+    assert bot.services.store.votes(answer_id) == {"U2": Vote.UP}
+    follow = bot.says("still there?", thread_ts=first["ts"])
+    bot.ask(follow)
+    answers = [m for m in bot.slack.messages("C1", first["ts"]) if m.get("user") == "UBOT"]
+    assert len(answers) == 2, "the follow-up without mention was answered after the restart"
+    assert bot.openai.completions()[-1]["messages"][-2]["content"] == "Echo: remember me"
