@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from bot import messages
 from tests import payloads
 from tests.bot.conftest import SIGNING_SECRET, Bot
 from workers import keys
@@ -304,3 +305,23 @@ def test_a_promoted_model_is_used_for_the_next_answer(bot: Bot) -> None:
     question_ts = bot.slack.calls("chat.postMessage")[-1].args["thread_ts"]
     stored = json.loads(bot.redis.hget(keys.answer(answer_id_for("C1", question_ts)), "messages"))
     assert stored[-1]["content"] == "which model?"
+
+
+@pytest.mark.parametrize("bot_settings", [{"model": {"request_timeout_s": 0.5, "max_retries": 2}}])
+def test_an_openai_timeout_is_retried_then_answered(bot: Bot) -> None:
+    bot.openai.fail_next(hang_s=1.5, times=1)
+    bot.openai.script_answer("answered on the second try")
+    ts = bot.ask(bot.says("slow model", mention=True))
+    assert len(bot.openai.requests("/v1/chat/completions")) == 2
+    assert bot.slack.message("C1", ts)["text"] == "answered on the second try"
+
+
+@pytest.mark.parametrize("bot_settings", [{"model": {"request_timeout_s": 0.3, "max_retries": 1}}])
+def test_an_openai_that_keeps_timing_out_ends_in_a_clear_message(bot: Bot) -> None:
+    bot.openai.fail_next(hang_s=1.0, times=3)
+    event = bot.says("never answers", mention=True)
+    bot.event(event)
+    bot.run_worker()
+    posted = bot.slack.calls("chat.postMessage")
+    assert [p.args["text"] for p in posted] == [messages.MODEL_ERRORS["timeout"]]
+    assert posted[0].args["thread_ts"] == event["ts"]
