@@ -111,10 +111,12 @@ class Analysis:
         counter: TokenCounter | None,
         max_tokens: int,
         dedup_dir: str | None = None,
+        count_all: bool = True,
     ) -> None:
         self.fmt = fmt
         self.counter = counter
         self.max_tokens = max_tokens
+        self.count_all = count_all
         self.examples = 0
         self.lines = 0
         self.invalid = 0
@@ -204,7 +206,7 @@ class Analysis:
         """Check one chat example and fold it into the totals; False when a fix drops it."""
         self.examples += 1
         findings, tokens, trained, fingerprint, label = examine_chat(
-            obj, self.counter, self.max_tokens
+            obj, self.counter, self.max_tokens, count_all=self.count_all
         )
         if tokens >= 0:
             hist = self.token_hist
@@ -220,7 +222,7 @@ class Analysis:
         """Check one prompt/completion example and fold it in; False when a fix drops it."""
         self.examples += 1
         findings, tokens, trained, fingerprint, label = examine_completion(
-            obj, self.counter, self.max_tokens
+            obj, self.counter, self.max_tokens, count_all=self.count_all
         )
         if tokens >= 0:
             hist = self.token_hist
@@ -626,9 +628,21 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(
-    fmt: str, counter: TokenCounter, max_tokens: int, directory: str, shared: Any
+    fmt: str,
+    counter: TokenCounter,
+    max_tokens: int,
+    count_all: bool,
+    directory: str,
+    shared: Any,
 ) -> None:
-    _WORKER.update(fmt=fmt, counter=counter, max_tokens=max_tokens, dir=directory, shared=shared)
+    _WORKER.update(
+        fmt=fmt,
+        counter=counter,
+        max_tokens=max_tokens,
+        count_all=count_all,
+        dir=directory,
+        shared=shared,
+    )
 
 
 def _worker_run(job: tuple[str, int, int]) -> tuple[str, Any, int, str]:
@@ -639,7 +653,13 @@ def _worker_run(job: tuple[str, int, int]) -> tuple[str, Any, int, str]:
         with shared.get_lock():
             shared.value += n
 
-    analysis = Analysis(_WORKER["fmt"], _WORKER["counter"], _WORKER["max_tokens"], _WORKER["dir"])
+    analysis = Analysis(
+        _WORKER["fmt"],
+        _WORKER["counter"],
+        _WORKER["max_tokens"],
+        _WORKER["dir"],
+        _WORKER["count_all"],
+    )
     reader = JsonlReader(path, start, end, progress)
     feed = analysis.feeder()
     try:
@@ -674,20 +694,23 @@ def analyze(
     delimiter: str | None = None,
     progress: ProgressFn | None = None,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+    count_all: bool = True,
 ) -> Analysis:
     """Validate a whole file in one streaming pass (plus a light one for markers).
 
     JSONL files of at least ``parallel_min_bytes`` are split over ``jobs`` forked
     processes (below that, starting them costs more than it saves); anything else is
     read by this process. ``progress`` gets byte counts for a progress bar.
+    ``count_all=False`` counts tokens only where the limit could be reached (enough
+    for validating; ``stats`` needs every count).
     """
     kind = kind_of(path)
     big = kind == "jsonl" and os.path.getsize(path) >= parallel_min_bytes
     if jobs > 1 and big and _can_fork():
-        analysis = _analyze_parallel(path, fmt, counter, max_tokens, jobs, progress)
+        analysis = _analyze_parallel(path, fmt, counter, max_tokens, jobs, progress, count_all)
     else:
         records = Records(path, delimiter, progress)
-        analysis = Analysis(fmt, counter, max_tokens)
+        analysis = Analysis(fmt, counter, max_tokens, count_all=count_all)
         analysis.notes.extend(records.notes)
         feed = analysis.feeder()
         try:
@@ -709,6 +732,7 @@ def _analyze_parallel(
     max_tokens: int,
     jobs: int,
     progress: ProgressFn | None,
+    count_all: bool,
 ) -> Analysis:
     context = multiprocessing.get_context("fork")
     shared = context.Value("q", 0)
@@ -717,7 +741,7 @@ def _analyze_parallel(
         pool = context.Pool(
             min(jobs, len(ranges)),
             initializer=_worker_init,
-            initargs=(fmt, counter, max_tokens, directory, shared),
+            initargs=(fmt, counter, max_tokens, count_all, directory, shared),
         )
         try:
             pending = pool.map_async(_worker_run, ranges, chunksize=1)

@@ -328,11 +328,16 @@ def _message_problems(index: int, message: dict[str, Any], findings: list[Findin
             )
 
 
-def examine_chat(obj: Any, counter: TokenCounter, max_tokens: int) -> ExampleFacts:
+def examine_chat(
+    obj: Any, counter: TokenCounter, max_tokens: int, *, count_all: bool = True
+) -> ExampleFacts:
     """Check one chat example (``{"messages": [...]}``) and count its tokens.
 
     Tokens are counted as :meth:`workers.tokens.Counter.count_messages` does (framing
-    included) so the limit check matches what the training run is billed for. The
+    included) so the limit check matches what the training run is billed for. With
+    ``count_all=False`` they are only counted when the example could be over the limit:
+    a token covers at least one UTF-8 byte and a character at most four, so an example
+    of fewer than ``max_tokens / 4`` characters cannot be; ``tokens`` is then -1. The
     fingerprint is the hash of the (role, text) pairs: two lines with the same
     conversation are duplicates whatever their key order or weights.
     """
@@ -352,13 +357,11 @@ def examine_chat(obj: Any, counter: TokenCounter, max_tokens: int) -> ExampleFac
             findings.append(
                 Finding(Code.UNRECOGNIZED_KEY, f"unknown keys {', '.join(map(repr, extra))}")
             )
-    count = counter.count
-    role_tokens: dict[str, int] = getattr(counter, "role_tokens", _NO_ROLES)
-    tokens = REPLY_PRIMING
-    trained = 0
     has_system = has_user = has_assistant = False
     label = None
-    parts: list[Any] = []
+    parts: list[str] = []  # role, text, role, text, ...
+    names: list[str] | None = None
+    size = 0
     for index, message in enumerate(messages, 1):
         if not isinstance(message, dict):
             findings.append(
@@ -392,28 +395,24 @@ def examine_chat(obj: Any, counter: TokenCounter, max_tokens: int) -> ExampleFac
             )
         if role == "assistant":
             has_assistant = True
-            n = count(text)
-            trained += n
             label = text
-        else:
-            n = count(text)
-            if role == "user":
-                has_user = True
-            elif role == "system":
-                has_system = True
-            elif not isinstance(role, str) or role not in ROLES:
-                findings.append(
-                    Finding(Code.UNRECOGNIZED_ROLE, f"message {index} has role {role!r}")
-                )
-        role_n = role_tokens.get(role) if type(role) is str else None
-        if role_n is None:
-            role_n = count(str(message.get("role", "")))
-        tokens += TOKENS_PER_MESSAGE + role_n + n
+        elif role == "user":
+            has_user = True
+        elif role == "system":
+            has_system = True
+        elif not isinstance(role, str) or role not in ROLES:
+            findings.append(Finding(Code.UNRECOGNIZED_ROLE, f"message {index} has role {role!r}"))
+        role_text = role if type(role) is str else str(message.get("role", ""))
+        parts.append(role_text)
+        parts.append(text)
+        size += len(role_text) + len(text)
         name = message.get("name")
         if name:
-            tokens += TOKENS_PER_NAME + count(str(name))
-        parts.append(role if isinstance(role, str) else repr(role))
-        parts.append(text)
+            name = str(name)
+            size += len(name)
+            if names is None:
+                names = []
+            names.append(name)
     if not has_assistant:
         findings.append(
             Finding(Code.EXAMPLE_MISSING_ASSISTANT_MESSAGE, "no assistant message to learn from")
@@ -423,11 +422,40 @@ def examine_chat(obj: Any, counter: TokenCounter, max_tokens: int) -> ExampleFac
             findings.append(Finding(Code.MISSING_SYSTEM_MESSAGE, "no system message"))
         if not has_user:
             findings.append(Finding(Code.MISSING_USER_MESSAGE, "no user message"))
-    if tokens > max_tokens:
-        findings.append(
-            Finding(Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}")
-        )
+    bound = REPLY_PRIMING + len(parts) * (TOKENS_PER_MESSAGE + TOKENS_PER_NAME) + 4 * size
+    tokens, trained = -1, 0
+    if count_all or bound > max_tokens:
+        tokens, trained = _count_chat(parts, names, counter)
+        if tokens > max_tokens:
+            findings.append(
+                Finding(
+                    Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}"
+                )
+            )
     return ExampleFacts(findings, tokens, trained, hash(tuple(parts)), label)
+
+
+def _count_chat(
+    parts: list[str], names: list[str] | None, counter: TokenCounter
+) -> tuple[int, int]:
+    """(all tokens, assistant tokens) of the role/text pairs, as ``count_messages``."""
+    count = counter.count
+    role_tokens: dict[str, int] = getattr(counter, "role_tokens", _NO_ROLES)
+    tokens = REPLY_PRIMING
+    trained = 0
+    for position in range(0, len(parts), 2):
+        role, text = parts[position], parts[position + 1]
+        n = count(text)
+        role_n = role_tokens.get(role)
+        if role_n is None:
+            role_n = count(role)
+        tokens += TOKENS_PER_MESSAGE + role_n + n
+        if role == "assistant":
+            trained += n
+    if names:
+        for name in names:
+            tokens += TOKENS_PER_NAME + count(name)
+    return tokens, trained
 
 
 def check_chat_example(obj: Any, counter: TokenCounter, max_tokens: int) -> list[Finding]:
@@ -441,11 +469,14 @@ def check_chat_example(obj: Any, counter: TokenCounter, max_tokens: int) -> list
     return examine_chat(obj, counter, max_tokens).findings
 
 
-def examine_completion(obj: Any, counter: TokenCounter, max_tokens: int) -> ExampleFacts:
+def examine_completion(
+    obj: Any, counter: TokenCounter, max_tokens: int, *, count_all: bool = True
+) -> ExampleFacts:
     """Check one prompt/completion example and count its tokens.
 
     Empty prompts are fine (open-ended generation, e.g. learning a voice); an empty
     completion teaches nothing and is an error, as in OpenAI's legacy tool.
+    ``count_all`` as for :func:`examine_chat`.
     """
     if not isinstance(obj, dict):
         message = f"expected a JSON object, got {_type_name(obj)}"
@@ -497,12 +528,16 @@ def examine_completion(obj: Any, counter: TokenCounter, max_tokens: int) -> Exam
         findings.append(
             Finding(Code.COMPLETION_LEADING_SPACE, "the completion does not start with a space")
         )
-    trained = counter.count(completion)
-    tokens = counter.count(prompt) + trained
-    if tokens > max_tokens:
-        findings.append(
-            Finding(Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}")
-        )
+    tokens, trained = -1, 0
+    if count_all or 4 * (len(prompt) + len(completion)) > max_tokens:
+        trained = counter.count(completion)
+        tokens = counter.count(prompt) + trained
+        if tokens > max_tokens:
+            findings.append(
+                Finding(
+                    Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}"
+                )
+            )
     return ExampleFacts(findings, tokens, trained, hash((prompt, completion)), completion)
 
 

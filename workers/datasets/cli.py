@@ -52,7 +52,7 @@ from workers.datasets.prepare import Plan, blocking, output_paths, write_prepare
 from workers.datasets.readers import ProgressFn, Records, Table
 from workers.datasets.seed import DEFAULT_REDIS_URL, connect, seed, source_of
 from workers.datasets.stats import price_for, render, summary, token_limit
-from workers.errors import TuneloopError
+from workers.errors import DatasetError, TuneloopError
 from workers.settings import Settings, load_behaviour
 from workers.tokens import counter_for_model
 
@@ -73,7 +73,10 @@ class _Group(click.Group):
         except TuneloopError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            raise click.ClickException("interrupted: no output was written") from None
+            raise click.ClickException(
+                "interrupted: output files are only written at the end, so none was "
+                "(an interrupted load is completed by running it again)"
+            ) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
@@ -174,11 +177,14 @@ def _describe(tally: Tally) -> str:
 
 def _report(analysis: Analysis, name: str, *, with_fixes: bool = True) -> None:
     counter = analysis.counter
-    exactness = (
-        f"tokens counted exactly ({counter.source}, {getattr(counter, 'encoding', '')})"
-        if counter is not None and counter.exact
-        else "token counts ESTIMATED (no tokenizer available)"
-    )
+    if counter is None or not counter.exact:
+        exactness = "token counts ESTIMATED (no tokenizer available)"
+    elif analysis.count_all:
+        exactness = f"tokens counted exactly ({counter.source}, {getattr(counter, 'encoding', '')})"
+    else:
+        exactness = (
+            f"token limit checked exactly ({counter.source}, {getattr(counter, 'encoding', '')})"
+        )
     click.echo(f"{name}: {analysis.examples:,} examples, {analysis.fmt} format; {exactness}")
     for note in analysis.notes:
         click.echo(f"  note: {note}")
@@ -199,6 +205,8 @@ def _analyze(
     delimiter: str | None,
     jobs: int | None,
     progress: bool | None,
+    *,
+    count_all: bool,
 ) -> Analysis:
     with _progress(progress, path, f"checking {path.name}") as update:
         return analyze(
@@ -209,6 +217,7 @@ def _analyze(
             jobs=jobs or default_jobs(),
             delimiter=delimiter,
             progress=update,
+            count_all=count_all,
         )
 
 
@@ -404,6 +413,8 @@ def import_chats(
                     if feed(line, example):
                         (valid if to_valid else train).write(dumps(example))
                         counts["valid" if to_valid else "train"] += 1
+            if not counts["train"] + counts["valid"]:
+                raise DatasetError(f"{file}: no examples found: nothing written")
             if not counts["valid"]:
                 outputs.forget(valid)
             outputs.commit()
@@ -540,6 +551,8 @@ def import_qa(
                     to_valid = rng.random() < fraction
                     (valid if to_valid else train).write(dumps(example))
                     counts["valid" if to_valid else "train"] += 1
+            if not counts["train"] + counts["valid"]:
+                raise DatasetError(f"{file}: no examples found: nothing written")
             if not counts["valid"]:
                 outputs.forget(valid)
             outputs.commit()
@@ -634,7 +647,7 @@ def prepare(
     settings = _state().settings
     model, limit = _model_and_limit(model, max_tokens)
     fmt = _detect_format(file, csv_delimiter, fmt)
-    analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress)
+    analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress, count_all=False)
     _report(analysis, file.name)
     if check:
         problems = blocking(analysis, frozenset())
@@ -737,7 +750,7 @@ def stats(
     settings = _state().settings
     model, limit = _model_and_limit(model, max_tokens)
     fmt = _detect_format(file, csv_delimiter, fmt)
-    analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress)
+    analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress, count_all=True)
     data = summary(analysis, model, epochs or settings.training.openai.n_epochs, price_for(model))
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -788,7 +801,7 @@ def load(
     model, limit = _model_and_limit(model, max_tokens)
     redis = connect(redis_url)
     fmt = _detect_format(file, csv_delimiter, fmt)
-    analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress)
+    analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress, count_all=False)
     invalid = analysis.invalid  # examples with errors of their own (file-wide ones do not matter)
     if invalid:
         _report(analysis, file.name, with_fixes=False)

@@ -149,7 +149,7 @@ def write_prepared(
         train = outputs.open(train_path)
         valid = outputs.open(valid_path) if valid_path is not None else None
         for line, obj in Records(source, delimiter, progress):
-            findings = examine(obj, counter, limit).findings
+            findings = examine(obj, counter, limit, count_all=False).findings
             codes = {finding.code for finding in findings}
             if codes & DROP_CODES:
                 result.dropped += 1

@@ -196,3 +196,28 @@ def test_completion_checks_and_repairs() -> None:
         "completion": " b",
     }
     assert repair_completion_example({"prompt": "a", "completion": ""}, fixes) is None
+
+
+@pytest.mark.parametrize("limit", [5, 30, 60, 200, 65536])
+def test_counting_only_near_the_limit_gives_the_same_findings(limit: int) -> None:
+    examples = [
+        chat(1),
+        {
+            "messages": [
+                {"role": "user", "content": "word " * 40},
+                {"role": "assistant", "content": "ok"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "x", "name": "ann"},
+                {"role": "assistant", "content": "é" * 30},
+            ]
+        },
+    ]
+    for example in examples:
+        full = examine_chat(example, COUNTER, limit)
+        lazy = examine_chat(example, COUNTER, limit, count_all=False)
+        assert lazy.findings == full.findings
+        assert lazy.fingerprint == full.fingerprint
+        assert lazy.tokens in (-1, full.tokens)
