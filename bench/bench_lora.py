@@ -234,7 +234,9 @@ def run_hf_trainer(
         }
 
     model = AutoModelForCausalLM.from_pretrained(
-        base, dtype=torch.bfloat16 if bf16 else torch.float32
+        base,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+        attn_implementation=lora.attention_implementation(use_cpu=not cuda, bf16=bf16),
     )
     model = get_peft_model(
         model,

@@ -247,7 +247,7 @@ def _make_callback(progress: _Progress) -> Any:
     class ProgressCallback(TrainerCallback):
         """Reports each step through ``on_progress`` and stops when ``should_cancel()``."""
 
-        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_train_begin(self, args, state, control, **kwargs):
             progress.total_steps = int(state.max_steps or 0)
             progress.started = time.perf_counter()
             progress.eval_every = max(1, math.ceil(progress.total_steps / 10))
@@ -257,7 +257,7 @@ def _make_callback(progress: _Progress) -> Any:
                 total_steps=progress.total_steps,
             )
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(self, args, state, control, **kwargs):
             progress.step = int(state.global_step)
             progress.tokens = int(state.num_input_tokens_seen or 0)
             if progress.has_valid and (
@@ -271,7 +271,7 @@ def _make_callback(progress: _Progress) -> Any:
                 control.should_save = False
             return control
 
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             step = int(state.global_step)
             record = progress.losses.setdefault(step, {"step": step})
@@ -314,14 +314,36 @@ def _make_callback(progress: _Progress) -> Any:
 
 
 # --- the run ---------------------------------------------------------------------------
-def _load_model(base_model: str, parent_adapter: Path | None, settings, bf16: bool):  # noqa: ANN001
+def attention_implementation(*, use_cpu: bool, bf16: bool) -> str:
+    """FlashAttention 2 when it is installed and usable (CUDA, bf16), else SDPA.
+
+    Packing (TRL's padding-free best-fit packing) attends within each packed example
+    only; with FlashAttention that costs nothing extra, with SDPA transformers builds a
+    block-diagonal mask over the whole flattened batch, which is correct but slower.
+    """
+    import importlib.util
+
+    if not use_cpu and bf16 and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _load_model(
+    base_model: str,
+    parent_adapter: Path | None,
+    settings: LocalTrainerSettings,
+    bf16: bool,
+    attn: str,
+) -> Any:
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     try:
-        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+        base = AutoModelForCausalLM.from_pretrained(
+            base_model, dtype=dtype, attn_implementation=attn
+        )
     except OSError as exc:
         raise TrainingError(f"cannot load base model {base_model!r}: {exc}") from exc
     if parent_adapter is not None:
@@ -338,7 +360,7 @@ def _load_model(base_model: str, parent_adapter: Path | None, settings, bf16: bo
     return get_peft_model(base, config)
 
 
-def _load_tokenizer(base_model: str):  # noqa: ANN202
+def _load_tokenizer(base_model: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
@@ -515,7 +537,8 @@ def train_adapter(
     work_dir = Path(tempfile.mkdtemp(prefix="tuneloop-train-"))
     try:
         tokenizer = _load_tokenizer(base_model)
-        model = _load_model(base_model, parent_adapter, settings, bf16)
+        attn = attention_implementation(use_cpu=use_cpu, bf16=bf16)
+        model = _load_model(base_model, parent_adapter, settings, bf16, attn)
         if should_cancel():
             raise TrainingCancelled("cancelled before training started")
         args = common_training_args(
@@ -579,6 +602,7 @@ def train_adapter(
                 "packing": settings.packing if method is TrainingMethod.SUPERVISED else False,
                 "bf16": bf16,
                 "gradient_checkpointing": gradient_checkpointing,
+                "attn_implementation": attn,
                 "seed": seed,
                 "dpo_beta": dpo_beta if method is TrainingMethod.DPO else None,
             },
