@@ -494,18 +494,22 @@ class Analysis:
                 f"where to stop (suggested: {show(self.suggested_stop)})",
             )
         upper_p, lower_p, upper_c, lower_c = self.case
-        for what, upper, lower in (
-            ("prompts", upper_p, lower_p),
-            ("completions", upper_c, lower_c),
-        ):
-            if upper * 2 > lower and upper + lower:
-                self._add(
-                    Code.MOSTLY_UPPERCASE,
-                    n,
-                    lines,
-                    f"more than a third of the letters of the {what} are upper case, which "
-                    "trains worse than normal text; lower-case them if that fits your domain",
-                )
+        shouting = [
+            what
+            for what, upper, lower in (
+                ("prompts", upper_p, lower_p),
+                ("completions", upper_c, lower_c),
+            )
+            if upper * 2 > lower and upper + lower
+        ]
+        if shouting:
+            self._add(
+                Code.MOSTLY_UPPERCASE,
+                n,
+                lines,
+                f"more than a third of the letters of the {' and the '.join(shouting)} are upper "
+                "case, which trains worse than normal text; lower-case them if that fits",
+            )
 
     def _finish_labels(self) -> None:
         labels = self.labels

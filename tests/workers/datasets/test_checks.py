@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.workers.datasets.conftest import chat
+from tests.workers.datasets.helpers import chat
 from workers.datasets import (
     CachedCounter,
     Code,

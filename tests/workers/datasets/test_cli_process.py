@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workers.datasets.conftest import DESIGN_CSV, EXPECTED_LINE, chat, write_jsonl
+from tests.workers.datasets.helpers import DESIGN_CSV, EXPECTED_LINE, chat, write_jsonl
 from workers.datasets.cli import cli
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import openpyxl
 
-from tests.workers.datasets.conftest import DESIGN_CSV, EXPECTED_LINE, read_jsonl
+from tests.workers.datasets.helpers import DESIGN_CSV, EXPECTED_LINE, read_jsonl
 from workers.settings import load_behaviour
 
 

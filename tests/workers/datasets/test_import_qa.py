@@ -7,7 +7,7 @@ from pathlib import Path
 
 import openpyxl
 
-from tests.workers.datasets.conftest import read_jsonl
+from tests.workers.datasets.helpers import read_jsonl
 from workers.datasets.importers import numbered_items
 from workers.settings import load_behaviour
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.workers.datasets.conftest import chat, completion, read_jsonl, write_jsonl
+from tests.workers.datasets.helpers import chat, completion, read_jsonl, write_jsonl
 from workers.datasets.checks import Code
 from workers.settings import load_behaviour
 

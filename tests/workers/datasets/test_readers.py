@@ -9,7 +9,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from tests.workers.datasets.conftest import chat, completion, write_jsonl
+from tests.workers.datasets.helpers import chat, completion, write_jsonl
 from workers.datasets.output import AtomicOutputs
 from workers.datasets.readers import JsonReader, Records
 

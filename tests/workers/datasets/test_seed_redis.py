@@ -6,7 +6,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from tests.workers.datasets.conftest import DESIGN_CSV, chat, completion, write_jsonl
+from tests.workers.datasets.helpers import DESIGN_CSV, chat, completion, write_jsonl
 from workers import approved, keys
 from workers.settings import load_behaviour
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workers.datasets.conftest import chat, write_jsonl
+from tests.workers.datasets.helpers import chat, write_jsonl
 from workers.datasets.stats import default_epochs, price_for
 from workers.tokens import counter_for_encoding, encoding_for_model
 
