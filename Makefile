@@ -20,10 +20,15 @@ redis:
 	  $(BIN)/python -c "import redis; redis.Redis(port=$(REDIS_PORT)).ping()" 2>/dev/null && exit 0; sleep 0.5; done; \
 	  echo "Redis did not come up on port $(REDIS_PORT)"; exit 1
 
+# The self-hosted trainer's tests train a tiny model on the CPU: they need the GPU stack.
+$(BIN)/.installed-gpu: $(BIN)/.installed requirements-gpu.txt
+	$(BIN)/pip install --quiet -r requirements-gpu.txt
+	touch $@
+
 run: $(BIN)/.installed redis
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 
-test: $(BIN)/.installed redis
+test: $(BIN)/.installed $(BIN)/.installed-gpu redis
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed
