@@ -294,12 +294,11 @@ def _split_options(function: Any) -> Any:
     return function
 
 
-def _system_option(function: Any) -> Any:
+def _system_option(what: str = "System prompt for chat examples") -> Any:
     return click.option(
         "--system",
-        help="System prompt for chat examples (default: the configured model.system_prompt; "
-        "'' for none).",
-    )(function)
+        help=f"{what} (default: the configured model.system_prompt; '' for none).",
+    )
 
 
 def _system(value: str | None) -> str | None:
@@ -350,7 +349,7 @@ def _seed_lines(result: Any, url: str) -> str:
     default="completion",
     show_default=True,
 )
-@_system_option
+@_system_option()
 @_split_options
 @click.option(
     "--out-dir",
@@ -495,7 +494,7 @@ def _import_report(
     help="Drop pairs whose question or answer has fewer characters.",
 )
 @click.option("--stop", default="", help="Stop marker appended to every answer (default: none).")
-@_system_option
+@_system_option()
 @_split_options
 @click.option(
     "--out-dir",
@@ -618,7 +617,7 @@ def import_qa(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Training file to write (default: <name>_prepared.jsonl next to FILE).",
 )
-@_system_option
+@_system_option("System prompt the missing_system_message fix adds")
 def prepare(
     file: Path,
     fmt: str,
@@ -764,7 +763,7 @@ def stats(
 @click.argument("file", type=FILE)
 @_common
 @_redis_options
-@_system_option
+@_system_option("System prompt put first in converted completions")
 @click.option(
     "--separator",
     help="Prompt separator to strip from completion-format prompts (default: detected).",
