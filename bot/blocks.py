@@ -103,3 +103,109 @@ def thanks_modal() -> dict[str, Any]:
             {"type": "section", "text": {"type": "mrkdwn", "text": messages.CORRECTION_THANKS}}
         ],
     }
+
+
+# --- learning loop: review list, edit modal, run reports --------------------------------
+REVIEW_TEXT_MAX = 1200
+"""Longer questions, answers and corrections are cut in the review list (section ≤ 3000)."""
+REVIEW_EDIT_MAX = 3000
+
+
+def _cut(text: str, limit: int = REVIEW_TEXT_MAX) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
+    button: Block = {"type": "button", "text": _plain(text), "action_id": action_id, "value": value}
+    if style:
+        button["style"] = style
+    return button
+
+
+def review_value(answer_id: str) -> str:
+    """What every review button carries: the answer id (decisions are made on the server)."""
+    return json.dumps({"answer_id": answer_id})
+
+
+def review_blocks(items: list[Any], total: int) -> list[Block]:
+    """Pending rated answers, each with Approve / Approve correction / Edit / Reject."""
+    out: list[Block] = [
+        {
+            "type": "header",
+            "text": _plain(messages.REVIEW_HEADER.format(shown=len(items), total=total)),
+        }
+    ]
+    for item in items:
+        value = review_value(item.answer_id)
+        text = messages.REVIEW_ITEM.format(question=_cut(item.question), answer=_cut(item.answer))
+        out.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+        votes = messages.REVIEW_VOTES.format(
+            up=item.up, down=item.down, asker=item.asker, model=item.model
+        )
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": votes}]})
+        latest = item.latest_correction
+        buttons = [_button(messages.REVIEW_APPROVE, ids.REVIEW_APPROVE, value, "primary")]
+        if latest is not None:
+            correction = messages.REVIEW_CORRECTION.format(
+                user=latest.user_id, text=_cut(latest.text)
+            )
+            out.append({"type": "section", "text": {"type": "mrkdwn", "text": correction}})
+            buttons.append(
+                _button(messages.REVIEW_APPROVE_CORRECTION, ids.REVIEW_APPROVE_CORRECTION, value)
+            )
+        buttons.append(_button(messages.REVIEW_EDIT, ids.REVIEW_EDIT, value))
+        buttons.append(_button(messages.REVIEW_REJECT, ids.REVIEW_REJECT, value, "danger"))
+        out.append(
+            {
+                "type": "actions",
+                "block_id": ids.REVIEW_BLOCK_PREFIX + item.answer_id,
+                "elements": buttons,
+            }
+        )
+        out.append({"type": "divider"})
+    return out
+
+
+def review_edit_modal(answer_id: str, text: str, response_url: str) -> dict[str, Any]:
+    """The admin edits the answer to learn before approving it."""
+    return {
+        "type": "modal",
+        "callback_id": ids.REVIEW_EDIT_VIEW,
+        "private_metadata": json.dumps({"answer_id": answer_id, "response_url": response_url}),
+        "title": _plain(messages.REVIEW_EDIT_TITLE),
+        "submit": _plain(messages.REVIEW_EDIT_SUBMIT),
+        "close": _plain(messages.CORRECTION_CANCEL),
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": ids.REVIEW_EDIT_BLOCK,
+                "label": _plain(messages.REVIEW_EDIT_LABEL),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": ids.REVIEW_EDIT_INPUT,
+                    "multiline": True,
+                    "max_length": REVIEW_EDIT_MAX,
+                    "initial_value": text[:REVIEW_EDIT_MAX],
+                },
+            }
+        ],
+    }
+
+
+def text_blocks(text: str) -> list[Block]:
+    """A report as one mrkdwn section (Slack's section text limit is 3000 characters)."""
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, 2900)}}]
+
+
+def held_report_blocks(text: str, model: str, run_id: str) -> list[Block]:
+    """The evaluation report of a model the gate refused, with "Promote anyway"."""
+    value = json.dumps({"model": model, "run_id": run_id})
+    return [
+        *text_blocks(text),
+        {
+            "type": "actions",
+            "block_id": f"tl_promote:{run_id}",
+            "elements": [_button(messages.PROMOTE_BUTTON, ids.PROMOTE, value, "primary")],
+        },
+    ]

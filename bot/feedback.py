@@ -7,7 +7,7 @@ import logging
 from redis.exceptions import RedisError
 
 from bot.runtime import Services
-from workers import metrics
+from workers import approval, metrics
 from workers.store import Vote, VoteResult, VoteSource
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,17 @@ def cast_vote(
     logger.info("vote %s by %s on %s: %s", vote, user_id, answer_id, result.value)
     if vote is not None and result in (VoteResult.RECORDED, VoteResult.CHANGED):
         metrics.incr(services.redis, "tuneloop_votes", vote=vote.value, source=source.value)
+        _auto_approve(services, answer_id)
     return result, answer_id
+
+
+def _auto_approve(services: Services, answer_id: str) -> None:
+    """Apply the approval policy after a vote; a failure here never loses the vote."""
+    try:
+        if approval.auto_approve(services.store, services.settings.approval, answer_id):
+            logger.info("%s approved automatically", answer_id)
+    except RedisError:
+        logger.exception("auto-approval of %s failed; an admin can approve it", answer_id)
 
 
 def save_correction(services: Services, *, answer_id: str, user_id: str, text: str) -> bool:

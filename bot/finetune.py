@@ -1,24 +1,37 @@
-"""``/finetune``: parse the sub-command, check admin rights on the server, run it."""
+"""``/finetune``: parse the sub-command, check admin rights on the server, run it.
+
+The listener acknowledges at once and calls :func:`handle`; everything here is a few
+Redis calls at most. Anything slow (building a set, talking to the fine-tuning API,
+promoting, exporting) is an RQ job on the ``training`` queue. Admin rights come from
+the server's configuration (and, if enabled, Slack's workspace-admin flag), never from
+the request; every admin command is logged in the admin log, refusals included.
+"""
 
 from __future__ import annotations
 
 import logging
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
 
-from bot import messages
+from bot import blocks, messages
 from bot.runtime import Services
-from workers import approved
+from workers import approval, approved, loop, trainset
+from workers.errors import TrainingError
+from workers.loop import LoopContext, Run
 
 logger = logging.getLogger(__name__)
 
-HELP = """*`/finetune` commands*
-• `help` – this list
-• `status` – current model, examples waiting, the running job"""
+HELP = messages.FINETUNE_HELP
+REVIEW_PAGE = 5
+"""Pending answers per review message (each takes ~5 of Slack's 50 blocks)."""
+EXPORT_JOB = "bot.reporting.export_set"
+JOB_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -33,8 +46,26 @@ Handler = Callable[[Services, str, str, list[str]], Reply]
 
 
 def is_admin(services: Services, user_id: str) -> bool:
-    """Admin rights come from the server's configuration, never from the request."""
-    return user_id in services.settings.slack.admins
+    """Admin rights come from the server's configuration, never from the request.
+
+    With ``slack.workspace_admins_are_admins`` Slack's own admin and owner flags count
+    too (users.info); a failed lookup counts as "not an admin".
+    """
+    if user_id in services.settings.slack.admins:
+        return True
+    if not services.settings.slack.workspace_admins_are_admins or not user_id:
+        return False
+    try:
+        user = services.slack.users_info(user=user_id)["user"]
+    except SlackApiError:
+        logger.warning("users.info failed for %s: not treated as an admin", user_id)
+        return False
+    return bool(user.get("is_admin") or user.get("is_owner"))
+
+
+def context(services: Services) -> LoopContext:
+    """The learning loop's view of this process's clients."""
+    return LoopContext(services.settings, services.redis, services.llm)
 
 
 def _help(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
@@ -42,17 +73,212 @@ def _help(services: Services, user_id: str, channel_id: str, args: list[str]) ->
 
 
 def _status(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    redis = services.redis
     try:
         model = services.store.current_model(services.settings.model.base_model)
-        waiting = approved.pending_count(services.redis)
+        lines = [
+            messages.STATUS_MODEL.format(model=model),
+            messages.STATUS_WAITING.format(count=approved.pending_count(redis)),
+            messages.STATUS_REVIEW.format(count=approval.pending_count(redis)),
+        ]
+        run = loop.active_run(redis)
+        if run is not None:
+            lines.append(
+                messages.STATUS_RUN.format(
+                    run_id=run.run_id, status=run.status.value, admin=run.admin
+                )
+            )
+            if run.job_id:
+                lines.append(
+                    messages.STATUS_JOB.format(job_id=run.job_id, job_status=run.job_status or "?")
+                )
+            event = _event_line(run)
+            if event:
+                lines.append(messages.STATUS_EVENT.format(event=event))
+        else:
+            lines.append(messages.STATUS_NO_RUN)
+            recent = loop.recent_runs(redis, 1)
+            if recent:
+                last = recent[0]
+                lines.append(
+                    messages.STATUS_LAST_RUN.format(run_id=last.run_id, status=last.status.value)
+                )
     except RedisError:
         logger.exception("status unavailable")
-        return Reply("Status is unavailable right now: storage cannot be reached.")
-    return Reply(f"*Current model:* `{model}`\n*Approved examples waiting:* {waiting}")
+        return Reply(messages.STORAGE_DOWN)
+    return Reply("\n".join(lines))
+
+
+def _event_line(run: Run) -> str:
+    from bot.reporting import progress_text
+
+    return progress_text(run)
+
+
+def review_reply(services: Services) -> Reply:
+    """The pending rated answers, as buttons (also used to refresh after a decision)."""
+    items = approval.pending(services.store, REVIEW_PAGE)
+    if not items:
+        return Reply(messages.REVIEW_EMPTY)
+    total = approval.pending_count(services.redis)
+    return Reply(
+        messages.REVIEW_HEADER.format(shown=len(items), total=total),
+        blocks.review_blocks(items, total),
+    )
+
+
+def _review(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    return review_reply(services)
+
+
+def _announce(services: Services) -> Callable[[Run], tuple[str, str]]:
+    """Start a run's thread in the admin's channel (their DM when the bot is not in it)."""
+
+    def announce(run: Run) -> tuple[str, str]:
+        text = messages.RUN_THREAD_ROOT.format(run_id=run.run_id, admin=run.admin)
+        try:
+            posted = services.slack.chat_postMessage(channel=run.channel, text=text)
+        except SlackApiError as exc:
+            logger.warning(
+                "cannot post in %s (%s): using a DM", run.channel, exc.response.get("error")
+            )
+            posted = services.slack.chat_postMessage(channel=run.admin, text=text)
+        return str(posted["channel"]), str(posted["ts"])
+
+    return announce
+
+
+def _retrain(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    unknown = [a for a in args if a != "--dry-run"]
+    if unknown:
+        return Reply(messages.FINETUNE_USAGE.format(usage="retrain [--dry-run]"))
+    dry_run = "--dry-run" in args
+    request = loop.request_run(
+        context(services),
+        admin=user_id,
+        channel=channel_id,
+        dry_run=dry_run,
+        announce=None if dry_run else _announce(services),
+    )
+    if request.run is None:
+        busy = request.busy
+        return Reply(
+            messages.RETRAIN_BUSY.format(
+                run_id=busy.run_id if busy else "?",
+                status=busy.status.value if busy else "?",
+                admin=busy.admin if busy else "?",
+            )
+        )
+    if dry_run:
+        return Reply(messages.RETRAIN_DRY_STARTED.format(run_id=request.run.run_id))
+    return Reply(
+        messages.RETRAIN_STARTED.format(run_id=request.run.run_id, channel=request.run.channel)
+    )
+
+
+def _cancel(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    run = loop.request_cancel(context(services), by=user_id)
+    if run is None:
+        return Reply(messages.CANCEL_NONE)
+    return Reply(messages.CANCEL_ASKED.format(run_id=run.run_id, status=run.status.value))
+
+
+def _models(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    redis = services.redis
+    current = services.store.current_model(services.settings.model.base_model)
+    lines = [messages.MODELS_CURRENT.format(model=current)]
+    produced = loop.candidates(redis)
+    if produced:
+        lines.append(messages.MODELS_CANDIDATES)
+        for info in produced:
+            score = (info.get("evaluation") or {}).get("score")
+            lines.append(
+                messages.MODELS_CANDIDATE.format(
+                    model=info["model"],
+                    run_id=info.get("run_id", "?"),
+                    set_id=info.get("set_id", "?"),
+                    trained=info.get("trained_examples", "?"),
+                    score=f", evaluation score {score:.3f}" if score is not None else "",
+                )
+            )
+    else:
+        lines.append(messages.MODELS_NONE)
+    past = loop.history(redis)
+    if past:
+        lines.append(messages.MODELS_HISTORY)
+        for entry in past:
+            lines.append(
+                messages.MODELS_HISTORY_ITEM.format(
+                    when=time.strftime("%Y-%m-%d %H:%M", time.gmtime(entry.get("at", 0))),
+                    action=entry.get("action", "?"),
+                    model=entry.get("model", "?"),
+                    previous=entry.get("previous", "?"),
+                    by=entry.get("by", "?"),
+                )
+            )
+    return Reply("\n".join(lines))
+
+
+def _promote(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    if len(args) != 1:
+        return Reply(messages.FINETUNE_USAGE.format(usage="promote <model>"))
+    return promote(services, args[0], user_id=user_id, channel_id=channel_id)
+
+
+def promote(services: Services, model: str, *, user_id: str, channel_id: str) -> Reply:
+    """Queue a promotion (activating a model may be slow); the admin is answered later."""
+    if not loop.known_model(services.redis, services.settings, model):
+        return Reply(messages.PROMOTE_UNKNOWN.format(model=model))
+    services.training_queue.enqueue(
+        loop.PROMOTE_JOB,
+        model,
+        user_id,
+        channel_id,
+        job_timeout=JOB_TIMEOUT_S,
+        result_ttl=loop.RESULT_TTL_S,
+        failure_ttl=loop.FAILURE_TTL_S,
+    )
+    return Reply(messages.PROMOTE_ASKED.format(model=model))
+
+
+def _rollback(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    try:
+        frm, to = loop.rollback(services.redis, services.settings, by=user_id)
+    except TrainingError as exc:
+        return Reply(messages.ROLLBACK_NONE.format(reason=exc))
+    return Reply(messages.ROLLED_BACK.format(frm=frm, to=to))
+
+
+def _export(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    if len(args) > 1:
+        return Reply(messages.FINETUNE_USAGE.format(usage="export [set-id]"))
+    set_id = args[0] if args else trainset.latest_set_id(services.redis)
+    if set_id is None:
+        return Reply(messages.EXPORT_NONE)
+    if trainset.load_manifest(services.redis, set_id) is None:
+        return Reply(messages.EXPORT_UNKNOWN.format(set_id=set_id))
+    services.training_queue.enqueue(
+        EXPORT_JOB,
+        set_id,
+        channel_id,
+        user_id,
+        job_timeout=JOB_TIMEOUT_S,
+        result_ttl=loop.RESULT_TTL_S,
+        failure_ttl=loop.FAILURE_TTL_S,
+    )
+    return Reply(messages.EXPORT_ASKED.format(set_id=set_id))
 
 
 PUBLIC: dict[str, Handler] = {"help": _help, "status": _status}
-ADMIN: dict[str, Handler] = {}
+ADMIN: dict[str, Handler] = {
+    "review": _review,
+    "retrain": _retrain,
+    "cancel": _cancel,
+    "models": _models,
+    "promote": _promote,
+    "rollback": _rollback,
+    "export": _export,
+}
 
 
 def handle(services: Services, *, user_id: str, channel_id: str, text: str) -> Reply:
@@ -60,13 +286,19 @@ def handle(services: Services, *, user_id: str, channel_id: str, text: str) -> R
     try:
         words = shlex.split(text)
     except ValueError as exc:
-        return Reply(f"Could not read that command ({exc}). Try `/finetune help`.")
+        return Reply(messages.FINETUNE_UNREADABLE.format(error=exc))
     name, args = (words[0].lower(), words[1:]) if words else ("help", [])
     if name in PUBLIC:
         return PUBLIC[name](services, user_id, channel_id, args)
-    if name in ADMIN:
+    if name not in ADMIN:
+        return Reply(messages.FINETUNE_UNKNOWN.format(name=name))
+    try:
         if not is_admin(services, user_id):
             logger.warning("non-admin %s tried /finetune %s", user_id, name)
+            loop.audit(services.redis, user_id, f"refused /finetune {name}", " ".join(args))
             return Reply(messages.NOT_ADMIN)
+        loop.audit(services.redis, user_id, f"/finetune {name}", " ".join(args))
         return ADMIN[name](services, user_id, channel_id, args)
-    return Reply(f"Unknown command `{name}`. Try `/finetune help`.")
+    except RedisError:
+        logger.exception("/finetune %s failed: storage unavailable", name)
+        return Reply(messages.STORAGE_DOWN)

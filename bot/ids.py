@@ -21,3 +21,10 @@ ADMIN_ACTIONS = (REVIEW_APPROVE, REVIEW_REJECT, REVIEW_EDIT, PROMOTE)
 """Buttons only admins may press; the server checks, whatever the client shows."""
 
 SLASH_COMMAND = "/finetune"
+
+# --- learning loop ---------------------------------------------------------------------
+REVIEW_APPROVE_CORRECTION = "review_approve_correction"
+"""Approve the newest correction of an answer (the answer becomes the rejected side)."""
+REVIEW_BLOCK_PREFIX = "tl_review:"
+"""block_id of one pending answer's buttons: the prefix plus the answer id."""
+REVIEW_ACTIONS = (REVIEW_APPROVE, REVIEW_APPROVE_CORRECTION, REVIEW_REJECT, REVIEW_EDIT)

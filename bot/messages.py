@@ -62,3 +62,135 @@ ASSISTANT_PROMPTS = (
 )
 
 NOT_ADMIN = "Sorry, only tuneloop admins can do that."
+
+# --- learning loop: /finetune, review, training runs ------------------------------------
+FINETUNE_HELP = """*`/finetune` commands*
+• `help` – this list
+• `status` – current model, examples waiting, the running job and its last event
+_Admins only:_
+• `review` – rated answers waiting for approval (approve, reject, edit)
+• `retrain [--dry-run]` – train on the examples approved since the last run (`--dry-run`: build and check the set, upload nothing)
+• `cancel` – stop the running training run
+• `models` – current model, trained candidates and the promotion history
+• `promote <model>` – switch the bot to a model now
+• `rollback` – return to the previous model at once
+• `export [set-id]` – download a training set (the latest by default)"""
+FINETUNE_UNREADABLE = "Could not read that command ({error}). Try `/finetune help`."
+FINETUNE_UNKNOWN = "Unknown command `{name}`. Try `/finetune help`."
+FINETUNE_USAGE = "Usage: `/finetune {usage}`"
+STORAGE_DOWN = "That is unavailable right now: storage cannot be reached. Please try again later."
+
+STATUS_MODEL = "*Current model:* `{model}`"
+STATUS_WAITING = "*Approved examples waiting for the next run:* {count}"
+STATUS_REVIEW = "*Rated answers waiting for review:* {count}"
+STATUS_RUN = "*Running:* `{run_id}` ({status}) started by <@{admin}>"
+STATUS_JOB = "*Fine-tuning job:* `{job_id}` ({job_status})"
+STATUS_EVENT = "*Last event:* {event}"
+STATUS_NO_RUN = "*No training run is going.*"
+STATUS_LAST_RUN = "*Last run:* `{run_id}` {status}"
+
+REVIEW_EMPTY = "Nothing to review: every rated answer has been decided."
+REVIEW_HEADER = "Rated answers waiting for review ({shown} of {total})"
+REVIEW_ITEM = "*Q:* {question}\n*A:* {answer}"
+REVIEW_VOTES = ":+1: {up}   :-1: {down}   asked by <@{asker}>   model `{model}`"
+REVIEW_CORRECTION = "*Correction by <@{user}>:* {text}"
+REVIEW_APPROVE = "Approve answer"
+REVIEW_APPROVE_CORRECTION = "Approve correction"
+REVIEW_REJECT = "Reject"
+REVIEW_EDIT = "Edit…"
+REVIEW_DONE = {
+    "approved": "Approved: the answer will be trained on in the next run.",
+    "corrected": "Approved the correction: it will be trained on in the next run.",
+    "edited": "Approved your edited answer: it will be trained on in the next run.",
+    "rejected": "Rejected: nothing will be learned from that answer.",
+}
+REVIEW_ALREADY = "That answer was already decided ({decision} by {by})."
+REVIEW_GONE = "That answer is no longer stored."
+REVIEW_NO_CORRECTION = "That answer has no correction to approve."
+REVIEW_EDIT_TITLE = "Edit before approving"
+REVIEW_EDIT_LABEL = "The answer the model should learn"
+REVIEW_EDIT_SUBMIT = "Approve"
+REVIEW_EDIT_EMPTY = "Please write the answer to approve (or close to cancel)."
+
+RETRAIN_STARTED = (
+    "Training run `{run_id}` started: building the training set from the examples "
+    "approved since the last run. Progress goes to the thread in <#{channel}>."
+)
+RETRAIN_DRY_STARTED = (
+    "Dry run `{run_id}`: building and checking the training set (nothing is uploaded). "
+    "The result comes here in a moment."
+)
+RETRAIN_BUSY = (
+    "Training run `{run_id}` is already going ({status}, started by <@{admin}>); "
+    "one run at a time. `/finetune status` shows where it is, `/finetune cancel` stops it."
+)
+RUN_THREAD_ROOT = ":hammer_and_wrench: Training run `{run_id}` started by <@{admin}>. Progress follows in this thread."
+CANCEL_NONE = "No training run is going."
+CANCEL_ASKED = "Cancelling training run `{run_id}` ({status})."
+PROMOTE_UNKNOWN = (
+    "`{model}` is neither the base model nor a model a training run produced. "
+    "`/finetune models` lists them."
+)
+PROMOTE_ASKED = "Promoting `{model}`…"
+PROMOTED = "The bot now answers with `{model}` (was `{previous}`). `/finetune rollback` undoes it."
+PROMOTE_FAILED = "Could not promote `{model}`: {error}"
+ROLLED_BACK = "Rolled back: the bot answers with `{to}` again (was `{frm}`)."
+ROLLBACK_NONE = "Nothing to roll back to: {reason}"
+EXPORT_NONE = "No training set has been built yet: `/finetune retrain --dry-run` builds one."
+EXPORT_UNKNOWN = "There is no training set `{set_id}`."
+EXPORT_ASKED = "Uploading training set `{set_id}` here…"
+EXPORT_COMMENT = (
+    "Training set `{set_id}` (version {version}): {train} training and {valid} validation examples."
+)
+EXPORT_MISSING_FILES = "The files of training set `{set_id}` are no longer on the training worker."
+
+MODELS_CURRENT = "*Current model:* `{model}`"
+MODELS_CANDIDATES = "*Trained models (newest first):*"
+MODELS_CANDIDATE = (
+    "• `{model}` – run `{run_id}`, set `{set_id}`, {trained} examples in total{score}"
+)
+MODELS_HISTORY = "*History (newest first):*"
+MODELS_HISTORY_ITEM = "• {when} {action} `{model}` (from `{previous}`) by {by}"
+MODELS_NONE = "_No model has been trained yet._"
+
+RUN_STARTED = (
+    "Fine-tuning job `{job_id}` created on {backend}, continuing from `{base}`.\n"
+    "{counts}\n*Hyper-parameters:* {hyper}{lr_note}"
+)
+RUN_COUNTS = (
+    "*Set `{set_id}`:* {train} training examples ({new} new, {replay} replayed) and "
+    "{valid} validation; dropped {exact} exact and {near} near duplicates, {invalid} invalid."
+)
+RUN_TOKENS = "*Tokens:* {total:,} in all (mean {mean}, p90 {p90}, max {max}){estimated}; ~{billed:,} billed for {epochs} epoch(s){cost}."
+RUN_PROGRESS = "Step {step}/{total_steps}: train loss {train_loss}, valid loss {valid_loss}, token accuracy {accuracy}"
+RUN_EVENT = "{message}"
+RUN_TRAINED = "Training finished: `{model}`. Checking it against `{current}` on held-out and golden questions…"
+RUN_PROMOTED = (
+    ":white_check_mark: Promoted `{model}`: it scored {cand} against {cur} for `{current}` "
+    "({scorer}, {items} questions). The bot answers with it from now on."
+)
+RUN_HELD = (
+    ":warning: Not promoted: `{model}` scored {cand} against {cur} for `{current}` "
+    "({scorer}, {items} questions, tolerance {tolerance}). `/finetune promote {model}` or the "
+    "button below promotes it anyway."
+)
+RUN_EVAL_FAILED = (
+    ":warning: `{model}` was trained but could not be evaluated ({error}). "
+    "`/finetune promote {model}` promotes it anyway."
+)
+RUN_WORSE_EXAMPLE = (
+    "• _{question}_\n   expected: {expected}\n   new: {candidate}\n   current: {current}"
+)
+RUN_FAILED = ":x: Training run `{run_id}` failed: {error}\nNo approved example was consumed: they wait for the next run."
+RUN_CANCELLED = (
+    "Training run `{run_id}` was cancelled{by}. The approved examples wait for the next run."
+)
+RUN_TOO_FEW = (
+    "Not enough examples to train: {new} usable new example(s) (after removing duplicates "
+    "and invalid ones), at least {needed} needed. Approve {missing} more, then `/finetune retrain`."
+)
+RUN_DRY = "*Dry run* – nothing was uploaded.\n{counts}\n{tokens}{issues}{pii}"
+RUN_ISSUES = "\n*Left out:* {issues}"
+RUN_PII = "\n*PII scrubbed:* {pii}"
+RUN_LOSS_TITLE = "Loss curve of {run_id}"
+PROMOTE_BUTTON = "Promote anyway"

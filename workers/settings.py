@@ -146,8 +146,8 @@ class TrainingSettings(_Frozen):
     replay_max: Annotated[int, Field(ge=0)] = 2000
     max_validation_examples: Annotated[int, Field(ge=0)] = 500
     sets_dir: str = Field(default="data/trainsets", min_length=1)
-    exact_token_examples: Annotated[int, Field(ge=0)] = 5000
-    token_sample_every: PositiveInt = 20
+    exact_token_examples: Annotated[int, Field(ge=0)] = 2000
+    token_sample_every: PositiveInt = 25
     stale_run_s: PositiveInt = 900
 
 

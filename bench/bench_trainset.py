@@ -1,0 +1,360 @@
+"""Building an incremental training set from approved transcripts in Redis, next to a
+straightforward pandas conversion of the same data, in the same run.
+
+For each size, the approved log in an empty Redis db is filled with synthetic Slack
+transcripts (multi-turn threads, markdown, numbers, some emails, phone and card
+numbers, Slack mentions, corrections, near-duplicate re-approvals), then each variant
+runs in its own fresh process so its peak memory is its own:
+
+* ``trainset``: :func:`workers.trainset.build` as the training job runs it (streamed
+  batches, Redis-side de-duplication, sampled exact token counts).
+* ``trainset-exact``: the same with every example's tokens counted exactly.
+* ``pandas``: what the chat-to-JSONL notebooks do: load every transcript into a
+  DataFrame, ``apply`` a row-wise conversion, ``drop_duplicates``, then the
+  data-preparation notebook's format checks and per-example token counts, ``sample`` a
+  validation split and write JSONL. It uses the same PII scrubber, normaliser and
+  token counter, so the difference is the pipeline, not the helpers.
+
+    python -m bench.bench_trainset --sizes 25000,100000
+
+Reported: examples per second (transcripts read / wall time of the build, reading from
+Redis included), peak RSS of the process and its growth over the RSS after start-up
+(imports, tokenizer) — the working memory the build itself needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from workers import approved, keys
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "gpt-4o-mini-2024-07-18"
+SYSTEM = (
+    "You are tuneloop, a helpful assistant for this team in Slack. Answer clearly and "
+    "briefly, use Slack markdown, and say so when you do not know."
+)
+VARIANTS = ("trainset", "trainset-exact", "pandas")
+
+
+# --- synthetic data ---------------------------------------------------------------------
+def _vocabulary(rng: random.Random, size: int = 3000) -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    common = [
+        "the",
+        "a",
+        "to",
+        "of",
+        "and",
+        "in",
+        "is",
+        "for",
+        "on",
+        "with",
+        "that",
+        "this",
+        "it",
+        "you",
+        "we",
+        "can",
+        "be",
+        "how",
+        "do",
+        "i",
+        "our",
+        "deploy",
+        "build",
+        "server",
+        "vpn",
+        "laptop",
+        "ticket",
+        "policy",
+        "release",
+        "cache",
+        "token",
+        "model",
+        "channel",
+        "password",
+        "reset",
+        "expense",
+        "report",
+        "holiday",
+        "printer",
+        "database",
+        "query",
+        "error",
+        "log",
+        "branch",
+    ]
+    words = list(common)
+    while len(words) < size:
+        words.append("".join(rng.choice(letters) for _ in range(rng.randint(3, 10))))
+    return words
+
+
+def _sentence(rng: random.Random, words: list[str], n: int) -> str:
+    picked = [
+        rng.choice(words) if rng.random() < 0.6 else words[rng.randint(0, 60)] for _ in range(n)
+    ]
+    text = " ".join(picked)
+    return text[0].upper() + text[1:] + rng.choice([".", "?", "!", "."])
+
+
+def _pii(rng: random.Random, i: int) -> str:
+    roll = rng.random()
+    if roll < 0.04:
+        return f" Mail me at person{i}@example.com."
+    if roll < 0.06:
+        return f" Call +1 415-555-{i % 10000:04d}."
+    if roll < 0.065:
+        return " My card is 4111 1111 1111 1111."
+    if roll < 0.17:
+        return f" Ask <@U{i % 900 + 100:03d}ABC> about it."
+    if roll < 0.37:
+        return f" Version {rng.randint(1, 9)}.{rng.randint(0, 20)} from {rng.randint(2019, 2026)}."
+    return ""
+
+
+def _transcript(rng: random.Random, words: list[str], i: int) -> approved.Example:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
+    for _ in range(rng.choice([0, 0, 0, 1, 1, 2])):  # earlier turns of the thread
+        messages.append({"role": "user", "content": _sentence(rng, words, rng.randint(6, 25))})
+        messages.append(
+            {"role": "assistant", "content": _sentence(rng, words, rng.randint(20, 90))}
+        )
+    question = _sentence(rng, words, rng.randint(8, 40)) + _pii(rng, i)
+    answer_parts = [_sentence(rng, words, rng.randint(10, 30)) for _ in range(rng.randint(2, 6))]
+    if rng.random() < 0.3:
+        answer_parts.insert(1, "\n".join(f"• {_sentence(rng, words, 6)}" for _ in range(3)))
+    messages.append({"role": "user", "content": question})
+    messages.append({"role": "assistant", "content": "\n\n".join(answer_parts)})
+    rejected = _sentence(rng, words, rng.randint(20, 60)) if rng.random() < 0.1 else None
+    return approved.Example(
+        messages=messages,
+        source="slack",
+        approved_by="bench",
+        approved_at=1_700_000_000 + i,
+        answer_id=f"C1-{i}",
+        rejected=rejected,
+    )
+
+
+def _near_copy(example: approved.Example) -> approved.Example:
+    """The same transcript re-approved with different case and punctuation."""
+    messages = [dict(m) for m in example.messages]
+    messages[-1]["content"] = messages[-1]["content"].upper().replace(".", " .")
+    return approved.Example(
+        messages=messages, source="slack", approved_by="bench", answer_id=example.answer_id
+    )
+
+
+def fill(redis: Redis, n: int, seed: int = 7) -> None:
+    """Append ``n`` approved transcripts (about 4% near-duplicates) to the log."""
+    rng = random.Random(seed)
+    words = _vocabulary(rng)
+    recent: list[approved.Example] = []
+    pipe = redis.pipeline(transaction=False)
+    for i in range(n):
+        if recent and rng.random() < 0.04:
+            example = _near_copy(rng.choice(recent))
+        else:
+            example = _transcript(rng, words, i)
+            recent = (recent + [example])[-200:]
+        pipe.eval(
+            approved._APPEND,
+            2,
+            keys.APPROVED_HASHES,
+            keys.APPROVED_LOG,
+            example.content_hash(),
+            example.to_json(),
+        )
+        if len(pipe) >= 2000:
+            pipe.execute()
+    pipe.execute()
+
+
+# --- the variants (each runs in a fresh process) ----------------------------------------
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_trainset(redis: Redis, out: Path, exact: bool) -> dict[str, Any]:
+    from workers import trainset
+    from workers.settings import load_behaviour
+    from workers.tokens import counter_for_model
+
+    settings = load_behaviour()
+    training = settings.training.model_copy(
+        update={
+            "sets_dir": str(out),
+            "exact_token_examples": 10**9 if exact else settings.training.exact_token_examples,
+        }
+    )
+    settings = settings.model_copy(update={"training": training})
+    counter_for_model(MODEL).count("warm up")
+    start_rss = _rss_mb()
+    started = time.perf_counter()
+    request = trainset.BuildRequest(
+        set_id="set-bench",
+        version=1,
+        after_id="0-0",
+        upto_id=trainset.last_id(redis),
+        base_model=MODEL,
+        min_train=10,
+    )
+    result = trainset.build(redis, settings, request)
+    seconds = time.perf_counter() - started
+    counts = result.manifest["counts"]
+    return {
+        "seconds": seconds,
+        "read": counts["read"],
+        "train": counts["train"],
+        "valid": counts["valid"],
+        "dropped_duplicates": counts["exact_duplicates"] + counts["near_duplicates"],
+        "tokens": result.manifest["tokens"]["total"],
+        "start_rss_mb": start_rss,
+        "peak_rss_mb": _rss_mb(),
+    }
+
+
+def run_pandas(redis: Redis, out: Path) -> dict[str, Any]:
+    """The notebook way, with the project's helpers for the per-row work."""
+    import pandas as pd
+
+    from workers import trainset
+    from workers.settings import load_behaviour
+    from workers.tokens import counter_for_model
+
+    settings = load_behaviour()
+    pii = settings.training.pii
+    limit = settings.training.max_example_tokens
+    counter = counter_for_model(MODEL)
+    counter.count("warm up")
+    start_rss = _rss_mb()
+    started = time.perf_counter()
+
+    rows = [example.__dict__ for _, example in approved.read_after(redis)]
+    df = pd.DataFrame(rows)
+
+    def to_chat(row: pd.Series) -> dict[str, Any]:
+        messages = []
+        last = len(row["messages"]) - 1
+        for i, m in enumerate(row["messages"]):
+            message = {"role": m["role"], "content": trainset.scrub(m["content"], pii)}
+            if m["role"] == "assistant" and i != last:
+                message["weight"] = 0
+            messages.append(message)
+        return {"messages": messages}
+
+    df["chat"] = df.apply(to_chat, axis=1)
+    df["key"] = df["chat"].apply(
+        lambda c: trainset.normalise(trainset.SEPARATOR.join(m["content"] for m in c["messages"]))
+    )
+    df = df.drop_duplicates(subset="key")
+    df["error"] = df["chat"].apply(trainset.check_chat)
+    df = df[df["error"].isna()]
+    df["n_tokens"] = df["chat"].apply(lambda c: counter.count_messages(c["messages"]))
+    df = df[df["n_tokens"] <= limit]
+    n_valid = min(settings.training.max_validation_examples, round(len(df) * 0.1))
+    valid = df.sample(n=n_valid, random_state=settings.training.seed)
+    train = df.drop(valid.index)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", train), ("valid", valid)):
+        with (out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+            for chat in part["chat"]:
+                f.write(json.dumps(chat, ensure_ascii=False) + "\n")
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "read": len(rows),
+        "train": len(train),
+        "valid": len(valid),
+        "dropped_duplicates": len(rows) - len(df),
+        "tokens": int(df["n_tokens"].sum()),
+        "start_rss_mb": start_rss,
+        "peak_rss_mb": _rss_mb(),
+    }
+
+
+def _child(variant: str, redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    with tempfile.TemporaryDirectory() as tmp:
+        if variant == "pandas":
+            result = run_pandas(redis, Path(tmp))
+        else:
+            result = run_trainset(redis, Path(tmp), exact=variant == "trainset-exact")
+    print(json.dumps(result))
+
+
+def _run_child(variant: str, redis_url: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_trainset",
+            "--child",
+            variant,
+            "--redis-url",
+            redis_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode:
+        raise SystemExit(f"{variant} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="25000,100000", help="comma-separated log sizes")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.redis_url)
+        return
+    redis = Redis.from_url(args.redis_url)
+    if redis.dbsize():
+        sys.exit(f"{args.redis_url} is not empty; give --redis-url of an empty db")
+    print(
+        f"{'size':>8} {'variant':<15} {'seconds':>8} {'examples/s':>11} {'peak MB':>8} "
+        f"{'growth MB':>9} {'train':>7} {'valid':>6} {'dups':>6}"
+    )
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            redis.flushdb()
+            fill(redis, size)
+            results = {}
+            for variant in args.variants.split(","):
+                r = _run_child(variant, args.redis_url)
+                results[variant] = r
+                print(
+                    f"{size:>8} {variant:<15} {r['seconds']:>8.2f} {r['read'] / r['seconds']:>11,.0f} "
+                    f"{r['peak_rss_mb']:>8.0f} {r['peak_rss_mb'] - r['start_rss_mb']:>9.0f} "
+                    f"{r['train']:>7} {r['valid']:>6} {r['dropped_duplicates']:>6}",
+                    flush=True,
+                )
+            if "pandas" in results and "trainset" in results:
+                speedup = results["pandas"]["seconds"] / results["trainset"]["seconds"]
+                print(f"{size:>8} trainset is {speedup:.1f}x faster than pandas", flush=True)
+    finally:
+        redis.flushdb()
+
+
+if __name__ == "__main__":
+    main()

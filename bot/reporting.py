@@ -1,0 +1,314 @@
+"""Telling Slack how a training run goes: RQ jobs the learning loop enqueues by name.
+
+``workers.loop`` never imports the bot; it enqueues ``bot.reporting.report_run`` with a
+run id and what happened, and this module turns the run record into messages in the
+thread the run started in the admin's channel: the job's start, rate-limited progress,
+the evaluation report and, at the end, a loss-curve PNG. Dry runs and the answers to
+one admin's command are ephemeral, to that admin only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot import blocks, messages
+from bot.runtime import Services, worker_services
+from workers import loop, trainset
+from workers.loop import Run, RunStatus
+
+logger = logging.getLogger(__name__)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _money(value: float | None) -> str:
+    return "" if value is None else f" (about ${value:,.2f})"
+
+
+def counts_text(manifest: dict[str, Any]) -> str:
+    """A set's counts in one line."""
+    counts = manifest["counts"]
+    return messages.RUN_COUNTS.format(
+        set_id=manifest["set_id"],
+        train=counts["train"],
+        new=counts["train_new"],
+        replay=counts["replay"],
+        valid=counts["valid"],
+        exact=counts["exact_duplicates"],
+        near=counts["near_duplicates"],
+        invalid=counts["invalid"],
+    )
+
+
+def tokens_text(manifest: dict[str, Any]) -> str:
+    """A set's token statistics and estimated cost in one line."""
+    tokens, estimate = manifest["tokens"], manifest["estimate"]
+    if not tokens.get("examples"):
+        return ""
+    estimated = tokens.get("estimated_examples") or 0
+    return messages.RUN_TOKENS.format(
+        total=tokens["total"],
+        mean=tokens["mean"],
+        p90=tokens["p90"],
+        max=tokens["max"],
+        estimated=f" ({estimated:,} estimated from a sample)" if estimated else "",
+        billed=estimate["billed_tokens"],
+        epochs=estimate["epochs"],
+        cost=_money(estimate.get("cost_usd")),
+    )
+
+
+def dry_run_text(manifest: dict[str, Any]) -> str:
+    """What ``--dry-run`` reports."""
+    issues = ", ".join(f"{n} {k}" for k, n in sorted(manifest["issues"].items()))
+    pii = ", ".join(f"{n} {k}" for k, n in sorted(manifest["pii_scrubbed"].items()))
+    return messages.RUN_DRY.format(
+        counts=counts_text(manifest),
+        tokens=tokens_text(manifest),
+        issues=messages.RUN_ISSUES.format(issues=issues) if issues else "",
+        pii=messages.RUN_PII.format(pii=pii) if pii else "",
+    )
+
+
+def progress_text(run: Run) -> str:
+    """The run's last event: metrics when it has them, its message otherwise."""
+    event = run.event
+    if event is None:
+        return ""
+    if event.step is not None and (event.train_loss is not None or event.valid_loss is not None):
+        return messages.RUN_PROGRESS.format(
+            step=event.step,
+            total_steps=event.total_steps or "?",
+            train_loss=_fmt(event.train_loss),
+            valid_loss=_fmt(event.valid_loss),
+            accuracy=_fmt(event.token_accuracy, 3),
+        )
+    return messages.RUN_EVENT.format(message=event.message)
+
+
+def evaluation_text(run: Run) -> str:
+    """The gate's verdict with the scores behind it."""
+    report = run.report
+    if report is None:
+        return messages.RUN_EVAL_FAILED.format(model=run.candidate_model, error=run.error or "?")
+    values = {
+        "model": run.candidate_model,
+        "cand": f"{report.candidate.score:.3f}",
+        "cur": f"{report.current.score:.3f}",
+        "current": report.current.model,
+        "scorer": report.scorer,
+        "items": report.items,
+        "tolerance": report.tolerance,
+    }
+    if run.status is RunStatus.PROMOTED:
+        return messages.RUN_PROMOTED.format(**values)
+    text = messages.RUN_HELD.format(**values)
+    worse = [
+        messages.RUN_WORSE_EXAMPLE.format(**{k: str(v)[:150] for k, v in example.items()})
+        for example in report.examples[:3]
+    ]
+    return "\n".join([text, *worse])
+
+
+def loss_curve_png(points: list[dict[str, Any]], title: str) -> bytes | None:
+    """Train and validation loss against step, as a PNG (None without any point)."""
+    steps = [p for p in points if p.get("step") is not None]
+    if not steps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.5), dpi=100)
+    axes = figure.subplots()
+    for key, label in (("train_loss", "training loss"), ("valid_loss", "validation loss")):
+        xy = [(p["step"], p[key]) for p in steps if p.get(key) is not None]
+        if xy:
+            axes.plot([x for x, _ in xy], [y for _, y in xy], marker="o", markersize=3, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
+
+
+# --- posting ----------------------------------------------------------------------------------
+def _post(services: Services, run: Run, text: str, block_list: list[dict] | None = None) -> None:
+    """Into the run's thread (or its channel when the thread could not be started)."""
+    services.slack.chat_postMessage(
+        channel=run.channel,
+        thread_ts=run.thread_ts or None,
+        text=text,
+        blocks=block_list or blocks.text_blocks(text),
+    )
+
+
+def _ephemeral(services: Services, channel: str, user: str, text: str) -> None:
+    """To one admin only, in the channel they used the command in."""
+    services.slack.chat_postEphemeral(
+        channel=channel, user=user, text=text, blocks=blocks.text_blocks(text)
+    )
+
+
+def _upload_loss_curve(services: Services, run: Run) -> None:
+    points = loop.run_metrics(services.redis, run.run_id)
+    title = messages.RUN_LOSS_TITLE.format(run_id=run.run_id)
+    png = loss_curve_png(points, title)
+    if png is None:
+        return
+    try:
+        services.slack.files_upload_v2(
+            channel=run.channel,
+            thread_ts=run.thread_ts or None,
+            content=png,
+            filename=f"{run.run_id}-loss.png",
+            title=title,
+            alt_txt=title,
+            request_file_info=False,
+        )
+    except SlackApiError:
+        logger.exception("uploading the loss curve of %s failed", run.run_id)
+
+
+def _started_text(services: Services, run: Run) -> str:
+    manifest = trainset.load_manifest(services.redis, run.set_id) or {}
+    hyper = json.loads(run.hyperparameters) if run.hyperparameters else {}
+    counts = counts_text(manifest) if manifest else ""
+    tokens = tokens_text(manifest) if manifest else ""
+    return messages.RUN_STARTED.format(
+        job_id=run.job_id,
+        backend=run.backend,
+        base=run.base_model,
+        counts="\n".join(t for t in (counts, tokens) if t),
+        hyper=", ".join(f"{k}={v}" for k, v in hyper.items()) or "chosen by the provider",
+        lr_note=f"\n_{run.lr_note}_" if run.lr_note else "",
+    )
+
+
+def post_report(services: Services, run: Run, kind: str) -> None:
+    """Turn one event of a run into Slack messages."""
+    if kind == "dry_run" or (kind == "too_few" and run.dry_run):
+        manifest = trainset.load_manifest(services.redis, run.set_id) if run.set_id else None
+        if kind == "too_few":
+            text = _too_few_text(run)
+            if manifest:
+                text += "\n" + dry_run_text(manifest)
+        else:
+            text = dry_run_text(manifest) if manifest else _too_few_text(run)
+        _ephemeral(services, run.channel, run.admin, text)
+        return
+    if kind == "too_few":
+        _post(services, run, _too_few_text(run))
+    elif kind == "started":
+        _post(services, run, _started_text(services, run))
+    elif kind == "progress":
+        text = progress_text(run)
+        if text:
+            _post(services, run, text)
+    elif kind == "trained":
+        current = loop.LoopContext(services.settings, services.redis).current_model()
+        _post(
+            services, run, messages.RUN_TRAINED.format(model=run.candidate_model, current=current)
+        )
+    elif kind == "evaluated":
+        _upload_loss_curve(services, run)
+        text = evaluation_text(run)
+        if run.status is RunStatus.HELD:
+            _post(
+                services,
+                run,
+                text,
+                blocks.held_report_blocks(text, run.candidate_model, run.run_id),
+            )
+        else:
+            _post(services, run, text)
+    elif kind == "failed":
+        _post(services, run, messages.RUN_FAILED.format(run_id=run.run_id, error=run.error or "?"))
+    elif kind == "cancelled":
+        by = f" by <@{run.cancelled_by}>" if run.cancelled_by else ""
+        _post(services, run, messages.RUN_CANCELLED.format(run_id=run.run_id, by=by))
+        _upload_loss_curve(services, run)
+    else:
+        logger.warning("unknown report kind %r for %s", kind, run.run_id)
+
+
+def _too_few_text(run: Run) -> str:
+    needed = run.n_new + run.missing
+    return messages.RUN_TOO_FEW.format(new=run.n_new, needed=needed, missing=run.missing)
+
+
+def report_run(run_id: str, kind: str) -> None:
+    """RQ: post what happened to a run (``kind``) to Slack."""
+    try:
+        services = worker_services()
+        run = loop.load_run(services.redis, run_id)
+        if run is None:
+            logger.warning("no run %s to report on", run_id)
+            return
+        post_report(services, run, kind)
+    except Exception:
+        logger.exception("reporting %s of run %s failed", kind, run_id)
+        raise
+
+
+def reply(channel: str, user: str, kind: str, values: str) -> None:
+    """RQ: an ephemeral answer to the admin who asked for something slow (e.g. promote)."""
+    try:
+        services = worker_services()
+        template = {"promoted": messages.PROMOTED, "promote_failed": messages.PROMOTE_FAILED}[kind]
+        _ephemeral(services, channel, user, template.format(**json.loads(values)))
+    except Exception:
+        logger.exception("replying %s to %s failed", kind, user)
+        raise
+
+
+def export_set(set_id: str, channel: str, user: str) -> None:
+    """RQ: upload a training set's files (JSONL and manifest) to the admin's channel.
+
+    Runs on the training worker, where the sets are built and kept.
+    """
+    try:
+        services = worker_services()
+        manifest = trainset.load_manifest(services.redis, set_id)
+        if manifest is None:
+            _ephemeral(services, channel, user, messages.EXPORT_UNKNOWN.format(set_id=set_id))
+            return
+        paths = [manifest["files"].get("train"), manifest["files"].get("valid")]
+        files = [Path(p) for p in paths if p]
+        manifest_path = files[0].parent / "manifest.json" if files else None
+        if manifest_path is not None:
+            files.append(manifest_path)
+        if not files or not all(p.is_file() for p in files):
+            _ephemeral(services, channel, user, messages.EXPORT_MISSING_FILES.format(set_id=set_id))
+            return
+        comment = messages.EXPORT_COMMENT.format(
+            set_id=set_id,
+            version=manifest["version"],
+            train=manifest["counts"]["train"],
+            valid=manifest["counts"]["valid"],
+        )
+        services.slack.files_upload_v2(
+            channel=channel,
+            initial_comment=comment,
+            file_uploads=[
+                {"file": str(p), "filename": f"{set_id}-{p.name}", "title": f"{set_id} {p.name}"}
+                for p in files
+            ],
+            request_file_info=False,
+        )
+    except Exception:
+        logger.exception("exporting %s failed", set_id)
+        raise

@@ -1,0 +1,908 @@
+"""Building an incremental training set from the approved log (an RQ job's main step).
+
+Everything approved after the last consumed stream id becomes chat fine-tuning lines
+(``{"messages": [system, user/assistant turns..., assistant]}``) exactly as the bot
+used them, or preference pairs for DPO. On the way, PII is scrubbed, exact and
+near-exact duplicates are dropped, every line is checked the way OpenAI's
+data-preparation notebook checks it, a replay sample of earlier examples is mixed in
+so the continued model does not forget, and a validation split is taken that never
+overlaps the training file.
+
+Memory does not grow with the number of transcripts: the log is read in batches, lines
+are written to disk as they are made, duplicate detection keeps its hashes in a
+temporary Redis set, token statistics are a histogram bounded by the token limit, and
+the validation split and replay sample are bounded heaps/reservoirs (capped by
+``max_validation_examples`` and ``replay_max``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from workers import keys
+from workers.errors import DatasetError
+from workers.settings import ROOT, PiiSettings, Settings, TrainingMethod
+from workers.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, Counter, counter_for_model
+from workers.training.base import TrainingFiles
+
+logger = logging.getLogger(__name__)
+
+READ_BATCH = 2000
+SEEN_TTL_S = 6 * 3600
+"""The temporary de-duplication set outlives any build; a crashed build's set expires."""
+ALLOWED_ROLES = frozenset({"system", "user", "assistant", "tool"})
+ALLOWED_MESSAGE_KEYS = frozenset({"role", "content", "name", "function_call", "weight"})
+MAX_CHARS_PER_TOKEN_BOUND = 4
+"""A token covers at least one UTF-8 byte and a character is at most 4 bytes, so
+``4 * characters`` bounds the tokens of a text from above without tokenising it."""
+
+# Training price per 1M tokens (OpenAI pricing page, 2026), by base-model prefix.
+# Longest prefix wins; a fine-tuned ``ft:<base>:...`` model is priced as its base.
+PRICE_PER_M_TOKENS: dict[str, float] = {
+    "gpt-4o-mini": 3.00,
+    "gpt-4.1-mini": 5.00,
+    "gpt-4.1-nano": 1.50,
+    "gpt-4.1": 25.00,
+    "gpt-4o": 25.00,
+    "gpt-3.5-turbo": 8.00,
+    "davinci-002": 6.00,
+    "babbage-002": 0.40,
+}
+# The data-preparation notebook's default-epochs rule.
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_DEFAULT_EPOCHS = 1
+MAX_DEFAULT_EPOCHS = 25
+
+
+class Issue:
+    """Why a line was left out (the notebook's error names, plus ours)."""
+
+    DATA_TYPE = "data_type"
+    MISSING_MESSAGES = "missing_messages_list"
+    MESSAGE_MISSING_KEY = "message_missing_key"
+    MESSAGE_UNRECOGNIZED_KEY = "message_unrecognized_key"
+    UNRECOGNIZED_ROLE = "unrecognized_role"
+    MISSING_CONTENT = "missing_content"
+    MISSING_ASSISTANT = "example_missing_assistant_message"
+    TOO_MANY_TOKENS = "too_many_tokens"
+    NOT_A_PAIR = "not_a_preference_pair"
+
+
+# --- PII -------------------------------------------------------------------------------
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*\.[A-Za-z]{2,}+"
+)
+_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}(?!\w)"
+)
+MIN_PHONE_DIGITS = 7
+EMAIL_MASK = "[email]"
+PHONE_MASK = "[phone]"
+CARD_MASK = "[card]"
+MENTION_MASK = "@someone"
+
+
+def _luhn_ok(number: str) -> bool:
+    digits = [int(c) for c in number if c.isdigit()]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _mask_cards(text: str, tally: Tally[str] | None) -> str:
+    """Card-like digit runs that pass the Luhn check become a placeholder."""
+    masked = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal masked
+        if _luhn_ok(match.group(0)):
+            masked += 1
+            return CARD_MASK
+        return match.group(0)
+
+    text = _CARD.sub(replace, text)
+    if masked and tally is not None:
+        tally["cards"] += masked
+    return text
+
+
+def _digits(text: str) -> int:
+    """How many ASCII digits ``text`` has (bytes.translate runs in C: ~1 ns a character)."""
+    raw = text.encode("utf-8", "replace")
+    return len(raw) - len(raw.translate(None, b"0123456789"))
+
+
+def scrub(text: str, pii: PiiSettings, tally: Tally[str] | None = None) -> str:
+    """``text`` with the configured kinds of PII replaced by placeholders.
+
+    Python's regex engine costs ~15 ns a character for these patterns, so each runs only
+    when a C-speed test says it could match: an "@" that is not a Slack mention for
+    emails, "<@" for mentions, seven digits or more for phone and card numbers.
+    """
+    if "@" in text:
+        mentions = text.count("<@")
+        if pii.emails and text.count("@") > mentions:
+            text, n = _EMAIL.subn(EMAIL_MASK, text)
+            if n and tally is not None:
+                tally["emails"] += n
+        if pii.slack_mentions and mentions:
+            text, n = _MENTION.subn(MENTION_MASK, text)
+            if n and tally is not None:
+                tally["slack_mentions"] += n
+    if (pii.cards or pii.phones) and _digits(text) >= MIN_PHONE_DIGITS:
+        if pii.cards:
+            text = _mask_cards(text, tally)
+        if pii.phones:
+            text, n = _PHONE.subn(PHONE_MASK, text)
+            if n and tally is not None:
+                tally["phones"] += n
+    return text
+
+
+# --- normalisation and hashing ----------------------------------------------------------
+SEPARATOR = "\x1f"
+"""Joins a line's texts before normalising; survives normalisation, so turns stay apart."""
+_DROP = bytes(b for b in range(128) if not chr(b).isalnum() and b != 0x1F)
+_DIGIT_BYTES = b"0123456789"
+
+
+def normalise(text: str) -> bytes:
+    """Case, whitespace and ASCII punctuation removed: near-exact copies compare equal.
+
+    One ``bytes.translate`` (C) does the work; word boundaries go too, so texts that
+    differ only in spacing or punctuation are the same example.
+    """
+    return text.lower().encode("utf-8", "replace").translate(None, _DROP)
+
+
+def _might_hold_pii(text: str, pii: PiiSettings) -> bool:
+    """A C-speed test of a whole example: could any scrubber match anywhere in it?"""
+    if "@" in text and (pii.emails or pii.slack_mentions):
+        return True
+    if pii.cards or pii.phones:
+        raw = text.encode("utf-8", "replace")
+        return len(raw) - len(raw.translate(None, _DIGIT_BYTES)) >= MIN_PHONE_DIGITS
+    return False
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+# --- one line ---------------------------------------------------------------------------
+_MISSING = object()
+_loads = json.loads
+_raw_decode = json.JSONDecoder().raw_decode
+_MESSAGES_FIRST = '{"messages":'
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class _Line:
+    """A converted example ready for de-duplication and writing."""
+
+    data: bytes
+    exact: int
+    """hash() of the line: only compared within one build, in one process."""
+    near: bytes
+    tokens: int
+    exact_tokens: bool
+
+
+def check_chat(example: Any) -> str | None:
+    """The first format error of a chat line, as the data-preparation notebook names it."""
+    if not isinstance(example, dict):
+        return Issue.DATA_TYPE
+    messages = example.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return Issue.MISSING_MESSAGES
+    has_assistant = False
+    for message in messages:
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            return Issue.MESSAGE_MISSING_KEY
+        if not ALLOWED_MESSAGE_KEYS.issuperset(message):
+            return Issue.MESSAGE_UNRECOGNIZED_KEY
+        role = message["role"]
+        if role not in ALLOWED_ROLES:
+            return Issue.UNRECOGNIZED_ROLE
+        content = message["content"]
+        if (content is None and "function_call" not in message) or (
+            content is not None and not isinstance(content, str)
+        ):
+            return Issue.MISSING_CONTENT
+        if role == "assistant":
+            has_assistant = True
+    if not has_assistant or messages[-1]["role"] != "assistant":
+        return Issue.MISSING_ASSISTANT
+    if not isinstance(messages[-1]["content"], str) or not messages[-1]["content"].strip():
+        return Issue.MISSING_CONTENT
+    return None
+
+
+def check_preference(example: Any) -> str | None:
+    """The first format error of a preference (DPO) line."""
+    if not isinstance(example, dict):
+        return Issue.DATA_TYPE
+    error = check_chat(
+        {
+            "messages": [
+                *((example.get("input") or {}).get("messages") or []),
+                {"role": "assistant", "content": "x"},
+            ]
+        }
+    )
+    if error:
+        return error
+    for key in ("preferred_output", "non_preferred_output"):
+        out = example.get(key)
+        if (
+            not isinstance(out, list)
+            or len(out) != 1
+            or not isinstance(out[0], dict)
+            or out[0].get("role") != "assistant"
+        ):
+            return Issue.MISSING_ASSISTANT
+        if not isinstance(out[0].get("content"), str) or not out[0]["content"].strip():
+            return Issue.MISSING_CONTENT
+    return None
+
+
+class _TokenMeter:
+    """Exact token counts for the first N examples and every k-th after; the rest are
+    estimated from their length with the ratio measured so far (stated in the manifest)."""
+
+    def __init__(self, counter: Counter, limit: int, exact_first: int, every: int) -> None:
+        self.counter = counter
+        self.limit = limit
+        self.exact_first = exact_first
+        self.every = every
+        self.seen = 0
+        self.exact_tokens = 0
+        self.exact_chars = 0
+        self.exact_examples = 0
+        self._system_cache: dict[str, int] = {}
+
+    def _count_messages(self, messages: list[dict[str, Any]]) -> int:
+        total = REPLY_PRIMING
+        count = self.counter.count
+        for message in messages:
+            content = message.get("content") or ""
+            if message.get("role") == "system":
+                cached = self._system_cache.get(content)
+                if cached is None:
+                    if len(self._system_cache) > 64:
+                        self._system_cache.clear()
+                    cached = count(content)
+                    self._system_cache[content] = cached
+                tokens = cached
+            else:
+                tokens = count(content)
+            total += TOKENS_PER_MESSAGE + count(message.get("role", "")) + tokens
+            if message.get("name"):
+                total += 1 + count(str(message["name"]))
+        return total
+
+    def measure(self, messages: list[dict[str, Any]], chars: int) -> tuple[int, bool]:
+        """Tokens of a line's messages (framing included), exact or estimated.
+
+        A line whose length bound could exceed the limit is always counted exactly, so the
+        per-example limit is enforced exactly whatever is sampled.
+        """
+        self.seen += 1
+        bound = MAX_CHARS_PER_TOKEN_BOUND * chars + (TOKENS_PER_MESSAGE + 2) * len(messages) + 8
+        exact = (
+            self.seen <= self.exact_first
+            or self.seen % self.every == 0
+            or bound > self.limit
+            or not self.exact_chars
+        )
+        if not exact:
+            return max(1, round(chars * self.exact_tokens / self.exact_chars)), False
+        tokens = self._count_messages(messages)
+        self.exact_tokens += tokens
+        self.exact_chars += max(chars, 1)
+        self.exact_examples += 1
+        return tokens, True
+
+
+class _TokenStats:
+    """Token distribution in bounded memory: a histogram keyed by token count."""
+
+    def __init__(self) -> None:
+        self.histogram: Tally[int] = Tally()
+        self.total = 0
+        self.count = 0
+        self.estimated = 0
+
+    def add(self, tokens: int, exact: bool) -> None:
+        self.histogram[tokens] += 1
+        self.total += tokens
+        self.count += 1
+        if not exact:
+            self.estimated += 1
+
+    def quantile(self, q: float) -> int:
+        if not self.count:
+            return 0
+        target = q * (self.count - 1)
+        seen = 0
+        for value in sorted(self.histogram):
+            seen += self.histogram[value]
+            if seen > target:
+                return value
+        return max(self.histogram)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.count:
+            return {"examples": 0, "total": 0}
+        return {
+            "examples": self.count,
+            "total": self.total,
+            "min": min(self.histogram),
+            "max": max(self.histogram),
+            "mean": round(self.total / self.count, 1),
+            "p50": self.quantile(0.5),
+            "p90": self.quantile(0.9),
+            "estimated_examples": self.estimated,
+        }
+
+
+# --- reading the log --------------------------------------------------------------------
+def _read_range(
+    redis: Redis, after_id: str, upto_id: str | None, batch: int = READ_BATCH
+) -> Iterator[list[tuple[str, bytes]]]:
+    """Batches of (stream id, example JSON) after ``after_id`` up to ``upto_id`` inclusive."""
+    cursor = after_id
+    high = upto_id or "+"
+    while True:
+        chunk = redis.xrange(keys.APPROVED_LOG, min=f"({cursor}", max=high, count=batch)
+        if not chunk:
+            return
+        out: list[tuple[str, bytes]] = []
+        for raw_id, fields in chunk:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            out.append((entry_id, fields.get(b"example", fields.get("example"))))
+        yield out
+        cursor = out[-1][0]
+        if len(chunk) < batch:
+            return
+
+
+def last_id(redis: Redis) -> str | None:
+    """The newest id in the approved log (a build's upper bound), None when it is empty."""
+    newest = redis.xrevrange(keys.APPROVED_LOG, count=1)
+    if not newest:
+        return None
+    raw = newest[0][0]
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+# KEYS[1] seen set; ARGV[1] ttl, then (exact, near) digest pairs.
+# Returns one character per pair: 0 new, 1 exact duplicate, 2 near-exact duplicate.
+_DEDUP = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('SADD', KEYS[1], 'e' .. ARGV[i]) == 0 then out[#out + 1] = '1'
+  elseif redis.call('SADD', KEYS[1], 'n' .. ARGV[i + 1]) == 0 then out[#out + 1] = '2'
+  else out[#out + 1] = '0' end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return table.concat(out)
+"""
+
+
+# --- the build --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build: plain values, so a job can pass them along."""
+
+    set_id: str
+    version: int
+    after_id: str
+    upto_id: str | None
+    base_model: str
+    min_train: int
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """A built set: its files, its manifest (counts, tokens, cost) and held-out hashes."""
+
+    files: TrainingFiles
+    manifest: dict[str, Any]
+    heldout: tuple[str, ...] = field(default=())
+
+    @property
+    def n_new(self) -> int:
+        """Usable new examples (after de-duplication and checks), before the split."""
+        return int(self.manifest["counts"]["new_examples"])
+
+    @property
+    def missing(self) -> int:
+        """How many more usable examples the provider's minimum needs (0 when enough)."""
+        return max(0, int(self.manifest["min_train"]) - self.n_new)
+
+
+def sets_root(settings: Settings) -> Path:
+    """The folder of built sets (a relative setting is under the project root)."""
+    path = Path(settings.training.sets_dir).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+def next_version(redis: Redis) -> tuple[str, int]:
+    """A new set id and version number (``set-0007``, 7)."""
+    version = int(redis.incr(keys.TRAINSET_SEQ))
+    return f"set-{version:04d}", version
+
+
+def default_epochs(n_train: int) -> int:
+    """The notebook's rule: 3 epochs, raised for tiny sets, lowered for huge ones."""
+    if n_train <= 0:
+        return TARGET_EPOCHS
+    if n_train * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_train)
+    if n_train * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_train)
+    return TARGET_EPOCHS
+
+
+def price_per_m(model: str) -> float | None:
+    """Training price per 1M tokens of a (possibly fine-tuned) model, None when unknown."""
+    name = model.split(":", 2)[1] if model.startswith("ft:") else model
+    best = max((p for p in PRICE_PER_M_TOKENS if name.startswith(p)), key=len, default=None)
+    return PRICE_PER_M_TOKENS[best] if best else None
+
+
+class _Builder:
+    """One build: converts, de-duplicates, splits and writes; see :func:`build`."""
+
+    def __init__(self, redis: Redis, settings: Settings, request: BuildRequest, out_dir: Path):
+        self.redis = redis
+        self.settings = settings
+        self.training = settings.training
+        self.request = request
+        self.method = self.training.method
+        self.pii = self.training.pii
+        self.limit = self.training.max_example_tokens
+        counter = counter_for_model(request.base_model)
+        self.tokens = _TokenMeter(
+            counter,
+            self.limit,
+            self.training.exact_token_examples,
+            self.training.token_sample_every,
+        )
+        self.counter_source = counter.source
+        self.counter_exact = counter.exact
+        self.stats = _TokenStats()
+        self.issues: Tally[str] = Tally()
+        self.warnings: Tally[str] = Tally()
+        self.pii_tally: Tally[str] = Tally()
+        self.counts: Tally[str] = Tally()
+        self.train_tokens = 0
+        self.out_dir = out_dir
+        self.seen_key = keys.trainset_seen(request.set_id)
+        self._dedup = redis.register_script(_DEDUP)
+        self.valid_cap = self.training.max_validation_examples
+        self._heap: list[tuple[int, int, bytes, bytes]] = []  # (-hash, tokens, near, line)
+        self.heartbeat: Callable[[], None] = lambda: None
+
+    # -- conversion --
+    def convert(self, raw: bytes) -> _Line | str:
+        """One approved example as a line, or the issue that keeps it out.
+
+        This is the hot loop of a 100k-example build: one pass checks the messages (the
+        checks of :func:`check_chat`), then PII is looked for once over the whole
+        example and scrubbed message by message only where it could be.
+        """
+        dpo = self.method is TrainingMethod.DPO
+        text_raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        prefix = None
+        try:
+            if not dpo and text_raw.startswith(_MESSAGES_FIRST):
+                # The log's JSON starts with the messages: parse only them, and keep their
+                # text to reuse as the line when nothing in them changes.
+                messages, end = _raw_decode(text_raw, len(_MESSAGES_FIRST))
+                prefix = text_raw[:end]
+                example = None
+            else:
+                example = _loads(text_raw)
+                if type(example) is not dict:
+                    return Issue.DATA_TYPE
+                messages = example.get("messages")
+        except ValueError:
+            return Issue.DATA_TYPE
+        if type(messages) is not list or not messages:
+            return Issue.MISSING_MESSAGES
+        texts: list[str] = []
+        roles: set[str] = set()
+        earlier_answers = False
+        for message in messages:
+            if type(message) is not dict:
+                return Issue.DATA_TYPE
+            role = message.get("role")
+            content = message.get("content", _MISSING)
+            if role is None or content is _MISSING:
+                return Issue.MESSAGE_MISSING_KEY
+            if len(message) > 2 and not ALLOWED_MESSAGE_KEYS.issuperset(message):
+                return Issue.MESSAGE_UNRECOGNIZED_KEY
+            if role not in ALLOWED_ROLES:
+                return Issue.UNRECOGNIZED_ROLE
+            if type(content) is not str:
+                if content is not None or "function_call" not in message:
+                    return Issue.MISSING_CONTENT
+                content = ""
+            if role in roles and role == "assistant":
+                earlier_answers = True
+            roles.add(role)
+            texts.append(content)
+        if role != "assistant":
+            return Issue.MISSING_ASSISTANT
+        if not texts[-1].strip():
+            return Issue.MISSING_CONTENT
+        if "system" not in roles:
+            self.warnings["missing_system_message"] += 1
+        if "user" not in roles:
+            self.warnings["missing_user_message"] += 1
+        joined = SEPARATOR.join(texts)
+        changed = False
+        if _might_hold_pii(joined, self.pii):
+            scrubbed = [scrub(text, self.pii, self.pii_tally) for text in texts]
+            changed = scrubbed != texts
+            texts = scrubbed
+            joined = SEPARATOR.join(texts)
+        if dpo:
+            return self._preference(messages, texts, joined, (example or {}).get("rejected"))
+        clean = messages
+        if changed or earlier_answers:
+            clean = []
+            last = len(messages) - 1
+            for i, message in enumerate(messages):
+                if i != last and message["role"] == "assistant":
+                    # Only the approved last turn is learned; earlier answers are context.
+                    clean.append({**message, "content": texts[i], "weight": 0})
+                    changed = True
+                elif changed and message["content"] != texts[i]:
+                    clean.append({**message, "content": texts[i]})
+                else:
+                    clean.append(message)
+        tokens, exact = self.tokens.measure(clean, len(joined))
+        if tokens > self.limit:
+            return Issue.TOO_MANY_TOKENS
+        if prefix is not None and not changed:
+            data = (prefix + "}").encode("utf-8")
+        else:
+            data = _ENCODER.encode({"messages": clean}).encode("utf-8")
+        return _Line(data, hash(data), _digest(normalise(joined)), tokens, exact)
+
+    def _preference(
+        self, messages: list[dict[str, Any]], texts: list[str], joined: str, rejected: Any
+    ) -> _Line | str:
+        """A preference pair: the approved (corrected) answer over the one it replaced."""
+        if not isinstance(rejected, str) or not rejected.strip():
+            return Issue.NOT_A_PAIR
+        rejected = scrub(rejected, self.pii, self.pii_tally)
+        chosen = texts[-1]
+        if normalise(chosen) == normalise(rejected):
+            return Issue.NOT_A_PAIR
+        context = [
+            {**{k: v for k, v in m.items() if k != "weight"}, "content": text}
+            for m, text in zip(messages[:-1], texts, strict=False)
+        ]
+        line = {
+            "input": {"messages": context},
+            "preferred_output": [{"role": "assistant", "content": chosen}],
+            "non_preferred_output": [{"role": "assistant", "content": rejected}],
+        }
+        # Billed for the input and the longer of the two outputs.
+        longer = max(chosen, rejected, key=len)
+        tokens, exact = self.tokens.measure(
+            [*context, {"role": "assistant", "content": longer}], len(joined) + len(rejected)
+        )
+        if tokens > self.limit:
+            return Issue.TOO_MANY_TOKENS
+        data = _ENCODER.encode(line).encode("utf-8")
+        near = _digest(normalise(joined + SEPARATOR + rejected))
+        return _Line(data, hash(data), near, tokens, exact)
+
+    # -- de-duplication --
+    def _new_lines(self, lines: list[_Line]) -> list[_Line]:
+        if not lines:
+            return []
+        args: list[Any] = [SEEN_TTL_S]
+        for line in lines:
+            args += [line.exact.to_bytes(8, "big", signed=True), line.near]
+        verdicts = self._dedup(keys=[self.seen_key], args=args)
+        verdicts = verdicts.decode() if isinstance(verdicts, bytes) else str(verdicts)
+        kept = []
+        for line, verdict in zip(lines, verdicts, strict=True):
+            if verdict == "0":
+                kept.append(line)
+            elif verdict == "1":
+                self.counts["exact_duplicates"] += 1
+            else:
+                self.counts["near_duplicates"] += 1
+        return kept
+
+    def _convert_batch(self, raws: list[bytes]) -> list[_Line]:
+        lines: list[_Line] = []
+        for raw in raws:
+            result = self.convert(raw)
+            if isinstance(result, str):
+                self.issues[result] += 1
+            else:
+                lines.append(result)
+        return self._new_lines(lines)
+
+    # -- the passes --
+    def run(self) -> TrainSet:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        train_tmp = self.out_dir / "train.jsonl.part"
+        try:
+            with train_tmp.open("wb", buffering=1 << 20) as train:
+                self._new_pass(train)
+                n_new = self.counts["new_examples"]
+                n_valid = self._n_valid(n_new)
+                valid_lines, heldout = self._split(train, n_valid)
+                self._replay_pass(train, n_new - n_valid)
+            return self._finish(train_tmp, valid_lines, heldout)
+        finally:
+            self.redis.delete(self.seen_key)
+            if train_tmp.exists():
+                train_tmp.unlink()
+
+    def _new_pass(self, train: Any) -> None:
+        request = self.request
+        for batch in _read_range(self.redis, request.after_id, request.upto_id):
+            self.counts["read"] += len(batch)
+            for line in self._convert_batch([raw for _, raw in batch]):
+                self.counts["new_examples"] += 1
+                self.stats.add(line.tokens, line.exact_tokens)
+                self._offer_valid(train, line)
+            self.heartbeat()
+
+    def _offer_valid(self, train: Any, line: _Line) -> None:
+        """Keep the ``valid_cap`` lines with the smallest content hash; write the rest."""
+        rank = int.from_bytes(line.near, "big")
+        if self.valid_cap == 0:
+            self._write_train(train, line.data, line.tokens)
+            return
+        item = (-rank, line.tokens, line.near, line.data)
+        if len(self._heap) < self.valid_cap:
+            heapq.heappush(self._heap, item)
+            return
+        if -self._heap[0][0] > rank:
+            _, tokens, _, data = heapq.heapreplace(self._heap, item)
+        else:
+            tokens, data = line.tokens, line.data
+        self._write_train(train, data, tokens)
+
+    def _write_train(self, train: Any, data: bytes, tokens: int) -> None:
+        train.write(data)
+        train.write(b"\n")
+        self.counts["train"] += 1
+        self.train_tokens += tokens
+
+    def _n_valid(self, n_new: int) -> int:
+        fraction = self.training.validation_fraction
+        if fraction <= 0 or n_new < 2 or self.valid_cap == 0:
+            return 0
+        n_valid = min(max(1, round(n_new * fraction)), self.valid_cap)
+        if n_new - n_valid < self.request.min_train:
+            n_valid = max(0, n_new - self.request.min_train)
+        return n_valid
+
+    def _split(self, train: Any, n_valid: int) -> tuple[list[bytes], tuple[str, ...]]:
+        ordered = sorted(self._heap, key=lambda item: -item[0])  # smallest hash first
+        self._heap = []
+        valid = ordered[:n_valid]
+        for _, tokens, _, data in ordered[n_valid:]:
+            self._write_train(train, data, tokens)
+        self.counts["valid"] = len(valid)
+        self.counts["train_new"] = self.counts["train"]
+        return [data for _, _, _, data in valid], tuple(near.hex() for _, _, near, _ in valid)
+
+    def _replay_pass(self, train: Any, n_train_new: int) -> None:
+        """Mix in a reservoir sample of earlier approved examples (training file only)."""
+        fraction = self.training.replay_fraction
+        if fraction <= 0 or n_train_new <= 0 or self.request.after_id in ("0", "0-0"):
+            return
+        k = min(self.training.replay_max, math.ceil(n_train_new * fraction))
+        if k <= 0:
+            return
+        rng = random.Random(f"{self.training.seed}:{self.request.set_id}")
+        reservoir: list[bytes] = []
+        seen = 0
+        for batch in _read_range(self.redis, "0-0", self.request.after_id):
+            for _, raw in batch:
+                seen += 1
+                if len(reservoir) < k:
+                    reservoir.append(raw)
+                else:
+                    j = rng.randrange(seen)
+                    if j < k:
+                        reservoir[j] = raw
+            self.heartbeat()
+        self.counts["replay_candidates"] = seen
+        if not reservoir:
+            return
+        lines = []
+        for start in range(0, len(reservoir), READ_BATCH):
+            issues_before = sum(self.issues.values())
+            lines += self._convert_batch(reservoir[start : start + READ_BATCH])
+            self.counts["replay_rejected"] += sum(self.issues.values()) - issues_before
+        if lines:
+            heldout = self.redis.smismember(keys.HELDOUT, [line.near.hex() for line in lines])
+            for line, held in zip(lines, heldout, strict=True):
+                if held:
+                    self.counts["replay_heldout"] += 1
+                    continue
+                self.counts["replay"] += 1
+                self.stats.add(line.tokens, line.exact_tokens)
+                self._write_train(train, line.data, line.tokens)
+
+    def _finish(
+        self, train_tmp: Path, valid_lines: list[bytes], heldout: tuple[str, ...]
+    ) -> TrainSet:
+        train_path = self.out_dir / "train.jsonl"
+        os.replace(train_tmp, train_path)
+        valid_path: Path | None = None
+        if valid_lines:
+            valid_path = self.out_dir / "valid.jsonl"
+            with valid_path.open("wb") as out:
+                for data in valid_lines:
+                    out.write(data)
+                    out.write(b"\n")
+        n_train = self.counts["train"]
+        configured = self.training.openai.n_epochs
+        epochs = configured or default_epochs(n_train)
+        billed = epochs * self.train_tokens
+        price = price_per_m(self.request.base_model)
+        manifest = {
+            "set_id": self.request.set_id,
+            "version": self.request.version,
+            "run_id": self.request.run_id,
+            "created_at": time.time(),
+            "method": self.method.value,
+            "base_model": self.request.base_model,
+            "after_id": self.request.after_id,
+            "upto_id": self.request.upto_id,
+            "min_train": self.request.min_train,
+            "counts": {
+                "read": self.counts["read"],
+                "new_examples": self.counts["new_examples"],
+                "exact_duplicates": self.counts["exact_duplicates"],
+                "near_duplicates": self.counts["near_duplicates"],
+                "invalid": sum(self.issues.values()),
+                "train": n_train,
+                "train_new": self.counts["train_new"],
+                "valid": self.counts["valid"],
+                "replay": self.counts["replay"],
+                "replay_candidates": self.counts["replay_candidates"],
+                "replay_heldout": self.counts["replay_heldout"],
+            },
+            "issues": dict(self.issues),
+            "warnings": dict(self.warnings),
+            "pii_scrubbed": dict(self.pii_tally),
+            "tokens": {
+                **self.stats.summary(),
+                "train_total": self.train_tokens,
+                "limit": self.limit,
+                "counter": self.counter_source,
+                "exact_counter": self.counter_exact,
+                "exactly_counted": self.tokens.exact_examples,
+            },
+            "estimate": {
+                "epochs": epochs,
+                "epochs_configured": bool(configured),
+                "billed_tokens": billed,
+                "price_per_m_tokens": price,
+                "cost_usd": round(billed / 1e6 * price, 4) if price is not None else None,
+            },
+            "files": {
+                "train": str(train_path),
+                "valid": str(valid_path) if valid_path else None,
+            },
+        }
+        (self.out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        files = TrainingFiles(
+            set_id=self.request.set_id,
+            method=self.method,
+            train_path=train_path,
+            valid_path=valid_path,
+            n_train=n_train,
+            n_valid=self.counts["valid"],
+        )
+        return TrainSet(files=files, manifest=manifest, heldout=heldout)
+
+
+def build(
+    redis: Redis,
+    settings: Settings,
+    request: BuildRequest,
+    *,
+    heartbeat: Callable[[], None] | None = None,
+) -> TrainSet:
+    """Build the set ``request`` describes into ``sets_dir/<set id>/`` and record it.
+
+    ``heartbeat`` is called after every batch so a supervisor can tell a long build from
+    a dead one. The manifest is stored in Redis (``keys.trainset``) and on disk.
+    """
+    out_dir = sets_root(settings) / request.set_id
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # a crashed earlier attempt at the same set
+    builder = _Builder(redis, settings, request, out_dir)
+    if heartbeat is not None:
+        builder.heartbeat = heartbeat
+    result = builder.run()
+    save_manifest(redis, result.manifest)
+    logger.info(
+        "built %s: %d new, %d train, %d valid, %d replayed",
+        request.set_id,
+        result.n_new,
+        result.files.n_train,
+        result.files.n_valid,
+        result.manifest["counts"]["replay"],
+    )
+    return result
+
+
+def save_manifest(redis: Redis, manifest: dict[str, Any]) -> None:
+    """Record a set's manifest and list it (newest last)."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(keys.trainset(manifest["set_id"]), json.dumps(manifest))
+    pipe.zadd(keys.TRAINSETS, {manifest["set_id"]: manifest["created_at"]})
+    pipe.execute()
+
+
+def load_manifest(redis: Redis, set_id: str) -> dict[str, Any] | None:
+    """A set's manifest, None when unknown."""
+    raw = redis.get(keys.trainset(set_id))
+    return json.loads(raw) if raw else None
+
+
+def latest_set_id(redis: Redis) -> str | None:
+    """The id of the newest built set."""
+    newest = redis.zrevrange(keys.TRAINSETS, 0, 0)
+    if not newest:
+        return None
+    return newest[0].decode() if isinstance(newest[0], bytes) else newest[0]
+
+
+def read_lines(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """The parsed lines of a set file (validation examples for evaluation)."""
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist")
+    with path.open("rb") as f:
+        for n, raw in enumerate(f):
+            if limit is not None and n >= limit:
+                return
+            try:
+                yield json.loads(raw)
+            except ValueError as exc:
+                raise DatasetError(f"{path}:{n + 1}: not JSON ({exc})") from None
