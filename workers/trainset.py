@@ -93,7 +93,8 @@ _EMAIL = re.compile(
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}(?!\w)"
+    r"(?<![\w+])(?<!\d[\s.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}"
+    r"[\s.-]\d{3,4}(?!\w)(?![\s.-]\d)"
 )
 MIN_PHONE_DIGITS = 7
 EMAIL_MASK = "[email]"
@@ -523,20 +524,25 @@ class _Builder:
         dpo = self.method is TrainingMethod.DPO
         text_raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         prefix = None
-        try:
-            if not dpo and text_raw.startswith(_MESSAGES_FIRST):
-                # The log's JSON starts with the messages: parse only them, and keep their
-                # text to reuse as the line when nothing in them changes.
+        example: dict[str, Any] | None = None
+        messages: Any = None
+        if not dpo and text_raw.startswith(_MESSAGES_FIRST):
+            # The log's JSON starts with the messages: parse only them, and keep their
+            # text to reuse as the line when nothing in them changes.
+            try:
                 messages, end = _raw_decode(text_raw, len(_MESSAGES_FIRST))
                 prefix = text_raw[:end]
-                example = None
-            else:
-                example = _loads(text_raw)
-                if type(example) is not dict:
-                    return Issue.DATA_TYPE
-                messages = example.get("messages")
-        except ValueError:
-            return Issue.DATA_TYPE
+            except ValueError:
+                prefix = None
+        if prefix is None:
+            try:
+                parsed = _loads(text_raw)
+            except ValueError:
+                return Issue.DATA_TYPE
+            if type(parsed) is not dict:
+                return Issue.DATA_TYPE
+            example = parsed
+            messages = parsed.get("messages")
         if type(messages) is not list or not messages:
             return Issue.MISSING_MESSAGES
         texts: list[str] = []
@@ -565,10 +571,6 @@ class _Builder:
             return Issue.MISSING_ASSISTANT
         if not texts[-1].strip():
             return Issue.MISSING_CONTENT
-        if "system" not in roles:
-            self.warnings["missing_system_message"] += 1
-        if "user" not in roles:
-            self.warnings["missing_user_message"] += 1
         joined = SEPARATOR.join(texts)
         changed = False
         if _might_hold_pii(joined, self.pii):
@@ -577,7 +579,26 @@ class _Builder:
             texts = scrubbed
             joined = SEPARATOR.join(texts)
         if dpo:
-            return self._preference(messages, texts, joined, (example or {}).get("rejected"))
+            result = self._preference(messages, texts, joined, (example or {}).get("rejected"))
+        else:
+            result = self._chat(messages, texts, joined, changed, earlier_answers, prefix)
+        if not isinstance(result, str):
+            if "system" not in roles:
+                self.warnings["missing_system_message"] += 1
+            if "user" not in roles:
+                self.warnings["missing_user_message"] += 1
+        return result
+
+    def _chat(
+        self,
+        messages: list[dict[str, Any]],
+        texts: list[str],
+        joined: str,
+        changed: bool,
+        earlier_answers: bool,
+        prefix: str | None,
+    ) -> _Line | str:
+        """A supervised line; reuses the log's own JSON when nothing had to change."""
         clean = messages
         if changed or earlier_answers:
             clean = []

@@ -1,0 +1,164 @@
+"""Training runs at the domain level: locking, hyper-parameters, promotion history."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+from redis import Redis
+from rq import Queue
+
+from tests.emulators.openai import OpenAIEmulator
+from workers import keys, loop
+from workers.errors import TrainingError
+from workers.loop import LoopContext, RunStatus
+from workers.settings import Settings, load_behaviour
+
+BASE = "gpt-4o-mini-2024-07-18"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    base = load_behaviour()
+    training = base.training.model_copy(update={"sets_dir": str(tmp_path / "sets")})
+    return base.model_copy(update={"training": training})
+
+
+@pytest.fixture
+def ctx(settings: Settings, redis_conn: Redis, openai_api: OpenAIEmulator) -> LoopContext:
+    client = OpenAI(api_key="sk-test", base_url=openai_api.url, max_retries=0)
+    return LoopContext(settings, redis_conn, client)
+
+
+def with_training(ctx: LoopContext, **values: object) -> LoopContext:
+    training = ctx.settings.training.model_copy(update=values)
+    openai = values.pop("openai", None)
+    if openai is not None:
+        training = training.model_copy(update={"openai": openai})
+    return LoopContext(ctx.settings.model_copy(update={"training": training}), ctx.redis, ctx.llm)
+
+
+def record_model(redis: Redis, model: str, trained: int, lr: float | None) -> None:
+    info = {
+        "model": model,
+        "run_id": "run-x",
+        "set_id": "set-0001",
+        "job_id": "ftjob-x",
+        "trained_examples": trained,
+        "hyperparameters": {"learning_rate_multiplier": lr} if lr else {},
+        "created_at": 1.0,
+    }
+    redis.hset(keys.MODELS, model, json.dumps(info))
+
+
+def test_concurrent_requests_start_exactly_one_run(ctx: LoopContext) -> None:
+    results: list[loop.RunRequest] = []
+    barrier = threading.Barrier(8)
+
+    def ask() -> None:
+        barrier.wait()
+        results.append(loop.request_run(ctx, admin="UA", channel="C1"))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    started = [r.run for r in results if r.run is not None]
+    assert len(started) == 1
+    assert all(
+        r.busy is not None and r.busy.run_id == started[0].run_id for r in results if r.run is None
+    )
+    assert ctx.redis.get(keys.RUN_LOCK).decode() == started[0].run_id
+    assert Queue(keys.QUEUE_TRAINING, connection=ctx.redis).count == 1
+    assert len(loop.recent_runs(ctx.redis)) == 1
+
+    dry = loop.request_run(ctx, admin="UA", channel="C1", dry_run=True)
+    assert dry.run is not None, "a dry run takes no lock"
+
+
+def test_the_learning_rate_is_lowered_for_a_small_increment(ctx: LoopContext) -> None:
+    current = "ft:gpt-4o-mini-2024-07-18:org:tuneloop:one"
+    record_model(ctx.redis, current, trained=1000, lr=1.8)
+
+    hyper, note = loop.hyperparameters(ctx, 50, current)
+    assert hyper == {"learning_rate_multiplier": 0.6}
+    assert "50 new examples next to 1000" in note
+
+    big, note = loop.hyperparameters(ctx, 500, current)
+    assert big == {} and note == ""
+
+    configured = with_training(
+        ctx,
+        openai=ctx.settings.training.openai.model_copy(
+            update={"learning_rate_multiplier": 2.0, "n_epochs": 2}
+        ),
+        lr_reduction_factor=4.0,
+    )
+    hyper, _ = loop.hyperparameters(configured, 10, current)
+    assert hyper == {"learning_rate_multiplier": 0.5, "n_epochs": 2}
+
+    first, note = loop.hyperparameters(ctx, 10, BASE)
+    assert first == {} and note == "", "nothing was trained before the base model"
+
+
+def test_promotion_history_and_rollback_step_back_one_model_at_a_time(ctx: LoopContext) -> None:
+    redis, settings = ctx.redis, ctx.settings
+    one, two = "ft:gpt-4o-mini-2024-07-18:org:t:one", "ft:gpt-4o-mini-2024-07-18:org:t:two"
+    record_model(redis, one, 20, None)
+    record_model(redis, two, 40, None)
+    assert loop.known_model(redis, settings, one) and loop.known_model(redis, settings, BASE)
+    assert not loop.known_model(redis, settings, "ft:unknown")
+
+    assert loop.promote(redis, settings, one, by="UA") == BASE
+    assert loop.promote(redis, settings, two, by="UA") == one
+    assert ctx.current_model() == two
+    assert loop.history(redis)[0]["set_id"] == "set-0001"
+    assert loop.history(redis)[0]["trained_examples"] == 40
+
+    assert loop.rollback(redis, settings, by="UB") == (two, one)
+    assert ctx.current_model() == one
+    assert loop.rollback(redis, settings, by="UB") == (one, BASE)
+    assert redis.get(keys.CURRENT_MODEL) is None, "the base model is the absent pointer"
+    with pytest.raises(TrainingError, match="nothing to roll back to"):
+        loop.rollback(redis, settings, by="UB")
+    assert [h["action"] for h in loop.history(redis)] == [
+        "rollback",
+        "rollback",
+        "promote",
+        "promote",
+    ]
+
+
+def test_a_superseded_poll_chain_stops(ctx: LoopContext) -> None:
+    run = loop.request_run(ctx, admin="UA", channel="C1").run
+    assert run is not None
+    loop.update_run(
+        ctx.redis, run.run_id, status=RunStatus.TRAINING, job_id="ftjob-none", poll_seq=5
+    )
+    assert loop.poll(ctx, run.run_id, seq=4) is None, "an older chain does nothing"
+
+
+def test_a_training_run_without_a_follower_gets_one_and_stays_the_running_run(
+    ctx: LoopContext,
+) -> None:
+    run = loop.request_run(ctx, admin="UA", channel="C1").run
+    assert run is not None
+    loop.update_run(ctx.redis, run.run_id, status=RunStatus.TRAINING, job_id="ftjob-x", poll_seq=3)
+    queue = Queue(keys.QUEUE_TRAINING, connection=ctx.redis)
+    before = queue.count
+    busy = loop.request_run(ctx, admin="UB", channel="C1")
+    assert busy.run is None and busy.busy is not None and busy.busy.run_id == run.run_id
+    assert queue.count == before + 1
+    assert f"poll-{run.run_id}-4" in queue.job_ids
+
+
+def test_the_admin_log_keeps_who_did_what_when(ctx: LoopContext) -> None:
+    loop.audit(ctx.redis, "UA", "/finetune retrain", "--dry-run")
+    loop.audit(ctx.redis, "UB", "review approved", "C1-1")
+    newest, older = loop.audit_entries(ctx.redis, 2)
+    assert (newest["user"], newest["action"], newest["detail"]) == ("UB", "review approved", "C1-1")
+    assert older["user"] == "UA" and float(older["at"]) > 0

@@ -1,0 +1,313 @@
+"""Building incremental training sets from the approved log in a real Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from workers import approved, keys, trainset
+from workers.settings import Settings, TrainingMethod, load_behaviour
+from workers.tokens import counter_for_model
+
+MODEL = "gpt-4o-mini-2024-07-18"
+SYSTEM = "You are tuneloop, a helpful assistant."
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return configure(load_behaviour(), sets_dir=str(tmp_path / "sets"), replay_fraction=0.0)
+
+
+def configure(settings: Settings, **training: Any) -> Settings:
+    """``settings`` with some training fields changed (``pii`` as a dict)."""
+    pii = training.pop("pii", None)
+    values = settings.training.model_copy(update=training)
+    if pii is not None:
+        values = values.model_copy(update={"pii": values.pii.model_copy(update=pii)})
+    return settings.model_copy(update={"training": values})
+
+
+def log(
+    redis: Redis,
+    question: str,
+    answer: str,
+    *,
+    history: tuple[tuple[str, str], ...] = (),
+    rejected: str | None = None,
+    by: str = "auto",
+) -> str | None:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
+    for user, assistant in history:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    example = approved.Example(messages=messages, source="slack", approved_by=by, rejected=rejected)
+    return approved.append(redis, example)
+
+
+def log_raw(redis: Redis, example: dict[str, Any]) -> None:
+    """An example as a dataset import might have written it (no checks on the way in)."""
+    redis.xadd(keys.APPROVED_LOG, {"example": json.dumps(example)})
+
+
+def build(
+    redis: Redis, settings: Settings, *, after: str = "0-0", min_train: int = 1
+) -> trainset.TrainSet:
+    set_id, version = trainset.next_version(redis)
+    request = trainset.BuildRequest(
+        set_id=set_id,
+        version=version,
+        after_id=after,
+        upto_id=trainset.last_id(redis),
+        base_model=MODEL,
+        min_train=min_train,
+    )
+    return trainset.build(redis, settings, request)
+
+
+def lines(path: Path | None) -> list[dict[str, Any]]:
+    if path is None:
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def everything(result: trainset.TrainSet) -> list[dict[str, Any]]:
+    return lines(result.files.train_path) + lines(result.files.valid_path)
+
+
+def test_lines_are_the_chat_as_the_bot_had_it_and_only_the_approved_turn_is_learned(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    log(
+        redis_conn,
+        "And on Linux?",
+        "Use the CLI.",
+        history=(("How do I install it?", "Run the installer."),),
+    )
+    result = build(redis_conn, configure(settings, validation_fraction=0.0))
+    [line] = lines(result.files.train_path)
+    assert line == {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "How do I install it?"},
+            {"role": "assistant", "content": "Run the installer.", "weight": 0},
+            {"role": "user", "content": "And on Linux?"},
+            {"role": "assistant", "content": "Use the CLI."},
+        ]
+    }
+    assert trainset.check_chat(line) is None
+
+
+def test_exact_and_near_exact_duplicates_are_dropped(redis_conn: Redis, settings: Settings) -> None:
+    log(redis_conn, "Where is the guide?", "On the wiki, ask ann@example.com.")
+    log(
+        redis_conn, "Where is the guide?", "On the wiki, ask bob@example.org."
+    )  # same once scrubbed
+    log(redis_conn, "where is the GUIDE", "On the wiki -- ask ann@example.com!")  # near-exact
+    log(redis_conn, "Where is the office?", "On the second floor.")
+    result = build(redis_conn, configure(settings, validation_fraction=0.0))
+    counts = result.manifest["counts"]
+    assert counts["read"] == 4
+    assert counts["exact_duplicates"] == 1 and counts["near_duplicates"] == 1
+    assert counts["train"] == 2
+    assert not redis_conn.exists(keys.trainset_seen(result.files.set_id)), "temporary set removed"
+
+
+def test_pii_is_scrubbed_as_configured(redis_conn: Redis, settings: Settings) -> None:
+    log(
+        redis_conn,
+        "I'm ann.lee@example.com, call me on +44 20 7946 0958 or (555) 123-4567. <@U012ABC> knows.",
+        "Card 4111 1111 1111 1111 charged; 1234 5678 9012 3456 is not a card. gpt-4o-mini-2024-07-18 v2.3.",
+    )
+    result = build(redis_conn, configure(settings, validation_fraction=0.0))
+    [line] = lines(result.files.train_path)
+    user, assistant = line["messages"][1]["content"], line["messages"][2]["content"]
+    assert user == "I'm [email], call me on [phone] or [phone]. @someone knows."
+    assert assistant == (
+        "Card [card] charged; 1234 5678 9012 3456 is not a card. gpt-4o-mini-2024-07-18 v2.3."
+    )
+    assert result.manifest["pii_scrubbed"] == {
+        "emails": 1,
+        "phones": 2,
+        "slack_mentions": 1,
+        "cards": 1,
+    }
+
+    cursor = trainset.last_id(redis_conn) or "0-0"
+    log(redis_conn, "Mail?", "Write to desk@example.com")
+    kept = build(
+        redis_conn,
+        configure(settings, validation_fraction=0.0, pii={"emails": False}),
+        after=cursor,
+    )
+    assert "desk@example.com" in lines(kept.files.train_path)[0]["messages"][2]["content"]
+
+
+def test_lines_failing_the_format_checks_are_left_out_and_counted(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    good = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    log_raw(redis_conn, {"messages": [{"role": "robot", "content": "x"}, good[1]]})
+    log_raw(redis_conn, {"messages": [good[0]]})
+    log_raw(redis_conn, {"messages": [good[0], {**good[1], "mood": "happy"}]})
+    log_raw(redis_conn, {"messages": [good[0], {"role": "assistant", "content": None}]})
+    log_raw(redis_conn, {"messages": [good[0], {"content": "a"}]})
+    log_raw(redis_conn, {"messages": []})
+    log_raw(redis_conn, {"messages": [good[0], {"role": "assistant", "content": "long " * 200}]})
+    log_raw(redis_conn, {"messages": good})
+    result = build(redis_conn, configure(settings, validation_fraction=0.0, max_example_tokens=100))
+    assert result.manifest["issues"] == {
+        "unrecognized_role": 1,
+        "example_missing_assistant_message": 1,
+        "message_unrecognized_key": 1,
+        "missing_content": 1,
+        "message_missing_key": 1,
+        "missing_messages_list": 1,
+        "too_many_tokens": 1,
+    }
+    assert result.manifest["counts"]["train"] == 1
+    assert result.manifest["warnings"] == {"missing_system_message": 1}
+
+
+def test_the_validation_split_never_overlaps_training_and_leaves_enough_to_train(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    for i in range(30):
+        log(redis_conn, f"Question {i}?", f"Answer {i}.")
+    result = build(redis_conn, configure(settings, validation_fraction=0.2))
+    train, valid = lines(result.files.train_path), lines(result.files.valid_path)
+    assert (len(train), len(valid)) == (24, 6)
+    assert not {json.dumps(t) for t in train} & {json.dumps(v) for v in valid}
+    assert len(result.heldout) == 6
+
+    tight = build(redis_conn, configure(settings, validation_fraction=0.2), min_train=28)
+    assert (tight.files.n_train, tight.files.n_valid) == (28, 2)
+    capped = build(
+        redis_conn, configure(settings, validation_fraction=0.5, max_validation_examples=3)
+    )
+    assert (capped.files.n_train, capped.files.n_valid) == (27, 3)
+    same = build(redis_conn, configure(settings, validation_fraction=0.2))
+    assert lines(same.files.valid_path) == valid, "the split is a function of the content"
+
+
+def test_replay_mixes_earlier_examples_into_training_only(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    for i in range(20):
+        log(redis_conn, f"Old question {i}?", f"Old answer {i}.")
+    cursor = trainset.last_id(redis_conn)
+    assert cursor is not None
+    held = trainset.normalise(trainset.SEPARATOR.join([SYSTEM, "Old question 0?", "Old answer 0."]))
+    redis_conn.sadd(keys.HELDOUT, trainset._digest(held).hex())
+    for i in range(10):
+        log(redis_conn, f"New question {i}?", f"New answer {i}.")
+    replaying = configure(settings, replay_fraction=2.0, replay_max=19, validation_fraction=0.2)
+    result = build(redis_conn, replaying, after=cursor)
+    train, valid = lines(result.files.train_path), lines(result.files.valid_path)
+    old = [t for t in train if t["messages"][1]["content"].startswith("Old")]
+    new = [t for t in train if t["messages"][1]["content"].startswith("New")]
+    assert (len(new), len(valid)) == (8, 2)
+    assert all(v["messages"][1]["content"].startswith("New") for v in valid)
+    assert result.manifest["counts"]["replay_candidates"] == 20
+    assert len(old) == result.manifest["counts"]["replay"] <= 16
+    assert "Old question 0?" not in json.dumps(old), "held-out examples are never replayed"
+    assert result.manifest["counts"]["replay"] + result.manifest["counts"]["replay_heldout"] in (
+        16,
+        15,
+    )
+
+
+def test_corrections_become_preference_pairs_for_dpo(redis_conn: Redis, settings: Settings) -> None:
+    log(redis_conn, "Who approves expenses?", "Your manager.", rejected="Bob, always.")
+    log(redis_conn, "Where is the office?", "Second floor.")
+    dpo = configure(settings, method=TrainingMethod.DPO, validation_fraction=0.0)
+    result = build(redis_conn, dpo)
+    [line] = lines(result.files.train_path)
+    assert line == {
+        "input": {
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": "Who approves expenses?"},
+            ]
+        },
+        "preferred_output": [{"role": "assistant", "content": "Your manager."}],
+        "non_preferred_output": [{"role": "assistant", "content": "Bob, always."}],
+    }
+    assert trainset.check_preference(line) is None
+    assert result.manifest["issues"] == {"not_a_preference_pair": 1}
+    assert result.files.method is TrainingMethod.DPO
+
+
+def test_manifest_counts_tokens_and_cost_and_is_stored(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    for i in range(12):
+        log(redis_conn, f"How do I configure service {i}?", f"Open settings, then service {i}.")
+    result = build(redis_conn, configure(settings, validation_fraction=0.0))
+    counter = counter_for_model(MODEL)
+    exact = [counter.count_messages(line["messages"]) for line in lines(result.files.train_path)]
+    tokens = result.manifest["tokens"]
+    assert tokens["total"] == sum(exact) == tokens["train_total"]
+    assert (tokens["min"], tokens["max"]) == (min(exact), max(exact))
+    assert tokens["estimated_examples"] == 0
+    estimate = result.manifest["estimate"]
+    assert estimate["epochs"] == trainset.default_epochs(12) == 8
+    assert estimate["billed_tokens"] == 8 * sum(exact)
+    assert estimate["cost_usd"] == round(8 * sum(exact) / 1e6 * 3.00, 4)
+    assert trainset.load_manifest(redis_conn, result.files.set_id) == result.manifest
+    assert trainset.latest_set_id(redis_conn) == result.files.set_id
+    assert (result.files.train_path.parent / "manifest.json").is_file()
+
+
+def test_beyond_the_exact_sample_tokens_are_estimated_but_the_limit_is_exact(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    for i in range(40):
+        log(
+            redis_conn,
+            f"Question number {i} about deployments?",
+            "Use the pipeline. " * (i % 5 + 1),
+        )
+    log(redis_conn, "The long one?", "word " * 2500)
+    sampled = configure(
+        settings,
+        validation_fraction=0.0,
+        exact_token_examples=5,
+        token_sample_every=4,
+        max_example_tokens=2000,
+    )
+    result = build(redis_conn, sampled)
+    tokens = result.manifest["tokens"]
+    assert result.manifest["issues"] == {"too_many_tokens": 1}
+    assert 0 < tokens["estimated_examples"] < 40
+    counter = counter_for_model(MODEL)
+    exact = sum(counter.count_messages(line["messages"]) for line in lines(result.files.train_path))
+    assert abs(tokens["total"] - exact) / exact < 0.1
+
+
+def test_examples_approved_after_the_snapshot_wait_for_the_next_set(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    log(redis_conn, "First?", "One.")
+    upto = trainset.last_id(redis_conn)
+    log(redis_conn, "Second?", "Two.")
+    request = trainset.BuildRequest("set-x", 1, "0-0", upto, MODEL, 1)
+    result = trainset.build(redis_conn, configure(settings, validation_fraction=0.0), request)
+    assert [line["messages"][1]["content"] for line in lines(result.files.train_path)] == ["First?"]
+
+
+@pytest.mark.parametrize(
+    ("n", "epochs"), [(1, 25), (10, 10), (34, 3), (1000, 3), (10_000, 2), (100_000, 1)]
+)
+def test_default_epochs_follow_the_data_preparation_rule(n: int, epochs: int) -> None:
+    assert trainset.default_epochs(n) == epochs
+
+
+def test_prices_of_fine_tuned_models_are_their_base_models() -> None:
+    assert trainset.price_per_m("ft:gpt-4o-mini-2024-07-18:org:x:abc") == 3.00
+    assert trainset.price_per_m("gpt-4.1-nano-2025-04-14") == 1.50
+    assert trainset.price_per_m("gpt-4.1-2025-04-14") == 25.00
+    assert trainset.price_per_m("my-local-model") is None
