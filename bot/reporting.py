@@ -237,6 +237,7 @@ def post_report(services: Services, run: Run, kind: str) -> None:
             _post(services, run, text)
     elif kind == "failed":
         _post(services, run, messages.RUN_FAILED.format(run_id=run.run_id, error=run.error or "?"))
+        _upload_loss_curve(services, run)
     elif kind == "cancelled":
         by = f" by <@{run.cancelled_by}>" if run.cancelled_by else ""
         _post(services, run, messages.RUN_CANCELLED.format(run_id=run.run_id, by=by))

@@ -46,7 +46,7 @@ from rq.job import JobStatus as RQStatus
 
 from workers import evaluation, keys, trainset
 from workers.errors import TrainingError, TuneloopError
-from workers.settings import Settings, TrainingMethod
+from workers.settings import Settings, TrainerBackend, TrainingMethod
 from workers.store import Store
 from workers.training.base import JobStatus, ProgressEvent, Trainer
 
@@ -545,6 +545,8 @@ def hyperparameters(ctx: LoopContext, n_train_new: int, current: str) -> tuple[d
             used = (model_info(ctx.redis, current) or {}).get("hyperparameters") or {}
             value = used.get("learning_rate_multiplier")
             base_lr = float(value) if isinstance(value, int | float) else None
+        if base_lr is None and training.backend is TrainerBackend.LOCAL:
+            base_lr = 1.0  # the local trainer multiplies its configured learning rate
         if base_lr is not None:
             reduced = round(base_lr / training.lr_reduction_factor, 6)
             hyper["learning_rate_multiplier"] = reduced

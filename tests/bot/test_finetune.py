@@ -26,15 +26,17 @@ BASE = "gpt-4o-mini-2024-07-18"
 
 
 @pytest.fixture
-def bot_settings(tmp_path: Any) -> dict[str, Any]:
-    """Sets in the test's folder, polls due at once, every event reported."""
+def bot_settings(tmp_path: Any, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Sets in the test's folder, polls due at once, every event reported (plus any
+    overrides a test passes with ``indirect`` parametrisation)."""
     return {
         "training": {
             "sets_dir": str(tmp_path / "sets"),
             "poll_interval_s": 0.01,
             "progress_post_interval_s": 0,
             "replay_fraction": 0.0,
-        }
+        },
+        **getattr(request, "param", {}),
     }
 
 
@@ -148,6 +150,16 @@ def test_non_admins_are_refused_and_nothing_runs(bot: Bot, text: str) -> None:
     assert loop.recent_runs(bot.redis) == []
     refused = loop.audit_entries(bot.redis)[0]
     assert refused["user"] == "U2" and refused["action"].startswith("refused /finetune")
+
+
+@pytest.mark.parametrize(
+    "bot_settings", [{"slack": {"admins": [], "workspace_admins_are_admins": True}}], indirect=True
+)
+def test_workspace_admins_are_admins_when_configured(bot: Bot) -> None:
+    bot.slack.set_user("UOWNER", is_owner=True)
+    bot.slack.set_user("UMEMBER")
+    assert command(bot, "models", user="UMEMBER")["text"] == messages.NOT_ADMIN
+    assert command(bot, "models", user="UOWNER")["text"].startswith("*Current model:*")
 
 
 def test_full_loop_from_votes_to_a_promoted_model_the_next_answer_uses(bot: Bot) -> None:

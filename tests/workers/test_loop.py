@@ -15,7 +15,7 @@ from tests.emulators.openai import OpenAIEmulator
 from workers import keys, loop
 from workers.errors import TrainingError
 from workers.loop import LoopContext, RunStatus
-from workers.settings import Settings, load_behaviour
+from workers.settings import Settings, TrainerBackend, load_behaviour
 
 BASE = "gpt-4o-mini-2024-07-18"
 
@@ -103,6 +103,11 @@ def test_the_learning_rate_is_lowered_for_a_small_increment(ctx: LoopContext) ->
 
     first, note = loop.hyperparameters(ctx, 10, BASE)
     assert first == {} and note == "", "nothing was trained before the base model"
+
+    local = with_training(ctx, backend=TrainerBackend.LOCAL)
+    record_model(ctx.redis, "tuneloop-1", trained=100, lr=None)
+    hyper, _ = loop.hyperparameters(local, 5, "tuneloop-1")
+    assert hyper == {"learning_rate_multiplier": round(1 / 3, 6)}, "of the local learning rate"
 
 
 def test_promotion_history_and_rollback_step_back_one_model_at_a_time(ctx: LoopContext) -> None:
