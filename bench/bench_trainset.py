@@ -45,7 +45,7 @@ SYSTEM = (
     "You are tuneloop, a helpful assistant for this team in Slack. Answer clearly and "
     "briefly, use Slack markdown, and say so when you do not know."
 )
-VARIANTS = ("trainset", "trainset-exact", "pandas")
+VARIANTS = ("trainset", "trainset-exact", "pandas", "pandas-helpers")
 
 
 # --- synthetic data ---------------------------------------------------------------------
@@ -228,8 +228,15 @@ def run_trainset(redis: Redis, out: Path, exact: bool) -> dict[str, Any]:
     }
 
 
-def run_pandas(redis: Redis, out: Path) -> dict[str, Any]:
-    """The notebook way, with the project's helpers for the per-row work."""
+def run_pandas(redis: Redis, out: Path, helpers: bool) -> dict[str, Any]:
+    """The notebook way: everything in a DataFrame, row-wise ``apply``, then JSONL.
+
+    Without ``helpers`` each text goes through the PII patterns and a regex normaliser
+    as a straightforward script would; with them it uses the project's scrubber and
+    normaliser (C-speed pre-checks), so only the pipeline differs from ``trainset``.
+    """
+    import re
+
     import pandas as pd
 
     from workers import trainset
@@ -241,6 +248,21 @@ def run_pandas(redis: Redis, out: Path) -> dict[str, Any]:
     limit = settings.training.max_example_tokens
     counter = counter_for_model(MODEL)
     counter.count("warm up")
+    punctuation = re.compile(r"[\W_]+")
+
+    def scrub_plain(text: str) -> str:
+        text = trainset._EMAIL.sub(trainset.EMAIL_MASK, text)
+        text = trainset._MENTION.sub(trainset.MENTION_MASK, text)
+        text = trainset._mask_cards(text, None)
+        return trainset._PHONE.sub(trainset.PHONE_MASK, text)
+
+    def scrub(text: str) -> str:
+        return trainset.scrub(text, pii) if helpers else scrub_plain(text)
+
+    def key(chat: dict[str, Any]) -> bytes | str:
+        joined = trainset.SEPARATOR.join(m["content"] for m in chat["messages"])
+        return trainset.normalise(joined) if helpers else punctuation.sub("", joined.lower())
+
     start_rss = _rss_mb()
     started = time.perf_counter()
 
@@ -251,16 +273,14 @@ def run_pandas(redis: Redis, out: Path) -> dict[str, Any]:
         messages = []
         last = len(row["messages"]) - 1
         for i, m in enumerate(row["messages"]):
-            message = {"role": m["role"], "content": trainset.scrub(m["content"], pii)}
+            message = {"role": m["role"], "content": scrub(m["content"])}
             if m["role"] == "assistant" and i != last:
                 message["weight"] = 0
             messages.append(message)
         return {"messages": messages}
 
     df["chat"] = df.apply(to_chat, axis=1)
-    df["key"] = df["chat"].apply(
-        lambda c: trainset.normalise(trainset.SEPARATOR.join(m["content"] for m in c["messages"]))
-    )
+    df["key"] = df["chat"].apply(key)
     df = df.drop_duplicates(subset="key")
     df["error"] = df["chat"].apply(trainset.check_chat)
     df = df[df["error"].isna()]
@@ -290,8 +310,8 @@ def run_pandas(redis: Redis, out: Path) -> dict[str, Any]:
 def _child(variant: str, redis_url: str) -> None:
     redis = Redis.from_url(redis_url)
     with tempfile.TemporaryDirectory() as tmp:
-        if variant == "pandas":
-            result = run_pandas(redis, Path(tmp))
+        if variant.startswith("pandas"):
+            result = run_pandas(redis, Path(tmp), helpers=variant == "pandas-helpers")
         else:
             result = run_trainset(redis, Path(tmp), exact=variant == "trainset-exact")
     print(json.dumps(result))

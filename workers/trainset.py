@@ -23,9 +23,11 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import shutil
+import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
@@ -181,14 +183,47 @@ def normalise(text: str) -> bytes:
     return text.lower().encode("utf-8", "replace").translate(None, _DROP)
 
 
-def _might_hold_pii(text: str, pii: PiiSettings) -> bool:
-    """A C-speed test of a whole example: could any scrubber match anywhere in it?"""
+def _might_hold_pii(text: str, normalised: bytes, pii: PiiSettings) -> bool:
+    """A C-speed test of a whole example: could any scrubber match anywhere in it?
+
+    ``normalised`` is :func:`normalise` of the same text: it keeps every digit, so
+    counting them there saves encoding the text again.
+    """
     if "@" in text and (pii.emails or pii.slack_mentions):
         return True
     if pii.cards or pii.phones:
-        raw = text.encode("utf-8", "replace")
-        return len(raw) - len(raw.translate(None, _DIGIT_BYTES)) >= MIN_PHONE_DIGITS
+        return len(normalised) - len(normalised.translate(None, _DIGIT_BYTES)) >= MIN_PHONE_DIGITS
     return False
+
+
+def _with_weights(prefix: str, assistants: int) -> str | None:
+    """The log's messages JSON with ``"weight":0`` added to every assistant turn but the
+    last, by splicing rather than re-encoding; None when the text is not as expected.
+
+    Inside a JSON string every quote is escaped, so the literal that opens an assistant
+    message can only be a message's start; its content string is skipped with the C
+    scanner, and the message must end right after it.
+    """
+    starts = []
+    at = prefix.find(_ASSISTANT_AT)
+    while at >= 0:
+        starts.append(at)
+        at = prefix.find(_ASSISTANT_AT, at + 1)
+    if len(starts) != assistants:
+        return None
+    pieces = []
+    done = 0
+    for at in starts[:-1]:
+        try:
+            _, end = _scanstring(prefix, at + len(_ASSISTANT_AT))
+        except ValueError:
+            return None
+        if prefix[end : end + 1] != "}":
+            return None
+        pieces += [prefix[done:end], ',"weight":0}']
+        done = end + 1
+    pieces.append(prefix[done:])
+    return "".join(pieces)
 
 
 def _digest(data: bytes) -> bytes:
@@ -200,6 +235,8 @@ _MISSING = object()
 _loads = json.loads
 _raw_decode = json.JSONDecoder().raw_decode
 _MESSAGES_FIRST = '{"messages":'
+_ASSISTANT_AT = '{"role":"assistant","content":"'
+_scanstring = json.decoder.scanstring
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -287,6 +324,7 @@ class _TokenMeter:
         self.exact_chars = 0
         self.exact_examples = 0
         self._system_cache: dict[str, int] = {}
+        self._role_cache: dict[str, int] = {}
 
     def _count_messages(self, messages: list[dict[str, Any]]) -> int:
         total = REPLY_PRIMING
@@ -303,7 +341,11 @@ class _TokenMeter:
                 tokens = cached
             else:
                 tokens = count(content)
-            total += TOKENS_PER_MESSAGE + count(message.get("role", "")) + tokens
+            role = message.get("role", "")
+            role_tokens = self._role_cache.get(role)
+            if role_tokens is None:
+                role_tokens = self._role_cache[role] = count(str(role))
+            total += TOKENS_PER_MESSAGE + role_tokens + tokens
             if message.get("name"):
                 total += 1 + count(str(message["name"]))
         return total
@@ -392,6 +434,51 @@ def _read_range(
         cursor = out[-1][0]
         if len(chunk) < batch:
             return
+
+
+_DONE = object()
+
+
+def _prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate ``batches`` with the next ones read by a thread meanwhile (at most ``depth``).
+
+    Reading from Redis waits on the socket with the GIL released, so it overlaps with
+    converting the batch before; memory stays bounded by ``depth`` batches.
+    """
+    out: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    reader = threading.Thread(target=read, name="trainset-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=5)
 
 
 def last_id(redis: Redis) -> str | None:
@@ -573,15 +660,20 @@ class _Builder:
             return Issue.MISSING_CONTENT
         joined = SEPARATOR.join(texts)
         changed = False
-        if _might_hold_pii(joined, self.pii):
+        normalised = normalise(joined)
+        if _might_hold_pii(joined, normalised, self.pii):
             scrubbed = [scrub(text, self.pii, self.pii_tally) for text in texts]
-            changed = scrubbed != texts
-            texts = scrubbed
-            joined = SEPARATOR.join(texts)
+            if scrubbed != texts:
+                changed = True
+                texts = scrubbed
+                joined = SEPARATOR.join(texts)
+                normalised = normalise(joined)
         if dpo:
             result = self._preference(messages, texts, joined, (example or {}).get("rejected"))
         else:
-            result = self._chat(messages, texts, joined, changed, earlier_answers, prefix)
+            result = self._chat(
+                messages, texts, joined, normalised, changed, earlier_answers, prefix
+            )
         if not isinstance(result, str):
             if "system" not in roles:
                 self.warnings["missing_system_message"] += 1
@@ -594,12 +686,22 @@ class _Builder:
         messages: list[dict[str, Any]],
         texts: list[str],
         joined: str,
+        normalised: bytes,
         changed: bool,
         earlier_answers: bool,
         prefix: str | None,
     ) -> _Line | str:
-        """A supervised line; reuses the log's own JSON when nothing had to change."""
+        """A supervised line; reuses the log's own JSON when only weights had to change."""
         clean = messages
+        if earlier_answers and prefix is not None and not changed:
+            assistants = sum(1 for m in messages if m["role"] == "assistant")
+            weighted = _with_weights(prefix, assistants)
+            if weighted is not None:
+                tokens, exact = self.tokens.measure(messages, len(joined))
+                if tokens > self.limit:
+                    return Issue.TOO_MANY_TOKENS
+                data = (weighted + "}").encode("utf-8")
+                return _Line(data, hash(data), _digest(normalised), tokens, exact)
         if changed or earlier_answers:
             clean = []
             last = len(messages) - 1
@@ -619,7 +721,7 @@ class _Builder:
             data = (prefix + "}").encode("utf-8")
         else:
             data = _ENCODER.encode({"messages": clean}).encode("utf-8")
-        return _Line(data, hash(data), _digest(normalise(joined)), tokens, exact)
+        return _Line(data, hash(data), _digest(normalised), tokens, exact)
 
     def _preference(
         self, messages: list[dict[str, Any]], texts: list[str], joined: str, rejected: Any
@@ -699,7 +801,7 @@ class _Builder:
 
     def _new_pass(self, train: Any) -> None:
         request = self.request
-        for batch in _read_range(self.redis, request.after_id, request.upto_id):
+        for batch in _prefetched(_read_range(self.redis, request.after_id, request.upto_id)):
             self.counts["read"] += len(batch)
             for line in self._convert_batch([raw for _, raw in batch]):
                 self.counts["new_examples"] += 1
@@ -759,7 +861,7 @@ class _Builder:
         rng = random.Random(f"{self.training.seed}:{self.request.set_id}")
         reservoir: list[bytes] = []
         seen = 0
-        for batch in _read_range(self.redis, "0-0", self.request.after_id):
+        for batch in _prefetched(_read_range(self.redis, "0-0", self.request.after_id)):
             for _, raw in batch:
                 seen += 1
                 if len(reservoir) < k:
