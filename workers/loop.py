@@ -259,6 +259,27 @@ def update_run(redis: Redis, run_id: str, **fields: Any) -> None:
     redis.hset(keys.run(run_id), mapping=values)
 
 
+def _transition(redis: Redis, run_id: str, frm: RunStatus, to: RunStatus, **fields: Any) -> bool:
+    """Move a run from ``frm`` to ``to`` unless something else moved it first."""
+    key = keys.run(run_id)
+    with redis.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                if pipe.hget(key, "status") != frm.value.encode():
+                    pipe.unwatch()
+                    return False
+                pipe.multi()
+                values = {name: _to_str(value) for name, value in fields.items()}
+                pipe.hset(
+                    key, mapping={**values, "status": to.value, "updated_at": str(time.time())}
+                )
+                pipe.execute()
+                return True
+            except WatchError:
+                continue
+
+
 def active_run(redis: Redis) -> Run | None:
     """The run holding the lock, if any."""
     holder = redis.get(keys.RUN_LOCK)
@@ -572,6 +593,9 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
     if run.cancel_requested:
         _finish(ctx, run, RunStatus.CANCELLED, "cancelled")
         return
+    if not _transition(redis, run_id, RunStatus.QUEUED, RunStatus.BUILDING):
+        logger.info("run %s left the queue meanwhile (cancelled?): not built", run_id)
+        return
     trainer = ctx.trainer
     current = ctx.current_model()
     cursor_from = _read_cursor(redis)
@@ -581,7 +605,6 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
     update_run(
         redis,
         run_id,
-        status=RunStatus.BUILDING,
         base_model=current,
         set_id=set_id,
         cursor_from=cursor_from,
@@ -648,7 +671,7 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
             run,
             RunStatus.FAILED,
             "failed",
-            error="the approved log was consumed by someone else meanwhile; the job was cancelled",
+            error="another run took over meanwhile (lock or cursor moved); the job was cancelled",
         )
         return
     _report(ctx, run_id, "started")
@@ -664,9 +687,13 @@ def _commit_job(ctx: LoopContext, run: Run, job_id: str, heldout: list[str]) -> 
     with redis.pipeline() as pipe:
         while True:
             try:
-                pipe.watch(keys.APPROVED_CURSOR, run_key)
+                pipe.watch(keys.APPROVED_CURSOR, run_key, keys.RUN_LOCK)
                 cursor = pipe.get(keys.APPROVED_CURSOR)
                 status = pipe.hget(run_key, "status")
+                holder = pipe.get(keys.RUN_LOCK)
+                if holder != run.run_id.encode():
+                    pipe.unwatch()
+                    return False
                 if (cursor.decode() if cursor else "") != run.cursor_from or status not in (
                     RunStatus.STARTING.value.encode(),
                     RunStatus.BUILDING.value.encode(),
@@ -937,12 +964,15 @@ def request_cancel(ctx: LoopContext, *, by: str) -> Run | None:
     if run is None or not run.status.active:
         return None
     update_run(ctx.redis, run.run_id, cancel_requested=True, cancelled_by=by)
-    if run.status is RunStatus.QUEUED:
+    if run.status is RunStatus.QUEUED and _transition(
+        ctx.redis, run.run_id, RunStatus.QUEUED, RunStatus.CANCELLED, finished_at=time.time()
+    ):
         try:
             Job.fetch(f"build-{run.run_id}", connection=ctx.redis).cancel()
-        except NoSuchJobError:
-            pass
-        _finish(ctx, run, RunStatus.CANCELLED, "cancelled")
+        except Exception:  # noqa: BLE001 - gone or already taken: the build sees the status
+            logger.info("build job of %s could not be cancelled", run.run_id)
+        _release_lock(ctx.redis, run.run_id)
+        _report(ctx, run.run_id, "cancelled")
     elif run.status is RunStatus.TRAINING:
         _enqueue(ctx, CANCEL_JOB, run.run_id, by)
     return load_run(ctx.redis, run.run_id)

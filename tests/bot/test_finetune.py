@@ -407,6 +407,18 @@ def test_cancel_stops_the_job_and_hands_the_examples_back(bot: Bot) -> None:
     assert command(bot, "cancel")["text"] == messages.CANCEL_NONE
 
 
+def test_cancel_before_the_build_starts_builds_nothing(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain")
+    run = only_run(bot)
+    assert "Cancelling" in command(bot, "cancel")["text"]
+    work(bot)
+    run = loop.load_run(bot.redis, run.run_id)
+    assert run.status is RunStatus.CANCELLED and run.set_id == ""
+    assert bot.openai.jobs() == [] and bot.redis.get(keys.RUN_LOCK) is None
+    assert any("was cancelled by <@UADMIN>" in t for t in thread_texts(bot, run))
+
+
 def test_progress_is_posted_to_the_thread_as_the_job_runs(bot: Bot) -> None:
     seed(bot, 12)
     command(bot, "retrain")
