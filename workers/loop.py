@@ -596,6 +596,27 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
     if not _transition(redis, run_id, RunStatus.QUEUED, RunStatus.BUILDING):
         logger.info("run %s left the queue meanwhile (cancelled?): not built", run_id)
         return
+    created: list[str] = []
+    try:
+        _build_and_start(ctx, run, created)
+    except Exception as exc:
+        # Whatever broke, the run must not keep the lock; a job created before the
+        # failure was recorded nowhere, so it is cancelled rather than left to train.
+        for job_id in created:
+            try:
+                ctx.trainer.cancel(job_id)
+            except Exception:  # noqa: BLE001
+                logger.exception("could not cancel job %s of failed run %s", job_id, run_id)
+        now = load_run(redis, run_id)
+        if now is not None and now.status in (RunStatus.BUILDING, RunStatus.STARTING):
+            _finish(ctx, now, RunStatus.FAILED, "failed", error=str(exc)[:500])
+        raise
+
+
+def _build_and_start(ctx: LoopContext, run: Run, created: list[str]) -> None:
+    """The work of :func:`build_and_start`; ``created`` gets the job id once there is one."""
+    redis = ctx.redis
+    run_id = run.run_id
     trainer = ctx.trainer
     current = ctx.current_model()
     cursor_from = _read_cursor(redis)
@@ -652,19 +673,17 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
     update_run(
         redis, run_id, status=RunStatus.STARTING, hyperparameters=json.dumps(hyper), lr_note=note
     )
-    try:
-        job_id = trainer.start(
-            built.files,
-            base_model=current,
-            hyperparameters=hyper,
-            suffix=ctx.settings.training.suffix,
-            metadata={RUN_METADATA_KEY: run_id, SET_METADATA_KEY: set_id},
-        )
-    except Exception as exc:
-        _finish(ctx, run, RunStatus.FAILED, "failed", error=str(exc)[:500])
-        raise
+    job_id = trainer.start(
+        built.files,
+        base_model=current,
+        hyperparameters=hyper,
+        suffix=ctx.settings.training.suffix,
+        metadata={RUN_METADATA_KEY: run_id, SET_METADATA_KEY: set_id},
+    )
+    created.append(job_id)
     run = load_run(redis, run_id) or run
     if not _commit_job(ctx, run, job_id, list(built.heldout)):
+        created.clear()
         trainer.cancel(job_id)
         _finish(
             ctx,
@@ -674,6 +693,7 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
             error="another run took over meanwhile (lock or cursor moved); the job was cancelled",
         )
         return
+    created.clear()  # recorded: from here on the poll follows it, whatever happens
     _report(ctx, run_id, "started")
     if (load_run(redis, run_id) or run).cancel_requested:
         trainer.cancel(job_id)
@@ -758,7 +778,13 @@ def poll(ctx: LoopContext, run_id: str, seq: int | None = None) -> JobStatus | N
     if seq is not None and seq != run.poll_seq:
         logger.info("poll chain %s of %s superseded by %s", seq, run_id, run.poll_seq)
         return None
-    state = ctx.trainer.poll(run.job_id, after_event=run.last_event_id or None)
+    try:
+        state = ctx.trainer.poll(run.job_id, after_event=run.last_event_id or None)
+    except TuneloopError:
+        # The provider may be briefly unreachable: keep following, but let this poll fail
+        # visibly (logged, RQ's failed registry).
+        _schedule_poll(ctx, run_id)
+        raise
     fields: dict[str, Any] = {"job_status": state.status.value}
     if state.events:
         points = [

@@ -419,6 +419,31 @@ def test_cancel_before_the_build_starts_builds_nothing(bot: Bot) -> None:
     assert any("was cancelled by <@UADMIN>" in t for t in thread_texts(bot, run))
 
 
+@pytest.mark.parametrize(
+    "bot_settings", [{"training": {"sets_dir": "/dev/null/sets"}}], indirect=True
+)
+def test_a_crash_while_building_fails_the_run_and_frees_the_lock(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain")
+    work(bot)
+    run = only_run(bot)
+    assert run.status is RunStatus.FAILED and "Not a directory" in run.error
+    assert bot.redis.get(keys.RUN_LOCK) is None
+    assert approved.pending_count(bot.redis) == 12
+    assert any("failed" in t for t in thread_texts(bot, run))
+
+
+def test_following_the_job_survives_a_provider_error(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain")
+    work(bot)
+    run = only_run(bot)
+    bot.openai.fail_next(f"/v1/fine_tuning/jobs/{run.job_id}", status=400, message="hiccup")
+    work(bot)  # this poll fails (and is logged), the next one is already scheduled
+    assert loop.load_run(bot.redis, run.run_id).status is RunStatus.TRAINING
+    assert train(bot).status is RunStatus.PROMOTED
+
+
 def test_progress_is_posted_to_the_thread_as_the_job_runs(bot: Bot) -> None:
     seed(bot, 12)
     command(bot, "retrain")
