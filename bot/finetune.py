@@ -243,7 +243,7 @@ def promote(services: Services, model: str, *, user_id: str, channel_id: str) ->
 
 def _rollback(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
     try:
-        frm, to = loop.rollback(services.redis, services.settings, by=user_id)
+        frm, to = loop.rollback(context(services), by=user_id)
     except TrainingError as exc:
         return Reply(messages.ROLLBACK_NONE.format(reason=exc))
     return Reply(messages.ROLLED_BACK.format(frm=frm, to=to))

@@ -922,10 +922,14 @@ def promote(redis: Redis, settings: Settings, model: str, *, by: str, reason: st
     return previous
 
 
-def rollback(redis: Redis, settings: Settings, *, by: str) -> tuple[str, str]:
-    """Return to the model that was current before the current one; (from, to)."""
-    raw = redis.get(keys.CURRENT_MODEL)
-    current = raw.decode() if raw else settings.model.base_model
+def rollback(ctx: LoopContext, *, by: str) -> tuple[str, str]:
+    """Return to the model that was current before the current one; (from, to).
+
+    The previous model is made servable again first (a self-hosted adapter may have been
+    unloaded from vLLM meanwhile); if that fails, the pointer does not move.
+    """
+    redis, settings = ctx.redis, ctx.settings
+    current = ctx.current_model()
     target = None
     for entry in history(redis, HISTORY_MAX):
         if entry.get("action") == "promote" and entry.get("model") == current:
@@ -935,6 +939,8 @@ def rollback(redis: Redis, settings: Settings, *, by: str) -> tuple[str, str]:
         raise TrainingError(
             f"{current} was not promoted from another model: nothing to roll back to"
         )
+    if target != settings.model.base_model:
+        ctx.trainer.activate(target)
     _switch(redis, settings, target, {"action": "rollback", "by": by})
     logger.info("rolled back from %s to %s by %s", current, target, by)
     return current, target

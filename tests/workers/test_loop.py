@@ -110,9 +110,12 @@ def test_the_learning_rate_is_lowered_for_a_small_increment(ctx: LoopContext) ->
     assert hyper == {"learning_rate_multiplier": round(1 / 3, 6)}, "of the local learning rate"
 
 
-def test_promotion_history_and_rollback_step_back_one_model_at_a_time(ctx: LoopContext) -> None:
+def test_promotion_history_and_rollback_step_back_one_model_at_a_time(
+    ctx: LoopContext, openai_api: OpenAIEmulator
+) -> None:
     redis, settings = ctx.redis, ctx.settings
     one, two = "ft:gpt-4o-mini-2024-07-18:org:t:one", "ft:gpt-4o-mini-2024-07-18:org:t:two"
+    openai_api.add_model(one)
     record_model(redis, one, 20, None)
     record_model(redis, two, 40, None)
     assert loop.known_model(redis, settings, one) and loop.known_model(redis, settings, BASE)
@@ -124,12 +127,12 @@ def test_promotion_history_and_rollback_step_back_one_model_at_a_time(ctx: LoopC
     assert loop.history(redis)[0]["set_id"] == "set-0001"
     assert loop.history(redis)[0]["trained_examples"] == 40
 
-    assert loop.rollback(redis, settings, by="UB") == (two, one)
+    assert loop.rollback(ctx, by="UB") == (two, one)
     assert ctx.current_model() == one
-    assert loop.rollback(redis, settings, by="UB") == (one, BASE)
+    assert loop.rollback(ctx, by="UB") == (one, BASE)
     assert redis.get(keys.CURRENT_MODEL) is None, "the base model is the absent pointer"
     with pytest.raises(TrainingError, match="nothing to roll back to"):
-        loop.rollback(redis, settings, by="UB")
+        loop.rollback(ctx, by="UB")
     assert [h["action"] for h in loop.history(redis)] == [
         "rollback",
         "rollback",
@@ -167,3 +170,16 @@ def test_the_admin_log_keeps_who_did_what_when(ctx: LoopContext) -> None:
     newest, older = loop.audit_entries(ctx.redis, 2)
     assert (newest["user"], newest["action"], newest["detail"]) == ("UB", "review approved", "C1-1")
     assert older["user"] == "UA" and float(older["at"]) > 0
+
+
+def test_rollback_to_a_model_the_server_no_longer_serves_leaves_the_pointer(
+    ctx: LoopContext, openai_api: OpenAIEmulator
+) -> None:
+    gone, current = "ft:gpt-4o-mini-2024-07-18:org:t:gone", "ft:gpt-4o-mini-2024-07-18:org:t:now"
+    record_model(ctx.redis, gone, 20, None)
+    record_model(ctx.redis, current, 40, None)
+    loop.promote(ctx.redis, ctx.settings, gone, by="UA")
+    loop.promote(ctx.redis, ctx.settings, current, by="UA")
+    with pytest.raises(TrainingError, match="does not exist"):
+        loop.rollback(ctx, by="UB")
+    assert ctx.current_model() == current
