@@ -135,7 +135,6 @@ class TrainingSettings(_Frozen):
     lr_reduction_factor: Annotated[float, Field(ge=1.0)] = 3.0
     suffix: str = Field(default="tuneloop", min_length=1, max_length=64)
     seed: int = 42
-    near_duplicate_threshold: Fraction = 0.9
     max_example_tokens: PositiveInt = 65536
     poll_interval_s: Annotated[float, Field(gt=0)] = 30.0
     progress_post_interval_s: Annotated[float, Field(ge=0)] = 60.0

@@ -39,7 +39,8 @@ from redis import Redis
 
 from workers import keys
 from workers.errors import DatasetError
-from workers.settings import ROOT, PiiSettings, Settings, TrainingMethod
+from workers.pricing import default_epochs, price_for
+from workers.settings import ROOT, PiiSettings, Settings, TrainerBackend, TrainingMethod
 from workers.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, Counter, counter_for_model
 from workers.training.base import TrainingFiles
 
@@ -53,25 +54,6 @@ ALLOWED_MESSAGE_KEYS = frozenset({"role", "content", "name", "function_call", "w
 MAX_CHARS_PER_TOKEN_BOUND = 4
 """A token covers at least one UTF-8 byte and a character is at most 4 bytes, so
 ``4 * characters`` bounds the tokens of a text from above without tokenising it."""
-
-# Training price per 1M tokens (OpenAI pricing page, 2026), by base-model prefix.
-# Longest prefix wins; a fine-tuned ``ft:<base>:...`` model is priced as its base.
-PRICE_PER_M_TOKENS: dict[str, float] = {
-    "gpt-4o-mini": 3.00,
-    "gpt-4.1-mini": 5.00,
-    "gpt-4.1-nano": 1.50,
-    "gpt-4.1": 25.00,
-    "gpt-4o": 25.00,
-    "gpt-3.5-turbo": 8.00,
-    "davinci-002": 6.00,
-    "babbage-002": 0.40,
-}
-# The data-preparation notebook's default-epochs rule.
-TARGET_EPOCHS = 3
-MIN_TARGET_EXAMPLES = 100
-MAX_TARGET_EXAMPLES = 25_000
-MIN_DEFAULT_EPOCHS = 1
-MAX_DEFAULT_EPOCHS = 25
 
 
 class Issue:
@@ -549,26 +531,15 @@ def next_version(redis: Redis) -> tuple[str, int]:
     return f"set-{version:04d}", version
 
 
-def default_epochs(n_train: int) -> int:
-    """The notebook's rule: 3 epochs, raised for tiny sets, lowered for huge ones."""
-    if n_train <= 0:
-        return TARGET_EPOCHS
-    if n_train * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_train)
-    if n_train * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_train)
-    return TARGET_EPOCHS
-
-
-def price_per_m(model: str) -> float | None:
-    """Training price per 1M tokens of a (possibly fine-tuned) model, None when unknown."""
-    name = model.split(":", 2)[1] if model.startswith("ft:") else model
-    best = max((p for p in PRICE_PER_M_TOKENS if name.startswith(p)), key=len, default=None)
-    return PRICE_PER_M_TOKENS[best] if best else None
-
-
 class _Builder:
     """One build: converts, de-duplicates, splits and writes; see :func:`build`."""
+
+    def _price_per_m(self) -> float | None:
+        """The provider's training price; a self-hosted run has no bill to estimate."""
+        if self.settings.training.backend is not TrainerBackend.OPENAI:
+            return None
+        price = price_for(self.request.base_model)
+        return price.per_million if price else None
 
     def __init__(self, redis: Redis, settings: Settings, request: BuildRequest, out_dir: Path):
         self.redis = redis
@@ -905,7 +876,7 @@ class _Builder:
         configured = self.training.openai.n_epochs
         epochs = configured or default_epochs(n_train)
         billed = epochs * self.train_tokens
-        price = price_per_m(self.request.base_model)
+        price = self._price_per_m()
         manifest = {
             "set_id": self.request.set_id,
             "version": self.request.version,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from workers import approved, keys, trainset
+from workers import approved, keys, pricing, trainset
 from workers.settings import Settings, TrainingMethod, load_behaviour
 from workers.tokens import counter_for_model
 
@@ -254,7 +254,7 @@ def test_manifest_counts_tokens_and_cost_and_is_stored(
     assert (tokens["min"], tokens["max"]) == (min(exact), max(exact))
     assert tokens["estimated_examples"] == 0
     estimate = result.manifest["estimate"]
-    assert estimate["epochs"] == trainset.default_epochs(12) == 8
+    assert estimate["epochs"] == pricing.default_epochs(12) == 8
     assert estimate["billed_tokens"] == 8 * sum(exact)
     assert estimate["cost_usd"] == round(8 * sum(exact) / 1e6 * 3.00, 4)
     assert trainset.load_manifest(redis_conn, result.files.set_id) == result.manifest
@@ -303,11 +303,11 @@ def test_examples_approved_after_the_snapshot_wait_for_the_next_set(
     ("n", "epochs"), [(1, 25), (10, 10), (34, 3), (1000, 3), (10_000, 2), (100_000, 1)]
 )
 def test_default_epochs_follow_the_data_preparation_rule(n: int, epochs: int) -> None:
-    assert trainset.default_epochs(n) == epochs
+    assert pricing.default_epochs(n) == epochs
 
 
 def test_prices_of_fine_tuned_models_are_their_base_models() -> None:
-    assert trainset.price_per_m("ft:gpt-4o-mini-2024-07-18:org:x:abc") == 3.00
-    assert trainset.price_per_m("gpt-4.1-nano-2025-04-14") == 1.50
-    assert trainset.price_per_m("gpt-4.1-2025-04-14") == 25.00
-    assert trainset.price_per_m("my-local-model") is None
+    assert pricing.price_for("ft:gpt-4o-mini-2024-07-18:org:x:abc").per_million == 3.00
+    assert pricing.price_for("gpt-4.1-nano-2025-04-14").per_million == 1.50
+    assert pricing.price_for("gpt-4.1-2025-04-14").per_million == 25.00
+    assert pricing.price_for("my-local-model") is None

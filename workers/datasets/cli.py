@@ -51,8 +51,9 @@ from workers.datasets.output import AtomicOutputs, dumps
 from workers.datasets.prepare import Plan, blocking, output_paths, write_prepared
 from workers.datasets.readers import ProgressFn, Records, Table
 from workers.datasets.seed import DEFAULT_REDIS_URL, connect, seed, source_of
-from workers.datasets.stats import price_for, render, summary, token_limit
+from workers.datasets.stats import render, summary, token_limit
 from workers.errors import DatasetError, TuneloopError
+from workers.pricing import price_for
 from workers.settings import Settings, load_behaviour
 from workers.tokens import counter_for_model
 

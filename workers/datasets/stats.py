@@ -7,94 +7,15 @@ and what that costs at the dated prices in ``config/prices.yaml``.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import yaml
-
 from workers.datasets.analysis import Analysis
 from workers.datasets.checks import Code
-from workers.errors import ConfigError
-from workers.settings import ROOT
-
-PRICES_FILE = ROOT / "config" / "prices.yaml"
-# The OpenAI cookbook's default-epochs rule.
-DEFAULT_EPOCHS = 3
-MIN_TARGET_EXAMPLES = 100
-MAX_TARGET_EXAMPLES = 25_000
-MIN_EPOCHS = 1
-MAX_EPOCHS = 25
-
-
-def default_epochs(n_examples: int) -> int:
-    """Epochs OpenAI picks when none are given: 3, raised so that examples x epochs
-    reaches 100 (at most 25), lowered so that it stays within 25,000 (at least 1)."""
-    if n_examples <= 0:
-        return DEFAULT_EPOCHS
-    epochs = DEFAULT_EPOCHS
-    if n_examples * epochs < MIN_TARGET_EXAMPLES:
-        epochs = min(MAX_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n_examples))
-    elif n_examples * epochs > MAX_TARGET_EXAMPLES:
-        epochs = max(MIN_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
-    return epochs
+from workers.pricing import Price, default_epochs
 
 
 def token_limit(model: str, configured: int) -> int:
     """Per-example token limit: 16,385 for gpt-3.5-turbo, the configured one otherwise."""
     base = model.split(":", 2)[1] if model.startswith("ft:") else model
     return min(configured, 16_385) if base.startswith("gpt-3.5") else configured
-
-
-@dataclass(frozen=True)
-class Price:
-    """A training price and where it comes from."""
-
-    model: str
-    per_million: float
-    as_of: dt.date
-    source: str
-
-
-def _date(value: Any, path: Path) -> dt.date:
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise ConfigError(f"{path}: as_of must be a date like 2026-11-01, got {value!r}") from None
-
-
-def price_for(model: str, path: Path = PRICES_FILE, today: dt.date | None = None) -> Price | None:
-    """The training price of a model from the newest applicable table, or None."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist: it holds the training prices") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
-    tables = data.get("tables") if isinstance(data, dict) else None
-    if not isinstance(tables, list) or not tables:
-        raise ConfigError(f"{path}: expected a list of dated price tables under 'tables'")
-    today = today or dt.date.today()
-    dated = []
-    for table in tables:
-        if not isinstance(table, dict) or not isinstance(table.get("training"), dict):
-            raise ConfigError(f"{path}: every table needs 'as_of' and a 'training' mapping")
-        dated.append((_date(table.get("as_of"), path), table))
-    applicable = [item for item in dated if item[0] <= today] or dated
-    as_of, table = max(applicable, key=lambda item: item[0])
-    prices: dict[str, Any] = table["training"]
-    name = model.split(":", 2)[1] if model.startswith("ft:") else model
-    key = name if name in prices else None
-    if key is None:
-        candidates = [k for k in prices if name.startswith(k + "-")]
-        key = max(candidates, key=len) if candidates else None
-    if key is None:
-        return None
-    return Price(key, float(prices[key]), as_of, str(table.get("source", "")).strip())
 
 
 def summary(analysis: Analysis, model: str, epochs: int | None, price: Price | None) -> dict:

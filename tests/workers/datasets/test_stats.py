@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.workers.datasets.helpers import chat, write_jsonl
-from workers.datasets.stats import default_epochs, price_for
+from workers.pricing import default_epochs, price_for
 from workers.tokens import counter_for_encoding, encoding_for_model
 
 

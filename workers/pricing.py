@@ -1,0 +1,87 @@
+"""Training cost: OpenAI's default-epochs rule and the dated prices in ``config/prices.yaml``.
+
+Shared by the dataset tool (``stats``) and the training-set builder, so both quote the
+same numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workers.errors import ConfigError
+from workers.settings import ROOT
+
+PRICES_FILE = ROOT / "config" / "prices.yaml"
+# The default-epochs rule of OpenAI's data-preparation notebook.
+DEFAULT_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_EPOCHS = 1
+MAX_EPOCHS = 25
+
+
+def default_epochs(n_examples: int) -> int:
+    """Epochs OpenAI picks when none are given, computed as the notebook does: 3, raised
+    towards 100 examples x epochs (at most 25), lowered to stay within 25,000 (at least
+    1), with integer division both ways."""
+    if n_examples <= 0:
+        return DEFAULT_EPOCHS
+    if n_examples * DEFAULT_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
+    if n_examples * DEFAULT_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
+    return DEFAULT_EPOCHS
+
+
+@dataclass(frozen=True)
+class Price:
+    """A training price and where it comes from."""
+
+    model: str
+    per_million: float
+    as_of: dt.date
+    source: str
+
+
+def _date(value: Any, path: Path) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{path}: as_of must be a date like 2026-11-01, got {value!r}") from None
+
+
+def price_for(model: str, path: Path = PRICES_FILE, today: dt.date | None = None) -> Price | None:
+    """The training price of a model from the newest applicable table, or None."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: it holds the training prices") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    tables = data.get("tables") if isinstance(data, dict) else None
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"{path}: expected a list of dated price tables under 'tables'")
+    today = today or dt.date.today()
+    dated = []
+    for table in tables:
+        if not isinstance(table, dict) or not isinstance(table.get("training"), dict):
+            raise ConfigError(f"{path}: every table needs 'as_of' and a 'training' mapping")
+        dated.append((_date(table.get("as_of"), path), table))
+    applicable = [item for item in dated if item[0] <= today] or dated
+    as_of, table = max(applicable, key=lambda item: item[0])
+    prices: dict[str, Any] = table["training"]
+    name = model.split(":", 2)[1] if model.startswith("ft:") else model
+    key = name if name in prices else None
+    if key is None:
+        candidates = [k for k in prices if name.startswith(k + "-")]
+        key = max(candidates, key=len) if candidates else None
+    if key is None:
+        return None
+    return Price(key, float(prices[key]), as_of, str(table.get("source", "")).strip())
