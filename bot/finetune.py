@@ -10,6 +10,7 @@ the request; every admin command is logged in the admin log, refusals included.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -269,7 +270,42 @@ def _export(services: Services, user_id: str, channel_id: str, args: list[str]) 
     return Reply(messages.EXPORT_ASKED.format(set_id=set_id))
 
 
-PUBLIC: dict[str, Handler] = {"help": _help, "status": _status}
+_USER_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^([UW][A-Z0-9]+)$")
+
+
+def _forget(services: Services, user_id: str) -> Reply:
+    gone = services.store.forget_user(user_id)
+    return Reply(
+        messages.FORGOTTEN.format(
+            user=user_id,
+            answers=gone.answers,
+            votes=gone.votes,
+            corrections=gone.corrections,
+            pending=gone.pending_examples,
+        )
+    )
+
+
+def _forget_me(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    if args:
+        return Reply(messages.FINETUNE_USAGE.format(usage="forget-me"))
+    try:
+        reply = _forget(services, user_id)
+        loop.audit(services.redis, user_id, "/finetune forget-me")
+    except RedisError:
+        logger.exception("forget-me failed: storage unavailable")
+        return Reply(messages.STORAGE_DOWN)
+    return reply
+
+
+def _forget_user(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    match = _USER_MENTION.match(args[0]) if len(args) == 1 else None
+    if match is None:
+        return Reply(messages.FINETUNE_USAGE.format(usage="forget @user"))
+    return _forget(services, match.group(1) or match.group(2))
+
+
+PUBLIC: dict[str, Handler] = {"help": _help, "status": _status, "forget-me": _forget_me}
 ADMIN: dict[str, Handler] = {
     "review": _review,
     "retrain": _retrain,
@@ -278,6 +314,7 @@ ADMIN: dict[str, Handler] = {
     "promote": _promote,
     "rollback": _rollback,
     "export": _export,
+    "forget": _forget_user,
 }
 
 

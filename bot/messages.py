@@ -67,6 +67,7 @@ NOT_ADMIN = "Sorry, only tuneloop admins can do that."
 FINETUNE_HELP = """*`/finetune` commands*
 • `help` – this list
 • `status` – current model, examples waiting, the running job and its last event
+• `forget-me` – delete your questions, answers, votes and corrections from tuneloop
 _Admins only:_
 • `review` – rated answers waiting for approval (approve, reject, edit)
 • `retrain [--dry-run]` – train on the examples approved since the last run (`--dry-run`: build and check the set, upload nothing)
@@ -74,7 +75,8 @@ _Admins only:_
 • `models` – current model, trained candidates and the promotion history
 • `promote <model>` – switch the bot to a model now
 • `rollback` – return to the previous model at once
-• `export [set-id]` – download a training set (the latest by default)"""
+• `export [set-id]` – download a training set (the latest by default)
+• `forget @user` – delete a user's data, as `forget-me` does for oneself"""
 FINETUNE_UNREADABLE = "Could not read that command ({error}). Try `/finetune help`."
 FINETUNE_UNKNOWN = "Unknown command `{name}`. Try `/finetune help`."
 FINETUNE_USAGE = "Usage: `/finetune {usage}`"
@@ -194,3 +196,9 @@ RUN_ISSUES = "\n*Left out:* {issues}"
 RUN_PII = "\n*PII scrubbed:* {pii}"
 RUN_LOSS_TITLE = "Loss curve of {run_id}"
 PROMOTE_BUTTON = "Promote anyway"
+
+FORGOTTEN = (
+    "Deleted the data of <@{user}>: {answers} answered questions, {votes} votes, "
+    "{corrections} corrections and {pending} examples waiting for training. Models "
+    "trained before today keep what they learned from earlier examples."
+)

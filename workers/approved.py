@@ -111,3 +111,27 @@ def read_ids_after(redis: Redis, after_id: str, batch: int = 5000) -> Iterator[s
         for raw_id, _ in chunk:
             cursor = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
             yield cursor
+
+
+def remove_pending(redis: Redis, answer_ids: set[str], batch: int = 1000) -> int:
+    """Delete not-yet-trained examples that came from these answers; how many went.
+
+    Examples before the cursor were consumed by a training run and are part of a model;
+    they stay in the log as its record.
+    """
+    if not answer_ids:
+        return 0
+    cursor = redis.get(keys.APPROVED_CURSOR)
+    after = cursor.decode() if cursor else "0-0"
+    doomed = [
+        (entry_id, example)
+        for entry_id, example in read_after(redis, after, batch)
+        if example.answer_id in answer_ids
+    ]
+    if not doomed:
+        return 0
+    pipe = redis.pipeline(transaction=True)
+    pipe.xdel(keys.APPROVED_LOG, *[entry_id for entry_id, _ in doomed])
+    pipe.srem(keys.APPROVED_HASHES, *[example.content_hash() for _, example in doomed])
+    pipe.execute()
+    return len(doomed)
