@@ -10,23 +10,20 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from workers.redaction import REDACTED, redact_secrets
+
+__all__ = ["REDACTED", "JsonFormatter", "Redactor", "configure", "context"]
+
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "log_context", default=None
 )
 
-# Token shapes of Slack (xoxb-, xoxp-, xapp-...), OpenAI (sk-...) and bearer headers.
-_SECRET_SHAPES = re.compile(
-    r"(xox[abposr]-[A-Za-z0-9-]{4,}|xapp-[A-Za-z0-9-]{4,}|sk-[A-Za-z0-9_-]{8,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
-)
-REDACTED = "[redacted]"
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -49,7 +46,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for value in self._values:
             text = text.replace(value, REDACTED)
-        return _SECRET_SHAPES.sub(REDACTED, text)
+        return redact_secrets(text)[0]
 
 
 class JsonFormatter(logging.Formatter):

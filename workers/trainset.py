@@ -40,6 +40,7 @@ from redis import Redis
 from workers import keys
 from workers.errors import DatasetError
 from workers.pricing import default_epochs, price_for
+from workers.redaction import might_hold_secret, redact_secrets
 from workers.settings import ROOT, PiiSettings, Settings, TrainerBackend, TrainingMethod
 from workers.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, Counter, counter_for_model
 from workers.training.base import TrainingFiles
@@ -123,12 +124,15 @@ def _digits(text: str) -> int:
 
 
 def scrub(text: str, pii: PiiSettings, tally: Tally[str] | None = None) -> str:
-    """``text`` with the configured kinds of PII replaced by placeholders.
+    """``text`` with secrets (always) and the configured kinds of PII replaced by placeholders.
 
     Python's regex engine costs ~15 ns a character for these patterns, so each runs only
     when a C-speed test says it could match: an "@" that is not a Slack mention for
     emails, "<@" for mentions, seven digits or more for phone and card numbers.
     """
+    text, n = redact_secrets(text)
+    if n and tally is not None:
+        tally["secrets"] += n
     if "@" in text:
         mentions = text.count("<@")
         if pii.emails and text.count("@") > mentions:
@@ -171,7 +175,7 @@ def _might_hold_pii(text: str, normalised: bytes, pii: PiiSettings) -> bool:
     ``normalised`` is :func:`normalise` of the same text: it keeps every digit, so
     counting them there saves encoding the text again.
     """
-    if "@" in text and (pii.emails or pii.slack_mentions):
+    if might_hold_secret(text) or ("@" in text and (pii.emails or pii.slack_mentions)):
         return True
     if pii.cards or pii.phones:
         return len(normalised) - len(normalised.translate(None, _DIGIT_BYTES)) >= MIN_PHONE_DIGITS

@@ -116,6 +116,23 @@ def test_exact_and_near_exact_duplicates_are_dropped(redis_conn: Redis, settings
     assert not redis_conn.exists(keys.trainset_seen(result.files.set_id)), "temporary set removed"
 
 
+def test_secrets_pasted_into_a_conversation_never_reach_a_training_file(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    log(
+        redis_conn,
+        "Why does xoxb-1234-5678-abcdefgh fail with my key sk-proj-abcdefgh12345678?",
+        "Rotate both: never paste tokens such as xapp-1-A0123-456 into chat.",
+    )
+    pii = {"emails": False, "phones": False, "cards": False, "slack_mentions": False}
+    result = build(redis_conn, configure(settings, validation_fraction=0.0, pii=pii))
+    text = result.files.train_path.read_text()
+    for secret in ("xoxb-1234", "sk-proj-abcdefgh", "xapp-1-A0123"):
+        assert secret not in text
+    assert text.count("[redacted]") == 3
+    assert result.manifest["pii_scrubbed"] == {"secrets": 3}
+
+
 def test_pii_is_scrubbed_as_configured(redis_conn: Redis, settings: Settings) -> None:
     log(
         redis_conn,
