@@ -13,6 +13,7 @@ from bot import blocks, messages
 from bot.answering import Question
 from bot.dispatch import submit_question
 from bot.feedback import cast_vote, vote_for_reaction
+from bot.finetune import is_admin
 from bot.runtime import Services
 from workers import approved
 from workers.store import VoteSource
@@ -104,19 +105,19 @@ def register(app: App, services: Services) -> None:
         if event.get("tab", "home") != "home":
             return
         user_id = event["user"]
-        is_admin = user_id in services.settings.slack.admins
+        admin = is_admin(services, user_id)
         model = services.settings.model.base_model
         stats: dict[str, int] | None = None
         pending: int | None = None
         try:
             model = services.store.current_model(model)
             stats = services.store.weekly_stats()
-            pending = approved.pending_count(services.redis) if is_admin else None
+            pending = approved.pending_count(services.redis) if admin else None
         except RedisError:
             logger.exception("App Home statistics unavailable")
         client.views_publish(
             user_id=user_id,
-            view=blocks.home_view(model=model, stats=stats, pending=pending, is_admin=is_admin),
+            view=blocks.home_view(model=model, stats=stats, pending=pending, is_admin=admin),
         )
 
     @app.event("assistant_thread_started")
