@@ -44,7 +44,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from workers import evaluation, keys, trainset
+from workers import evaluation, keys, metrics, trainset
 from workers.errors import TrainingError, TuneloopError
 from workers.settings import Settings, TrainerBackend, TrainingMethod
 from workers.store import Store
@@ -382,6 +382,7 @@ def _finish(ctx: LoopContext, run: Run, status: RunStatus, kind: str, **fields: 
     """End a run: final status, lock released, Slack told."""
     update_run(ctx.redis, run.run_id, status=status, finished_at=time.time(), **fields)
     _release_lock(ctx.redis, run.run_id)
+    metrics.incr(ctx.redis, "tuneloop_training_runs", status=status.value)
     _report(ctx, run.run_id, kind)
     logger.info("run %s ended: %s", run.run_id, status.value)
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from pathlib import Path
+
+import pytest
 
 from rq import Queue
 
 from tests import payloads
 from tests.bot.conftest import Bot
 from workers import keys
+
+
+@pytest.fixture
+def bot_settings(tmp_path: Path) -> dict:
+    return {"training": {"sets_dir": str(tmp_path / "sets"), "replay_fraction": 0.0}}
 
 
 def _metrics(bot: Bot) -> str:
@@ -39,3 +47,14 @@ def test_metrics_count_answers_votes_errors_latency_and_queue_depth(bot: Bot) ->
     assert "tuneloop_answer_latency_seconds_count 1.0" in text
     assert 'tuneloop_answer_latency_seconds_bucket{le="+Inf"} 1.0' in text
     assert 'tuneloop_queue_depth{queue="answers"} 1.0' in text
+
+
+def test_metrics_count_training_runs_by_final_status(bot: Bot) -> None:
+    from tests.bot.test_finetune import command, seed, train, work
+
+    seed(bot, 12)
+    command(bot, "retrain")
+    work(bot)
+    train(bot)
+    work(bot)
+    assert 'tuneloop_training_runs_total{status="promoted"} 1.0' in _metrics(bot)
