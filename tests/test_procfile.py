@@ -23,7 +23,16 @@ def _queues(argv: list[str]) -> list[str]:
         if skip:
             skip = False
         elif arg.startswith("-"):
-            skip = arg in {"--url", "-u", "--path", "-P", "-n", "--num-workers", "-w", "--maintenance-interval"}
+            skip = arg in {
+                "--url",
+                "-u",
+                "--path",
+                "-P",
+                "-n",
+                "--num-workers",
+                "-w",
+                "--maintenance-interval",
+            }
         else:
             queues.append(arg)
     return queues
