@@ -9,15 +9,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
 from tests import payloads
-from tests.bot.conftest import SIGNING_SECRET, write_config
+from tests.bot.conftest import ADMIN, SIGNING_SECRET, write_config
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
+from workers import approved, keys
 from workers.settings import ROOT
 
 
@@ -149,7 +151,7 @@ def test_sigterm_lets_an_acknowledged_answer_finish_and_logs_are_json_without_se
     assert '"msg": "stopped"' in stderr
 
 
-def test_two_bot_processes_and_two_workers_answer_each_message_exactly_once(
+def test_two_bot_processes_and_two_workers_answer_once_and_start_one_training_run(
     env: dict[str, str],
     slack_api: SlackEmulator,
     redis_conn: Redis,
@@ -201,6 +203,45 @@ def test_two_bot_processes_and_two_workers_answer_each_message_exactly_once(
         ]
         for worker in workers:
             assert worker.wait(timeout=60) == 0
+        # Two admins ask both processes for a training run at the same moment.
+        for i in range(12):
+            approved.append(
+                redis_conn,
+                approved.Example(
+                    messages=[
+                        {"role": "system", "content": "s"},
+                        {"role": "user", "content": f"q{i}"},
+                        {"role": "assistant", "content": f"a{i}"},
+                    ],
+                    source="test",
+                ),
+            )
+        reply_urls = [slack_api.new_response_url() for _ in urls]
+        bodies = [
+            payloads.form_body(payloads.command_form("retrain", user=ADMIN, response_url=reply))
+            for reply in reply_urls
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(
+                pool.map(
+                    lambda pair: (
+                        payloads.post(
+                            pair[0],
+                            pair[1],
+                            "application/x-www-form-urlencoded",
+                            secret=SIGNING_SECRET,
+                        ).status
+                    ),
+                    zip(urls, bodies, strict=True),
+                )
+            )
+        assert statuses == [200, 200]
+        deadline = time.monotonic() + 10
+        while not all(slack_api.responses(u) for u in reply_urls) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        texts = [slack_api.responses(u)[0]["text"] for u in reply_urls]
+        assert sum("already going" in t for t in texts) == 1, texts
+        assert redis_conn.zcard(keys.RUNS) == 1, "one training run"
     finally:
         for proc in procs:
             proc.terminate()
