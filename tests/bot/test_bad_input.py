@@ -6,6 +6,7 @@ import pytest
 
 from tests import payloads
 from tests.bot.conftest import SIGNING_SECRET, Bot
+from tests.bot.test_finetune import wait
 
 
 def _post(bot: Bot, body: bytes, content_type: str) -> payloads.Response:
@@ -81,3 +82,27 @@ def test_a_feedback_click_with_a_forged_value_changes_nothing(bot: Bot) -> None:
     )
     assert response.status == 200
     assert bot.redis.keys("tl:votes:*") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("dance", "Unknown command `dance`"),
+        ('retrain "unclosed', "Could not read that command"),
+        ("promote", "Usage"),
+        ("promote a b", "Usage"),
+        ("retrain --bogus", "Usage"),
+        ("forget-me now", "Usage"),
+        ("export a b", "Usage"),
+    ],
+)
+def test_finetune_with_unknown_or_malformed_arguments_explains_and_runs_nothing(
+    bot: Bot, text: str, expected: str
+) -> None:
+    response, url = bot.command(text)
+    assert response.status == 200
+    reply = wait(lambda: bot.slack.responses(url), what="a reply")[0]
+    assert expected in reply["text"]
+    assert reply["response_type"] == "ephemeral"
+    assert bot.redis.keys("tl:run*") == []
+    assert bot.redis.llen("rq:queue:training") == 0
