@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import yaml
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from bot.app import build_app
+from bot.app import LISTENER_THREADS, build_app
 from bot.runtime import Services, build_services, reset_worker_services
 from bot.server import EVENTS_PATH, make_wsgi
 from tests import payloads
@@ -46,6 +48,41 @@ def write_config(path: Path, overrides: dict[str, Any] | None = None) -> Path:
     return path
 
 
+class TrackingExecutor(ThreadPoolExecutor):
+    """Bolt's listener pool, able to say when every listener it was given has finished.
+
+    Slack gets its 200 before a listener's work is done (Bolt acks events at once), so a
+    test that sent a request waits on this before looking for the work's effects.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=LISTENER_THREADS)
+        self._pending: set[Future] = set()
+        self._guard = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        future = super().submit(fn, *args, **kwargs)
+        with self._guard:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future) -> None:
+        with self._guard:
+            self._pending.discard(future)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._guard:
+                pending = list(self._pending)
+            if not pending:
+                return
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "listeners still running"
+            wait(pending, timeout=remaining)
+
+
 @dataclass
 class Bot:
     """A running bot plus the emulators it talks to, with helpers to drive it like Slack."""
@@ -56,6 +93,7 @@ class Bot:
     slack: SlackEmulator
     openai: OpenAIEmulator
     redis: Redis
+    listeners: TrackingExecutor
 
     def event(
         self,
@@ -65,17 +103,21 @@ class Bot:
         headers: dict[str, str] | None = None,
     ) -> payloads.Response:
         body = payloads.json_body(payloads.event_envelope(event, event_id=event_id))
-        return payloads.post(
+        response = payloads.post(
             self.url, body, "application/json", secret=SIGNING_SECRET, headers=headers
         )
+        self.listeners.wait_idle()
+        return response
 
     def interact(self, payload: dict[str, Any]) -> payloads.Response:
-        return payloads.post(
+        response = payloads.post(
             self.url,
             payloads.interactive_body(payload),
             "application/x-www-form-urlencoded",
             secret=SIGNING_SECRET,
         )
+        self.listeners.wait_idle()
+        return response
 
     def command(
         self, text: str, *, user: str = ADMIN, channel: str = "C1"
@@ -88,6 +130,7 @@ class Bot:
             "application/x-www-form-urlencoded",
             secret=SIGNING_SECRET,
         )
+        self.listeners.wait_idle()
         return response, response_url
 
     def says(
@@ -175,15 +218,17 @@ def bot(
     reset_worker_services()
     settings = load_settings()
     services = build_services(settings)
+    listeners = TrackingExecutor()
     server = waitress.create_server(
-        make_wsgi(build_app(services), services), host="127.0.0.1", port=0, threads=8
+        make_wsgi(build_app(services, listeners), services), host="127.0.0.1", port=0, threads=8
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.effective_port}{EVENTS_PATH}"
     try:
-        yield Bot(url, settings, services, slack_api, openai_api, services.redis)
+        yield Bot(url, settings, services, slack_api, openai_api, services.redis, listeners)
     finally:
         server.close()
         thread.join(timeout=5)
+        listeners.shutdown(wait=True)
         reset_worker_services()
