@@ -715,6 +715,15 @@ def _commit_job(ctx: LoopContext, run: Run, job_id: str, heldout: list[str]) -> 
                 if holder != run.run_id.encode():
                     pipe.unwatch()
                     return False
+                if (
+                    status == RunStatus.TRAINING.value.encode()
+                    and pipe.hget(run_key, "job_id") == job_id.encode()
+                ):
+                    # This very commit went through but its reply was lost (the connection
+                    # dropped after EXEC; redis-py raises WatchError): it is done.
+                    pipe.unwatch()
+                    logger.warning("run %s: job %s was already recorded", run.run_id, job_id)
+                    return True
                 if (cursor.decode() if cursor else "") != run.cursor_from or status not in (
                     RunStatus.STARTING.value.encode(),
                     RunStatus.BUILDING.value.encode(),
