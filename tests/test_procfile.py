@@ -32,6 +32,7 @@ def _queues(argv: list[str]) -> list[str]:
                 "--num-workers",
                 "-w",
                 "--maintenance-interval",
+                "--worker-ttl",
             }
         else:
             queues.append(arg)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,44 @@ from rq.registry import StartedJobRegistry
 
 from tests import payloads
 from tests.bot.conftest import Bot
+from tests.bot.test_finetune import wait
 from workers import keys
 from workers.settings import ROOT
 from workers.store import Vote, answer_id_for
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
+def kill_worker(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker's process group and its work horse at once, as a crash would.
+
+    RQ's forking worker runs each job in a work horse that calls ``setpgrp``: killing the
+    group the worker was started in leaves the horse running the job to its end."""
+    horses = children(proc.pid)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in horses:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait(lambda: all(gone(pid) for pid in horses), timeout=10, what="the work horse to die")
 
 
 def test_an_answer_whose_worker_is_killed_is_answered_by_the_next_worker(bot: Bot) -> None:
@@ -45,8 +81,7 @@ def test_an_answer_whose_worker_is_killed_is_answered_by_the_next_worker(bot: Bo
     try:
         bot.openai.wait_for_request("/v1/chat/completions", timeout=20)
     finally:
-        os.killpg(worker.pid, signal.SIGKILL)  # the worker and the work horse running the job
-        worker.wait(timeout=10)
+        kill_worker(worker)
 
     # The killed worker's heartbeat expires; the next worker's maintenance finds the job.
     registry = StartedJobRegistry(queue=queue)

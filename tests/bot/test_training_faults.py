@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from bot import messages
 from tests.bot import test_faults
 from tests.bot.conftest import Bot
-from tests.bot.test_faults import RedisServer
+from tests.bot.test_faults import RedisServer, kill_worker
 from tests.bot.test_finetune import (
     BASE,
     command,
@@ -87,40 +86,6 @@ def rq_worker(log: Path, *args: str) -> Iterator[subprocess.Popen]:
         yield proc
     finally:
         kill_worker(proc)
-
-
-def children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
-    except OSError:
-        return True
-
-
-def kill_worker(proc: subprocess.Popen) -> None:
-    """SIGKILL the worker's process group and its work horse at once, as a crash would.
-
-    RQ's forking worker runs each job in a work horse that calls ``setpgrp``: killing the
-    group the worker was started in leaves the horse running the job to its end."""
-    horses = children(proc.pid)
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for pid in horses:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    wait(lambda: all(gone(pid) for pid in horses), timeout=10, what="the work horse to die")
 
 
 def newest_id(bot: Bot) -> str:
