@@ -295,6 +295,23 @@ def _split_options(function: Any) -> Any:
     return function
 
 
+def _import_output_options(function: Any) -> Any:
+    """Where an import writes, what it checks against, and whether it seeds the log."""
+    function = _redis_options(function)
+    function = click.option(
+        "--to-redis", is_flag=True, help="Also add the examples to the approved-example log."
+    )(function)
+    function = click.option(
+        "--model", help="Model for the token checks (default: the configured base model)."
+    )(function)
+    function = click.option(
+        "--out-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where to write <name>_train.jsonl and <name>_valid.jsonl (default: next to FILE).",
+    )(function)
+    return function
+
+
 def _system_option(what: str = "System prompt for chat examples") -> Any:
     return click.option(
         "--system",
@@ -352,14 +369,7 @@ def _seed_lines(result: Any, url: str) -> str:
 )
 @_system_option()
 @_split_options
-@click.option(
-    "--out-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write <name>_train.jsonl and <name>_valid.jsonl (default: next to FILE).",
-)
-@click.option("--model", help="Model for the token checks (default: the configured base model).")
-@click.option("--to-redis", is_flag=True, help="Also add the examples to the approved-example log.")
-@_redis_options
+@_import_output_options
 def import_chats(
     file: Path,
     csv_delimiter: str | None,
@@ -497,14 +507,7 @@ def _import_report(
 @click.option("--stop", default="", help="Stop marker appended to every answer (default: none).")
 @_system_option()
 @_split_options
-@click.option(
-    "--out-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write <name>_train.jsonl and <name>_valid.jsonl (default: next to FILE).",
-)
-@click.option("--model", help="Model for the token checks (default: the configured base model).")
-@click.option("--to-redis", is_flag=True, help="Also add the examples to the approved-example log.")
-@_redis_options
+@_import_output_options
 def import_qa(
     file: Path,
     question_column: str,
