@@ -28,6 +28,7 @@ from redis import Redis
 from tests import payloads
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
+from workers import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-signing-secret"
@@ -50,6 +51,58 @@ def _wait_http(port: int, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def service_env(slack: SlackEmulator, llm: OpenAIEmulator, redis_url: str) -> dict[str, str]:
+    """The environment the bot's processes get: the emulators, Redis, quiet logs."""
+    return {
+        **os.environ,
+        "SLACK_BOT_TOKEN": "xoxb-bench",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": llm.url,
+        "SLACK_API_URL": slack.url,
+        "REDIS_URL": redis_url,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def start_bot(env: dict[str, str], port: int, workers: int) -> list[subprocess.Popen]:
+    """The web process and a pool of answer workers, as the Procfile runs them."""
+    rq = str(Path(sys.executable).parent / "rq")
+    return [
+        subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env={**env, "PORT": str(port)}),
+        subprocess.Popen(
+            [
+                rq,
+                "worker-pool",
+                "-w",
+                "rq.worker.SimpleWorker",
+                "-q",
+                "--url",
+                env["REDIS_URL"],
+                "-n",
+                str(workers),
+                keys.QUEUE_ANSWERS,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM, then wait (and kill what does not stop)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @dataclass
@@ -122,42 +175,10 @@ def main() -> None:
         sys.exit(f"{args.redis_url} is not empty; give --redis-url of an empty db")
     slack = SlackEmulator(bot_token="xoxb-bench").start()
     llm = OpenAIEmulator(api_key="sk-bench").start()
-    env = {
-        **os.environ,
-        "SLACK_BOT_TOKEN": "xoxb-bench",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_BASE_URL": llm.url,
-        "SLACK_API_URL": slack.url,
-        "REDIS_URL": args.redis_url,
-        "MODEL": MODEL,
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = {**service_env(slack, llm, args.redis_url), "MODEL": MODEL}
     bot_port, base_port = _free_port(), _free_port()
-    bin_dir = Path(sys.executable).parent
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bot"], cwd=ROOT, env={**env, "PORT": str(bot_port)}
-        ),
-        subprocess.Popen(
-            [
-                str(bin_dir / "rq"),
-                "worker-pool",
-                "-w",
-                "rq.worker.SimpleWorker",
-                "-q",
-                "--url",
-                args.redis_url,
-                "-n",
-                str(args.workers),
-                "answers",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
+        *start_bot(env, bot_port, args.workers),
         subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "minimal_app.py")],
             cwd=ROOT,
@@ -185,13 +206,7 @@ def main() -> None:
             "CBOT",
         )
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         slack.stop()
         llm.stop()
         redis.flushdb()

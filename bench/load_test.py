@@ -15,10 +15,7 @@ few seconds. Bounded in time and in count; loopback only. Checks and reports:
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,7 +25,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from bench.bench_bot import SECRET, _free_port, _wait_http
+from bench.bench_bot import SECRET, _free_port, _wait_http, service_env, start_bot, stop
 from tests import payloads
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
@@ -89,40 +86,7 @@ def main() -> None:
     long_answer = " ".join(f"word{i}" for i in range(120))  # ~40 chunks, ~1-5 s in all
     llm.answer_fn = lambda body: long_answer
     port = _free_port()
-    env = {
-        **os.environ,
-        "SLACK_BOT_TOKEN": "xoxb-bench",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_BASE_URL": llm.url,
-        "SLACK_API_URL": slack.url,
-        "REDIS_URL": args.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-        "PORT": str(port),
-    }
-    rq = str(Path(sys.executable).parent / "rq")
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env),
-        subprocess.Popen(
-            [
-                rq,
-                "worker-pool",
-                "-w",
-                "rq.worker.SimpleWorker",
-                "-q",
-                "--url",
-                args.redis_url,
-                "-n",
-                str(args.workers),
-                keys.QUEUE_ANSWERS,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
+    procs = start_bot(service_env(slack, llm, args.redis_url), port, args.workers)
     url = f"http://127.0.0.1:{port}/slack/events"
     tally = Tally()
 
@@ -250,13 +214,7 @@ def main() -> None:
             time.sleep(0.2)
         drain_elapsed = time.monotonic() - started
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
 
     final_calls = [
         c
