@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -53,6 +54,13 @@ def post(
             return Response(resp.status, dict(resp.headers), resp.read())
     except urllib.error.HTTPError as exc:
         return Response(exc.code, dict(exc.headers), exc.read())
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for a server to start, or a dead one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def new_ts() -> str:

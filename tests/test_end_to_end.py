@@ -23,12 +23,6 @@ from workers import approved, keys
 from workers.settings import ROOT
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,7 +49,7 @@ def env(
         "SLACK_API_URL": slack_api.url,
         "REDIS_URL": redis_url,
         "CONFIG_FILE": str(write_config(tmp_path / "settings.yaml")),
-        "PORT": str(_free_port()),
+        "PORT": str(payloads.free_port()),
     }
 
 
@@ -122,7 +116,7 @@ def test_sigterm_lets_an_acknowledged_answer_finish_and_logs_are_json_without_se
     slack_api: SlackEmulator,
     openai_api: OpenAIEmulator,
 ) -> None:
-    env = {**env, "REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}  # answered in-process
+    env = {**env, "REDIS_URL": f"redis://127.0.0.1:{payloads.free_port()}/0"}  # answered in-process
     openai_api.script_answer("finished despite the shutdown", first_token_delay_s=1.5)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot"],
@@ -160,7 +154,7 @@ def test_two_bot_processes_and_two_workers_answer_once_and_start_one_training_ru
     urls = []
     try:
         for _ in range(2):
-            port = _free_port()
+            port = payloads.free_port()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bot"],
                 cwd=ROOT,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -14,15 +13,9 @@ from tests import payloads
 from tests.bot.conftest import Bot
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def bot_redis_url() -> str:
-    return f"redis://127.0.0.1:{_closed_port()}/0"
+    return f"redis://127.0.0.1:{payloads.free_port()}/0"
 
 
 def _get(url: str) -> tuple[int, dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -97,17 +96,11 @@ def test_an_answer_whose_worker_is_killed_is_answered_by_the_next_worker(bot: Bo
     assert queue.failed_job_registry.count == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RedisServer:
     """A redis-server of the test's own, with the append-only file on, restartable."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = _free_port()
+        self.port = payloads.free_port()
         self.directory = directory
         self.proc: subprocess.Popen | None = None
 
