@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk.errors import SlackApiError
 
 from bot.app import LISTENER_THREADS, build_app
 from bot.runtime import build_services
@@ -12,6 +19,59 @@ from bot.server import serve
 from workers import logs
 from workers.errors import ConfigError
 from workers.settings import load_settings
+
+logger = logging.getLogger("bot")
+
+
+def serve_socket_mode(app: App, executor: Executor, app_token: str) -> int:
+    """Connect out to Slack over Socket Mode until SIGTERM/SIGINT, then drain; exit status.
+
+    Slack resends an envelope that was not acknowledged, never one that was; and Bolt
+    acknowledges before the listener's work is done. So on a signal the process stops
+    taking envelopes, lets those being handled send their acks over the still-open
+    connection, closes it, and waits for the listener work those acks promised. A token
+    Slack refuses stops the process with one line, like a bad setting.
+    """
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    handler = SocketModeHandler(app, app_token)
+    client = handler.client
+    try:
+        # The call slack_sdk's connect() would make, made here so that a refused token
+        # is one clear line rather than slack_sdk's error log and a traceback.
+        client.wss_uri = app.client.apps_connections_open(app_token=app_token)["url"]
+    except SlackApiError as exc:
+        handler.close()
+        error = exc.response.get("error") if exc.response is not None else str(exc)
+        print(
+            f"tuneloop: SLACK_APP_TOKEN: Slack refused it for Socket Mode ({error}): create an "
+            "app-level token with the connections:write scope (Basic Information > "
+            "App-Level Tokens), or unset SLACK_APP_TOKEN for HTTP mode",
+            file=sys.stderr,
+        )
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        logger.info("stopping: finishing in-flight work", extra={"signal": signum})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    handler.connect()
+    if client.is_connected():
+        logger.info("connected to Slack in Socket Mode")
+    else:
+        logger.warning("Socket Mode connection failed; retrying")
+    stop.wait()
+    client.auto_reconnect_enabled = False  # a connection closing now must not be replaced
+    client.closed = True  # no new envelopes handed to the workers (Slack resends them)
+    client.message_processor.shutdown()
+    client.message_workers.shutdown(wait=True)  # envelopes being handled send their acks
+    handler.close()
+    executor.shutdown(wait=True)
+    logger.info("stopped")
+    return 0
 
 
 def main() -> int:
@@ -26,10 +86,7 @@ def main() -> int:
     executor = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
     app = build_app(services, executor)
     if settings.socket_mode:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-        SocketModeHandler(app, settings.secrets.slack_app_token).start()
-        return 0
+        return serve_socket_mode(app, executor, str(settings.secrets.slack_app_token))
     serve(
         app,
         services,

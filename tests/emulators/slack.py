@@ -11,6 +11,11 @@ The real ``slack_sdk.WebClient`` talks to it over HTTP::
 State (messages, streams, files, views, response URLs) lives in memory behind one lock.
 Every API call is recorded as a :class:`Call`, including the ones that were answered
 with an error (``Call.error``).
+
+Socket Mode: ``apps.connections.open`` takes the app-level token (``xapp-...``, in the
+Authorization header, as Slack requires) and answers a one-time ``ws://127.0.0.1`` URL of
+:attr:`SlackEmulator.socket_mode`, the WebSocket endpoint that pushes envelopes and
+records acknowledgements (see :mod:`tests.emulators.socket_mode`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.emulators import LoopbackServer, Request, Responder
+from tests.emulators.socket_mode import SocketModeServer
 
 __all__ = ["Call", "SlackEmulator", "SlackFault"]
 
@@ -48,6 +54,9 @@ _JSON_ARGS = frozenset(
 
 BOT_ID = "BBOT"
 APP_ID = "ABOT"
+
+# Methods called with the app-level token instead of the bot token.
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 
 
 @dataclass(frozen=True)
@@ -131,9 +140,12 @@ class SlackEmulator(LoopbackServer):
         bot_user_id: str = "UBOT",
         team_id: str = "T1",
         latency_s: float = 0.0,
+        app_token: str = "xapp-test",
     ) -> None:
         super().__init__()
         self.bot_token = bot_token
+        self.app_token = app_token
+        self.socket_mode = SocketModeServer(app_id=APP_ID)
         self.bot_user_id = bot_user_id
         self.team_id = team_id
         self.latency_s = latency_s
@@ -144,6 +156,7 @@ class SlackEmulator(LoopbackServer):
         self._init_state()
         self._handlers: dict[str, Callable[[dict], dict]] = {
             "auth.test": self._auth_test,
+            "apps.connections.open": self._apps_connections_open,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -182,9 +195,16 @@ class SlackEmulator(LoopbackServer):
 
     # -- public API -------------------------------------------------------------------
     def start(self) -> SlackEmulator:
-        """Start serving; returns self."""
+        """Start serving the Web API and the Socket Mode endpoint; returns self."""
         super().start()
+        self.socket_mode.start()
         return self
+
+    def stop(self) -> None:
+        """Stop the Web API, then the Socket Mode endpoint (closing its connections): a
+        client that reconnects on the close finds no ``apps.connections.open`` to call."""
+        super().stop()
+        self.socket_mode.stop()
 
     def __enter__(self) -> SlackEmulator:
         return self.start()
@@ -195,10 +215,12 @@ class SlackEmulator(LoopbackServer):
         return f"{self.base}/api/"
 
     def reset(self) -> None:
-        """Forget calls, messages, streams, faults, users, files, views and responses."""
+        """Forget calls, messages, streams, faults, users, files, views, responses and the
+        Socket Mode envelopes and acks (open Socket Mode connections stay open)."""
         with self._lock:
             self._init_state()
             self.refuse_streaming = False
+        self.socket_mode.reset()
 
     def calls(self, method: str | None = None) -> list[Call]:
         """Calls received so far (optionally of one method), oldest first."""
@@ -530,7 +552,13 @@ class SlackEmulator(LoopbackServer):
 
     def _dispatch_api(self, method: str, req: Request, resp: Responder) -> None:
         args = self._parse_args(req)
-        token = req.bearer_token() or args.pop("token", None)
+        if method in _APP_TOKEN_METHODS:
+            # Slack wants the app-level token in the header here, never in the body.
+            token = req.bearer_token()
+            expected, other = self.app_token, self.bot_token
+        else:
+            token = req.bearer_token() or args.get("token")
+            expected, other = self.bot_token, self.app_token
         args.pop("token", None)
         status, headers = 200, {}
         with self._lock:
@@ -538,7 +566,9 @@ class SlackEmulator(LoopbackServer):
             try:
                 if not token:
                     raise _SlackError("not_authed")
-                if token != self.bot_token:
+                if token == other:
+                    raise _SlackError("not_allowed_token_type")
+                if token != expected:
                     raise _SlackError("invalid_auth")
                 fault = self._take_fault(method)
                 if fault is not None:
@@ -624,6 +654,9 @@ class SlackEmulator(LoopbackServer):
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, args: dict) -> dict:
+        return {"url": self.socket_mode.issue_url()}
 
     def _message_fields(self, msg: dict, args: dict) -> None:
         for key in ("blocks", "attachments", "metadata"):
