@@ -14,7 +14,8 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
 from bot.app import LISTENER_THREADS, build_app
-from bot.runtime import build_services
+from bot.dispatch import start_journal
+from bot.runtime import Services, build_services
 from bot.server import serve
 from workers import logs
 from workers.errors import ConfigError
@@ -23,14 +24,15 @@ from workers.settings import load_settings
 logger = logging.getLogger("bot")
 
 
-def serve_socket_mode(app: App, executor: Executor, app_token: str) -> int:
+def serve_socket_mode(app: App, services: Services, executor: Executor, app_token: str) -> int:
     """Connect out to Slack over Socket Mode until SIGTERM/SIGINT, then drain; exit status.
 
     Slack resends an envelope that was not acknowledged, never one that was; and Bolt
     acknowledges before the listener's work is done. So on a signal the process stops
     taking envelopes, lets those being handled send their acks over the still-open
-    connection, closes it, and waits for the listener work those acks promised. A token
-    Slack refuses stops the process with one line, like a bad setting.
+    connection, closes it, and waits for the listener work those acks promised (then
+    stops the answer journal, as the HTTP server does). A token Slack refuses stops the
+    process with one line, like a bad setting.
     """
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
@@ -42,6 +44,7 @@ def serve_socket_mode(app: App, executor: Executor, app_token: str) -> int:
         client.wss_uri = app.client.apps_connections_open(app_token=app_token)["url"]
     except SlackApiError as exc:
         handler.close()
+        services.journal.stop()
         error = exc.response.get("error") if exc.response is not None else str(exc)
         print(
             f"tuneloop: SLACK_APP_TOKEN: Slack refused it for Socket Mode ({error}): create an "
@@ -70,6 +73,7 @@ def serve_socket_mode(app: App, executor: Executor, app_token: str) -> int:
     client.message_workers.shutdown(wait=True)  # envelopes being handled send their acks
     handler.close()
     executor.shutdown(wait=True)
+    services.journal.stop()
     logger.info("stopped")
     return 0
 
@@ -85,8 +89,9 @@ def main() -> int:
     services = build_services(settings)
     executor = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
     app = build_app(services, executor)
+    start_journal(services)
     if settings.socket_mode:
-        return serve_socket_mode(app, executor, str(settings.secrets.slack_app_token))
+        return serve_socket_mode(app, services, executor, str(settings.secrets.slack_app_token))
     serve(
         app,
         services,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks, messages
+from bot.delayed import SCHEDULER
 from bot.runtime import Services, worker_services
 from bot.streaming import AnswerWriter
 from workers import logs, metrics
@@ -76,9 +76,9 @@ def answer_job(
         answer_id = answer(services, question)
     except Exception:
         logger.exception("answering %s failed", question.answer_id)
-        store.set_answer_state(channel_id, message_ts, AnswerState.FAILED)
+        store.finish_answering(channel_id, message_ts, AnswerState.FAILED)
         raise
-    store.set_answer_state(channel_id, message_ts, AnswerState.DONE)
+    store.finish_answering(channel_id, message_ts, AnswerState.DONE)
     return answer_id
 
 
@@ -127,9 +127,7 @@ class ThinkingStatus:
     def __init__(self, services: Services, question: Question, delay_s: float) -> None:
         self._services = services
         self._question = question
-        self._timer = threading.Timer(delay_s, self._show)
-        self._timer.daemon = True
-        self._timer.start()
+        self._call = SCHEDULER.call_later(delay_s, self._show)
 
     def _show(self) -> None:
         try:
@@ -143,8 +141,7 @@ class ThinkingStatus:
 
     def settle(self) -> None:
         """Cancel the status if it is not shown yet, or wait until its call is done."""
-        self._timer.cancel()
-        self._timer.join()
+        self._call.cancel_or_wait()
 
 
 def _post(services: Services, question: Question, text: str) -> None:
@@ -162,11 +159,12 @@ def _current_model(services: Services) -> str:
         return default
 
 
-def answer(services: Services, question: Question) -> str | None:
+def answer(services: Services, question: Question, *, model: str | None = None) -> str | None:
     """Answer ``question`` in its thread; return the answer id if it was stored.
 
-    Model errors end in a short message in the thread (after the client's retries) and
-    are re-raised; a Redis outage only costs the record.
+    ``model`` is the current model when the caller has just read it (else it is read
+    here). Model errors end in a short message in the thread (after the client's
+    retries) and are re-raised; a Redis outage only costs the record.
     """
     with logs.context(
         request_id=question.answer_id,
@@ -174,15 +172,14 @@ def answer(services: Services, question: Question) -> str | None:
         channel=question.channel_id,
         user=question.user_id,
     ):
-        return _answer(services, question)
+        return _answer(services, question, model or _current_model(services))
 
 
-def _answer(services: Services, question: Question) -> str | None:
+def _answer(services: Services, question: Question, model: str) -> str | None:
     settings = services.settings
     if not clean_text(question.text, services.bot_user_id):
         _post(services, question, messages.NO_TEXT)
         return None
-    model = _current_model(services)
     counter = counter_for_model(model)
     try:
         prompt = build_prompt(
@@ -251,11 +248,13 @@ def _answer(services: Services, question: Question) -> str | None:
             "parts": len(posted),
         },
     )
+    pipe = services.redis.pipeline(transaction=True)
+    services.store.save_answer(record, pipe)
+    metrics.incr(pipe, "tuneloop_answers", model=model)
+    metrics.observe(pipe, "tuneloop_answer_latency_seconds", elapsed)
     try:
-        services.store.save_answer(record)
+        pipe.execute()
     except RedisError:
         logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
         return None
-    metrics.incr(services.redis, "tuneloop_answers", model=model)
-    metrics.observe(services.redis, "tuneloop_answer_latency_seconds", elapsed)
     return record.answer_id

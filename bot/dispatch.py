@@ -1,14 +1,23 @@
-"""Handing a question over for answering: once per message, as a job when Redis is up."""
+"""Handing a question over for answering: once per message, here or through the queue.
+
+A web process with a free slot answers in the listener thread itself, its claim
+journaled so a crash hands the answer to the queue (see :mod:`bot.journal`); when its
+slots are full, the question is queued for the answer workers. If Redis is unreachable
+the answer is produced here and now (unrecorded).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Any
 
 from redis.exceptions import RedisError
 from rq import Retry
 
 from bot.answering import JOB_FUNCTION, Question, answer
 from bot.runtime import Services
+from workers.store import AnswerState
 
 logger = logging.getLogger(__name__)
 
@@ -16,32 +25,22 @@ ANSWER_JOB_TIMEOUT_S = 600
 
 
 def submit_question(services: Services, question: Question) -> bool:
-    """Queue an answer for ``question`` unless another delivery already did; True if queued.
+    """Answer ``question`` unless another delivery already took it; True if it is ours.
 
-    The claim and the job id both derive from the message, so Slack's retries, and the
-    app_mention + message pair Slack sends for one mention, give one answer. If Redis is
-    unreachable the answer is produced here and now instead (unrecorded).
+    The claim derives from the message, so Slack's retries, and the app_mention + message
+    pair Slack sends for one mention, give one answer.
     """
+    journal = services.journal
     try:
-        if not services.store.claim_message(question.channel_id, question.message_ts):
+        if journal.acquire():
+            try:
+                return _answer_here(services, question)
+            finally:
+                journal.release()
+        if services.store.claim_message(question.channel_id, question.message_ts) is None:
             logger.info("message %s already taken, not answering again", question.answer_id)
             return False
-        services.answers_queue.enqueue(
-            JOB_FUNCTION,
-            kwargs={
-                "team_id": question.team_id,
-                "channel_id": question.channel_id,
-                "user_id": question.user_id,
-                "message_ts": question.message_ts,
-                "thread_ts": question.thread_ts,
-                "text": question.text,
-            },
-            job_id="answer-" + question.answer_id.replace(".", "_"),
-            job_timeout=ANSWER_JOB_TIMEOUT_S,
-            retry=Retry(max=1),
-            result_ttl=3600,
-            failure_ttl=7 * 86400,
-        )
+        enqueue_answer(services, question)
         return True
     except RedisError:
         logger.exception("Redis unavailable: answering %s in-process", question.answer_id)
@@ -52,3 +51,47 @@ def submit_question(services: Services, question: Question) -> bool:
     except Exception:
         logger.exception("answering %s in-process failed", question.answer_id)
     return True
+
+
+def _answer_here(services: Services, question: Question) -> bool:
+    entry = services.journal.entry(dataclasses.asdict(question))
+    model = services.store.claim_message(
+        question.channel_id, question.message_ts, journal_entry=entry
+    )
+    if model is None:
+        logger.info("message %s already taken, not answering again", question.answer_id)
+        return False
+    state = AnswerState.DONE
+    try:
+        answer(services, question, model=model or services.settings.model.base_model)
+    except Exception:
+        logger.exception("answering %s failed", question.answer_id)
+        state = AnswerState.FAILED
+    services.journal.finish(question.channel_id, question.message_ts, state)
+    return True
+
+
+def enqueue_answer(services: Services, question: Question) -> None:
+    """Queue ``question`` for the answer workers (its message already claimed).
+
+    The job id derives from the message, and the job checks how answering the message
+    stands before it starts, so a second run posts nothing.
+    """
+    services.answers_queue.enqueue(
+        JOB_FUNCTION,
+        kwargs=dataclasses.asdict(question),
+        job_id="answer-" + question.answer_id.replace(".", "_"),
+        job_timeout=ANSWER_JOB_TIMEOUT_S,
+        retry=Retry(max=1),
+        result_ttl=3600,
+        failure_ttl=7 * 86400,
+    )
+
+
+def start_journal(services: Services) -> None:
+    """Start this web process's heartbeat and recovery sweep (answers in-process from then)."""
+
+    def requeue(question: dict[str, Any]) -> None:
+        enqueue_answer(services, Question(**question))
+
+    services.journal.start(requeue)

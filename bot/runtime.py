@@ -21,6 +21,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
+from bot.journal import AnswerJournal
 from workers import keys, logs
 from workers.llm import make_client
 from workers.settings import Settings, load_settings
@@ -85,6 +86,15 @@ class Services:
             self.redis,
             retention_s=self.settings.retention.unrated_days * 86400,
             dedup_s=self.settings.retention.event_dedup_s,
+        )
+
+    @cached_property
+    def journal(self) -> AnswerJournal:
+        """Answers this process writes itself, with their crash recovery."""
+        return AnswerJournal(
+            self.store,
+            capacity=self.settings.slack.inline_answers,
+            recover_after_s=self.settings.slack.recover_after_s,
         )
 
     @cached_property

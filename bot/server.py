@@ -155,4 +155,5 @@ def serve(
     server.run()  # returns after SystemExit, once the request threads are done
     server.close()
     executor.shutdown(wait=True)
+    services.journal.stop()
     logger.info("stopped")

@@ -96,8 +96,8 @@ class AnswerWriter:
 
     @property
     def started(self) -> bool:
-        """Whether anything is visible in Slack yet."""
-        return bool(self.posted) or self._current_ts is not None
+        """Whether any of the answer is written: visible in Slack, or held to post at once."""
+        return bool(self.posted or self._part) or self._current_ts is not None
 
     # --- internals -----------------------------------------------------------------
     @property

@@ -56,6 +56,16 @@ def claimed_message(channel_id: str, message_ts: str) -> str:
     return f"{PREFIX}claimed:{channel_id}:{message_ts}"
 
 
+INFLIGHT = f"{PREFIX}inflight"
+"""HASH: answer id -> JSON question + owner: answers a web process is writing right now.
+An entry whose owner stopped beating is queued again for the answer workers."""
+
+
+def answer_owner(owner: str) -> str:
+    """STRING with a TTL: a web process that writes answers is alive (its heartbeat)."""
+    return f"{PREFIX}owner:{owner}"
+
+
 def user_answers(user_id: str) -> str:
     """SET: answer ids a user asked or voted on (for deleting a user's data)."""
     return f"{PREFIX}user:{user_id}:answers"

@@ -19,6 +19,7 @@ from prometheus_client.core import (
     Metric,
 )
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue
 
@@ -57,7 +58,10 @@ def _field(name: str, labels: dict[str, str]) -> str:
 
 
 def incr(redis: Redis, name: str, amount: int = 1, **labels: str) -> None:
-    """Add to a counter; never fails the caller (metrics are not worth an error)."""
+    """Add to a counter; never fails the caller (metrics are not worth an error).
+
+    ``redis`` may be a pipeline: the update then goes with the pipeline's other writes.
+    """
     try:
         redis.hincrby(keys.METRICS, _field(name, labels), amount)
     except RedisError:
@@ -65,14 +69,19 @@ def incr(redis: Redis, name: str, amount: int = 1, **labels: str) -> None:
 
 
 def observe(redis: Redis, name: str, value: float) -> None:
-    """Record one observation of a histogram (cumulative buckets, sum and count)."""
-    pipe = redis.pipeline(transaction=False)
+    """Record one observation of a histogram (cumulative buckets, sum and count).
+
+    ``redis`` may be a pipeline: the update then goes with the pipeline's other writes.
+    """
+    pipe = redis if isinstance(redis, Pipeline) else redis.pipeline(transaction=False)
     for bound in LATENCY_BUCKETS:
         if value <= bound:
             pipe.hincrby(keys.METRICS, _field(name + "_bucket", {"le": str(bound)}), 1)
     pipe.hincrby(keys.METRICS, _field(name + "_bucket", {"le": "+Inf"}), 1)
     pipe.hincrbyfloat(keys.METRICS, _field(name + "_sum", {}), value)
     pipe.hincrby(keys.METRICS, _field(name + "_count", {}), 1)
+    if pipe is redis:
+        return
     try:
         pipe.execute()
     except RedisError:
@@ -99,6 +108,7 @@ class RedisCollector:
         try:
             values = _parse(self.redis.hgetall(keys.METRICS))
             depths = {name: len(Queue(name, connection=self.redis)) for name in keys.ALL_QUEUES}
+            in_flight = self.redis.hlen(keys.INFLIGHT)
         except RedisError:
             logger.warning("metrics unavailable: Redis unreachable")
             return
@@ -123,3 +133,8 @@ class RedisCollector:
         for name, depth in depths.items():
             gauge.add_metric([name], depth)
         yield gauge
+        yield GaugeMetricFamily(
+            "tuneloop_answers_in_flight",
+            "Answers the web processes are writing right now",
+            value=in_flight,
+        )

@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from workers import approved, keys
 
@@ -120,6 +121,20 @@ def answer_id_for(channel_id: str, question_ts: str) -> str:
     return f"{channel_id}-{question_ts}"
 
 
+# KEYS: claimed flag, in-flight journal, current model
+# ARGV: state, dedup seconds, answer id, journal entry ("" for none)
+_CLAIM = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
+return redis.call('GET', KEYS[3]) or ''
+"""
+
+# KEYS: in-flight journal; ARGV: answer id, the entry expected
+_TAKE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
 # KEYS: answer, votes, vote_src, rated, stats_votes, user_answers
 # ARGV: answer_id, user, vote ("up"/"down"/"" to remove), source, now, window_start,
 #       message-index key prefix (the answer's message keys are made permanent with it)
@@ -171,22 +186,67 @@ class Store:
         self.dedup_s = dedup_s
         self._vote = redis.register_script(_VOTE)
         self._correct = redis.register_script(_CORRECT)
+        self._claim = redis.register_script(_CLAIM)
+        self._take = redis.register_script(_TAKE)
 
     # --- answering -------------------------------------------------------------------
-    def claim_message(self, channel_id: str, message_ts: str) -> bool:
-        """True for the first caller only: one answer per user message, whatever redelivers it."""
-        key = keys.claimed_message(channel_id, message_ts)
-        return bool(self.redis.set(key, AnswerState.QUEUED.value, nx=True, ex=self.dedup_s))
+    def claim_message(
+        self, channel_id: str, message_ts: str, *, journal_entry: str = ""
+    ) -> str | None:
+        """Take a user message for answering: one answer per message, whatever redelivers it.
+
+        Returns None if another delivery took it first, else the current model id ("" for
+        the configured base model), read in the same round trip. A ``journal_entry``
+        (an answer written in this process) is recorded in the in-flight journal together
+        with the claim, so no crash can leave a claimed message that nobody answers.
+        """
+        model = self._claim(
+            keys=[keys.claimed_message(channel_id, message_ts), keys.INFLIGHT, keys.CURRENT_MODEL],
+            args=[
+                AnswerState.QUEUED.value,
+                self.dedup_s,
+                answer_id_for(channel_id, message_ts),
+                journal_entry,
+            ],
+        )
+        return None if model is None else model.decode()
+
+    def finish_answering(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
+        """Answering a message ended (done, or failed and reported): no retry may post again,
+        and its journal entry, if it had one, goes."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.claimed_message(channel_id, message_ts), state.value, ex=self.dedup_s)
+        pipe.hdel(keys.INFLIGHT, answer_id_for(channel_id, message_ts))
+        pipe.execute()
+
+    def beat(self, owner: str, ttl_s: float) -> None:
+        """A web process writing answers is alive for ``ttl_s`` more seconds."""
+        self.redis.set(keys.answer_owner(owner), "1", px=int(ttl_s * 1000))
+
+    def stop_beating(self, owner: str) -> None:
+        """A web process stopped cleanly: its answers, if any are left, may be recovered now."""
+        self.redis.delete(keys.answer_owner(owner))
+
+    def inflight(self) -> dict[str, str]:
+        """Every journal entry: answer id -> JSON written when the answer was claimed."""
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.INFLIGHT).items()}
+
+    def owner_alive(self, owner: str) -> bool:
+        """Whether the web process ``owner`` has beaten within its TTL."""
+        return bool(self.redis.exists(keys.answer_owner(owner)))
+
+    def take_inflight(self, answer_id: str, entry: str) -> bool:
+        """Remove a journal entry if it is still ``entry``; True for exactly one caller."""
+        return bool(self._take(keys=[keys.INFLIGHT], args=[answer_id, entry]))
+
+    def put_inflight(self, answer_id: str, entry: str) -> None:
+        """Put back a journal entry taken by :meth:`take_inflight` (its re-queueing failed)."""
+        self.redis.hset(keys.INFLIGHT, answer_id, entry)
 
     def answer_state(self, channel_id: str, message_ts: str) -> AnswerState | None:
         """The state of answering a message, None if nobody claimed it."""
         value = self.redis.get(keys.claimed_message(channel_id, message_ts))
         return AnswerState(value.decode()) if value else None
-
-    def set_answer_state(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
-        """Record that answering a message finished (or failed and was reported)."""
-        key = keys.claimed_message(channel_id, message_ts)
-        self.redis.set(key, state.value, ex=self.dedup_s)
 
     def first_delivery(self, event_id: str) -> bool:
         """True the first time Slack's event id is seen (retries carry the same id)."""
@@ -201,10 +261,15 @@ class Store:
         value = self.redis.get(keys.CURRENT_MODEL)
         return value.decode() if value else default
 
-    def save_answer(self, record: AnswerRecord) -> None:
-        """Store a posted answer, its message index and thread flag in one transaction."""
+    def save_answer(self, record: AnswerRecord, pipe: Pipeline | None = None) -> None:
+        """Store a posted answer, its message index and thread flag in one transaction.
+
+        Given ``pipe`` (a transaction), the writes are only queued on it, so the caller
+        can add its own (metrics) and send everything in one round trip.
+        """
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=True) if pipe is None else pipe
         answer_key = keys.answer(record.answer_id)
-        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(answer_key, mapping=record.to_hash())
         pipe.expire(answer_key, self.retention_s)
         for ts in record.message_ts:
@@ -215,7 +280,8 @@ class Store:
         pipe.zadd(keys.STATS_ANSWERS, {record.answer_id: record.created_at})
         pipe.zremrangebyscore(keys.STATS_ANSWERS, "-inf", f"({record.created_at - STATS_WINDOW_S}")
         pipe.sadd(keys.user_answers(record.user_id), record.answer_id)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     # --- feedback ----------------------------------------------------------------------
     def answer_for_message(self, channel_id: str, message_ts: str) -> str | None:

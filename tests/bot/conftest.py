@@ -18,6 +18,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 
 from bot.app import LISTENER_THREADS, build_app
+from bot.dispatch import start_journal
 from bot.runtime import Services, build_services, reset_worker_services
 from bot.server import EVENTS_PATH, make_wsgi
 from tests import payloads
@@ -102,12 +103,23 @@ class Bot:
         event_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> payloads.Response:
-        body = payloads.json_body(payloads.event_envelope(event, event_id=event_id))
-        response = payloads.post(
-            self.url, body, "application/json", secret=SIGNING_SECRET, headers=headers
-        )
+        """Deliver an event and wait until the listeners are done with it."""
+        response = self.post_event(event, event_id=event_id, headers=headers)
         self.listeners.wait_idle()
         return response
+
+    def post_event(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> payloads.Response:
+        """Deliver an event; return once it is acknowledged (its work may still run)."""
+        body = payloads.json_body(payloads.event_envelope(event, event_id=event_id))
+        return payloads.post(
+            self.url, body, "application/json", secret=SIGNING_SECRET, headers=headers
+        )
 
     def interact(self, payload: dict[str, Any]) -> payloads.Response:
         response = payloads.post(
@@ -224,6 +236,7 @@ def bot(
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    start_journal(services)
     url = f"http://127.0.0.1:{server.effective_port}{EVENTS_PATH}"
     try:
         yield Bot(url, settings, services, slack_api, openai_api, services.redis, listeners)
@@ -231,4 +244,5 @@ def bot(
         server.close()
         thread.join(timeout=5)
         listeners.shutdown(wait=True)
+        services.journal.stop()
         reset_worker_services()

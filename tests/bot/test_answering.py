@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import pytest
+from rq import Queue
 
 from bot import messages
 from tests import payloads
 from tests.bot.conftest import SIGNING_SECRET, Bot
 from workers import keys
-from workers.store import answer_id_for
+from workers.store import AnswerState, answer_id_for
 
 
 def _bot_posted_nothing(bot: Bot) -> bool:
@@ -212,21 +214,48 @@ def test_openai_429_is_retried_then_answered(bot: Bot) -> None:
     assert bot.slack.message("C1", ts)["text"] == "worked after a retry"
 
 
-@pytest.mark.parametrize("bot_settings", [{"model": {"max_retries": 1}}])
+@pytest.mark.parametrize(
+    "bot_settings",
+    [
+        {"model": {"max_retries": 1}},
+        {"model": {"max_retries": 1}, "slack": {"inline_answers": 0}},
+    ],
+    ids=["in-process", "queued"],
+)
 def test_openai_failure_ends_in_a_friendly_message_in_the_thread(bot: Bot) -> None:
     bot.openai.fail_next(status=500, times=5, retry_after="0")
     event = payloads.mention("will fail")
     bot.event(event)
     bot.run_worker()
     posted = bot.slack.calls("chat.postMessage")
-    assert len(posted) == 1, "one friendly message, even though the job is retried"
+    assert len(posted) == 1, "one friendly message, even if the job is retried"
     assert posted[0].args["thread_ts"] == event["ts"]
     assert "unavailable" in posted[0].args["text"]
     assert "Traceback" not in posted[0].args["text"]
-    from rq import Queue
-
     failed = Queue(keys.QUEUE_ANSWERS, connection=bot.redis).failed_job_registry
-    assert len(failed) == 1, "the failure is visible in RQ's failed registry"
+    if bot.settings.slack.inline_answers:
+        assert len(failed) == 0
+        assert bot.services.store.answer_state("C1", event["ts"]) is AnswerState.FAILED
+    else:
+        assert len(failed) == 1, "the failure is visible in RQ's failed registry"
+    metrics = urllib.request.urlopen(bot.url.replace("/slack/events", "/metrics")).read()
+    assert 'tuneloop_errors_total{kind="unavailable"} 1.0' in metrics.decode()
+
+
+@pytest.mark.parametrize("break_with", ["disconnect", "error"])
+def test_an_answer_cut_off_mid_stream_keeps_its_text_and_says_so(bot: Bot, break_with: str) -> None:
+    bot.openai.script_answer(
+        "one two three four five six seven eight nine", break_after=2, break_with=break_with
+    )
+    event = bot.says("tell me", mention=True)
+    bot.event(event)
+    bot.run_worker()
+    answers = [m for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+    assert len(answers) == 1
+    assert answers[0]["text"].startswith("one two three four five six")
+    assert messages.MODEL_ERRORS["interrupted"] in answers[0]["text"]
+    assert "seven" not in answers[0]["text"]
+    assert bot.services.store.answer_state("C1", event["ts"]) is AnswerState.FAILED
 
 
 def test_context_too_long_from_the_model_is_explained(bot: Bot) -> None:

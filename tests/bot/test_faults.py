@@ -59,7 +59,8 @@ def kill_worker(proc: subprocess.Popen) -> None:
     wait(lambda: all(gone(pid) for pid in horses), timeout=10, what="the work horse to die")
 
 
-def test_an_answer_whose_worker_is_killed_is_answered_by_the_next_worker(bot: Bot) -> None:
+@pytest.mark.parametrize("bot_settings", [{"slack": {"inline_answers": 0}}])
+def test_a_queued_answer_whose_worker_is_killed_is_answered_by_the_next_worker(bot: Bot) -> None:
     event = bot.says("survive a crash", mention=True)
     bot.openai.script_answer("too slow to finish", first_token_delay_s=30)
     assert bot.event(event).status == 200

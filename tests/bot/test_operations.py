@@ -24,20 +24,30 @@ def _metrics(bot: Bot) -> str:
 
 
 def test_metrics_count_answers_votes_errors_latency_and_queue_depth(bot: Bot) -> None:
+    bot.openai.script_answer("in flight while metrics are scraped", first_token_delay_s=2)
+    in_flight = bot.says("still being answered", mention=True)
+    bot.post_event(in_flight)
+    bot.openai.wait_for_request("/v1/chat/completions")
+    assert "tuneloop_answers_in_flight 1.0" in _metrics(bot)
+    bot.listeners.wait_idle()
+    bot.openai.reset()
+
     ts = bot.ask(bot.says("count me", mention=True))
     bot.interact(payloads.feedback_click("up", user="U2", channel="C1", message_ts=ts))
     bot.slack.wait_for("chat.postEphemeral")
     bot.openai.fail_next(status=400, error_code="context_length_exceeded")
     bot.ask(bot.says("fail me", mention=True))
+    bot.services.journal.stop()  # no in-process answers: the next question is queued
     bot.event(bot.says("queued, not yet answered", mention=True))
 
     text = _metrics(bot)
     model = bot.settings.model.base_model
-    assert f'tuneloop_answers_total{{model="{model}"}} 1.0' in text
+    assert f'tuneloop_answers_total{{model="{model}"}} 2.0' in text
     assert 'tuneloop_votes_total{source="button",vote="up"} 1.0' in text
     assert 'tuneloop_errors_total{kind="context_too_long"} 1.0' in text
-    assert "tuneloop_answer_latency_seconds_count 1.0" in text
-    assert 'tuneloop_answer_latency_seconds_bucket{le="+Inf"} 1.0' in text
+    assert "tuneloop_answer_latency_seconds_count 2.0" in text
+    assert 'tuneloop_answer_latency_seconds_bucket{le="+Inf"} 2.0' in text
+    assert "tuneloop_answers_in_flight 0.0" in text
     assert 'tuneloop_queue_depth{queue="answers"} 1.0' in text
 
 

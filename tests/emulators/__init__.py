@@ -210,6 +210,12 @@ class Responder:
         self._h.wfile.write(b"0\r\n\r\n")
         self._h.wfile.flush()
 
+    def drop(self) -> None:
+        """Close the connection mid-response, as a crashed server or a cut cable would."""
+        self._h.wfile.flush()
+        self._h.close_connection = True
+        self._h.connection.shutdown(socket.SHUT_RDWR)
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True

@@ -92,6 +92,10 @@ class ScriptedAnswer:
     text: str
     chunk_delay_s: float | None = None
     first_token_delay_s: float | None = None
+    break_after: int | None = None
+    """Stream only this many text pieces, then ``break_with``."""
+    break_with: str = "disconnect"
+    """"disconnect" (the connection drops) or "error" (an error event, as OpenAI sends)."""
 
 
 @dataclass
@@ -254,13 +258,19 @@ class OpenAIEmulator(LoopbackServer):
         *,
         chunk_delay_s: float | None = None,
         first_token_delay_s: float | None = None,
+        break_after: int | None = None,
+        break_with: str = "disconnect",
     ) -> None:
         """Queue an answer for the next chat completion (FIFO).
 
-        Delays left as None use ``emu.chunk_delay_s`` / ``emu.first_token_delay_s``.
+        Delays left as None use ``emu.chunk_delay_s`` / ``emu.first_token_delay_s``. With
+        ``break_after`` a streamed answer stops after that many pieces: the connection
+        drops (``break_with="disconnect"``) or an error event ends it (``"error"``).
         """
         with self._lock:
-            self._answers.append(ScriptedAnswer(text, chunk_delay_s, first_token_delay_s))
+            self._answers.append(
+                ScriptedAnswer(text, chunk_delay_s, first_token_delay_s, break_after, break_with)
+            )
 
     def fail_next(
         self,
@@ -677,6 +687,14 @@ class OpenAIEmulator(LoopbackServer):
         )
         send(chunk({"role": "assistant", "content": "", "refusal": None}))
         for i, piece in enumerate(pieces):
+            if scripted is not None and scripted.break_after == i:
+                if scripted.break_with == "error":
+                    error = {"message": "The server had an error while processing your request."}
+                    send({"error": {**error, "type": "server_error", "code": None}})
+                    resp.end_chunked()
+                else:
+                    resp.drop()
+                return
             self._sleep(first_delay if i == 0 else chunk_delay)
             send(chunk({"content": piece}))
         send(chunk({}, finish_reason))

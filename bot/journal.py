@@ -1,0 +1,165 @@
+"""Answers written by the web process itself, and what happens to them if it dies.
+
+Most questions are answered in the listener thread that Bolt runs right after the ack:
+no hop through a queue, so the model is called as soon as the question arrives. To keep
+the crash safety of a queued job, the claim that makes a message ours also writes an
+entry in the in-flight journal (one Lua script, see :meth:`Store.claim_message`); the
+entry goes when the answer is finished. Every web process refreshes a heartbeat key
+while it lives and sweeps the journal: an entry whose owner has stopped beating for
+``recover_after_s`` is taken by exactly one sweeper and queued as an ordinary answer
+job for the answer workers.
+
+Only a process whose heartbeat runs (:meth:`AnswerJournal.start`) answers in-process;
+any other hands every question to the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from workers.store import AnswerState, Store
+
+logger = logging.getLogger(__name__)
+
+Requeue = Callable[[dict[str, Any]], None]
+
+
+class AnswerJournal:
+    """The in-flight answers of one web process: capacity, heartbeat and recovery sweep."""
+
+    def __init__(self, store: Store, *, capacity: int, recover_after_s: float) -> None:
+        self.store = store
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.recover_after_s = recover_after_s
+        self._slots = threading.BoundedSemaphore(capacity) if capacity else None
+        self._unfinished: list[tuple[str, str, AnswerState]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self, requeue: Requeue) -> None:
+        """Beat now (so entries written from here on have a live owner), then keep beating
+        and sweeping in the background; orphans are handed to ``requeue``."""
+        if self._thread is not None:
+            return
+        self._beat()
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(requeue,), name="answer-journal", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop beating (call after the listeners have finished): whatever this process
+        still holds is recovered by another one from now on."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout=10)
+        self._retry_unfinished()
+        try:
+            self.store.stop_beating(self.owner)
+        except RedisError:
+            logger.warning("Redis unavailable: the answer heartbeat will expire by itself")
+
+    @property
+    def interval_s(self) -> float:
+        """How often the heartbeat is refreshed and the journal swept."""
+        return self.recover_after_s / 3
+
+    def _run(self, requeue: Requeue) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._beat()
+            self._retry_unfinished()
+            try:
+                self.sweep(requeue)
+            except RedisError:
+                logger.warning("Redis unavailable: in-flight answers not swept this time")
+            except Exception:
+                logger.exception("sweeping the in-flight answers failed")
+
+    def _beat(self) -> None:
+        try:
+            self.store.beat(self.owner, self.recover_after_s)
+        except RedisError:
+            logger.warning("Redis unavailable: answer heartbeat missed")
+
+    # --- answering ---------------------------------------------------------------------
+    def acquire(self) -> bool:
+        """A slot for answering in this process, or False (queue the question instead)."""
+        if self._thread is None or self._slots is None:
+            return False
+        return self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back the slot of :meth:`acquire`."""
+        assert self._slots is not None
+        self._slots.release()
+
+    def entry(self, question: dict[str, Any]) -> str:
+        """The journal entry for a question this process is about to answer."""
+        return json.dumps({"owner": self.owner, "at": time.time(), "question": question})
+
+    def finish(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
+        """Answering ended: record it, or keep retrying while Redis is away (an entry left
+        behind would make another process answer again once this one is gone)."""
+        try:
+            self.store.finish_answering(channel_id, message_ts, state)
+        except RedisError:
+            logger.warning(
+                "Redis unavailable: answer %s:%s finished, recorded later", channel_id, message_ts
+            )
+            with self._lock:
+                self._unfinished.append((channel_id, message_ts, state))
+
+    def _retry_unfinished(self) -> None:
+        with self._lock:
+            pending, self._unfinished = self._unfinished, []
+        for args in pending:
+            self.finish(*args)
+
+    # --- recovery ----------------------------------------------------------------------
+    def sweep(self, requeue: Requeue) -> int:
+        """Queue again every answer whose web process died; returns how many.
+
+        An entry counts as orphaned when its owner's heartbeat has expired and it is
+        older than ``recover_after_s``; taking it is atomic, so two sweeping processes
+        never queue the same answer twice.
+        """
+        now = time.time()
+        alive: dict[str, bool] = {self.owner: True}
+        recovered = 0
+        for answer_id, raw in self.store.inflight().items():
+            try:
+                entry = json.loads(raw)
+                owner, at, question = entry["owner"], float(entry["at"]), entry["question"]
+            except (ValueError, KeyError, TypeError):
+                logger.error("dropping a malformed in-flight entry for %s", answer_id)
+                self.store.take_inflight(answer_id, raw)
+                continue
+            if now - at < self.recover_after_s:
+                continue
+            if owner not in alive:
+                alive[owner] = self.store.owner_alive(owner)
+            if alive[owner] or not self.store.take_inflight(answer_id, raw):
+                continue
+            try:
+                requeue(question)
+            except Exception:
+                self.store.put_inflight(answer_id, raw)
+                raise
+            logger.warning("answer %s queued again: the process writing it stopped", answer_id)
+            recovered += 1
+        return recovered

@@ -1,0 +1,163 @@
+"""The in-flight journal: answers a dead web process left are queued again, exactly once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from bot.journal import AnswerJournal
+from tests import payloads
+from tests.bot.conftest import SIGNING_SECRET, Bot
+from workers import keys
+from workers.store import AnswerState, Store
+
+QUESTION = {
+    "team_id": "T1",
+    "channel_id": "C1",
+    "user_id": "U1",
+    "message_ts": "1700000000.000100",
+    "thread_ts": "",
+    "text": "<@UBOT> hello?",
+}
+
+
+def _store(redis: Redis) -> Store:
+    return Store(redis, retention_s=3600)
+
+
+def _journal(redis: Redis, recover_after_s: float = 3.0) -> AnswerJournal:
+    return AnswerJournal(_store(redis), capacity=2, recover_after_s=recover_after_s)
+
+
+def _claim_as(journal: AnswerJournal, question: dict[str, Any], *, age_s: float = 0.0) -> None:
+    entry = json.loads(journal.entry(question))
+    entry["at"] -= age_s
+    journal.store.claim_message(
+        question["channel_id"], question["message_ts"], journal_entry=json.dumps(entry)
+    )
+
+
+def test_an_entry_of_a_dead_process_is_queued_again_by_exactly_one_sweeper(
+    redis_conn: Redis,
+) -> None:
+    dead = _journal(redis_conn)
+    _claim_as(dead, QUESTION, age_s=10)  # the dead process never beat again
+    queued: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def requeue(question: dict[str, Any]) -> None:
+        with lock:
+            queued.append(question)
+
+    sweepers = [_journal(redis_conn) for _ in range(4)]
+    threads = [threading.Thread(target=s.sweep, args=(requeue,)) for s in sweepers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert queued == [QUESTION]
+    assert redis_conn.hlen(keys.INFLIGHT) == 0
+
+
+def test_entries_of_a_live_process_and_young_entries_stay(redis_conn: Redis) -> None:
+    alive = _journal(redis_conn)
+    alive.store.beat(alive.owner, 30)
+    _claim_as(alive, QUESTION, age_s=60)
+    dead = _journal(redis_conn)
+    young = {**QUESTION, "message_ts": "1700000000.000200"}
+    _claim_as(dead, young, age_s=0)
+
+    queued: list[dict[str, Any]] = []
+    assert _journal(redis_conn).sweep(queued.append) == 0
+    assert queued == []
+    assert redis_conn.hlen(keys.INFLIGHT) == 2
+
+
+def test_a_failed_requeue_puts_the_entry_back(redis_conn: Redis) -> None:
+    _claim_as(_journal(redis_conn), QUESTION, age_s=10)
+
+    def broken(question: dict[str, Any]) -> None:
+        raise RuntimeError("queue unavailable")
+
+    with pytest.raises(RuntimeError):
+        _journal(redis_conn).sweep(broken)
+    assert redis_conn.hlen(keys.INFLIGHT) == 1
+    queued: list[dict[str, Any]] = []
+    assert _journal(redis_conn).sweep(queued.append) == 1
+    assert queued == [QUESTION]
+
+
+def test_a_malformed_entry_is_dropped_not_fatal(redis_conn: Redis) -> None:
+    redis_conn.hset(keys.INFLIGHT, "C1-1.2", "{not json")
+    _claim_as(_journal(redis_conn), QUESTION, age_s=10)
+    queued: list[dict[str, Any]] = []
+    assert _journal(redis_conn).sweep(queued.append) == 1
+    assert queued == [QUESTION]
+    assert redis_conn.hlen(keys.INFLIGHT) == 0
+
+
+def test_a_finish_that_meets_a_redis_outage_is_recorded_once_redis_is_back(
+    redis_conn: Redis,
+) -> None:
+    journal = _journal(redis_conn)
+    _claim_as(journal, QUESTION)
+    nobody = Redis(port=payloads.free_port(), socket_connect_timeout=0.5)
+    journal.store = _store(nobody)
+    journal.finish("C1", QUESTION["message_ts"], AnswerState.DONE)
+    assert redis_conn.hlen(keys.INFLIGHT) == 1, "nothing recorded while Redis is away"
+    journal.store = _store(redis_conn)
+    journal.start(lambda question: None)
+    journal.stop()  # retries what is unfinished
+    assert redis_conn.hlen(keys.INFLIGHT) == 0
+    assert journal.store.answer_state("C1", QUESTION["message_ts"]) is AnswerState.DONE
+
+
+def test_a_process_without_a_heartbeat_answers_nothing_in_process(bot: Bot) -> None:
+    bot.services.journal.stop()
+    bot.event(bot.says("queue me", mention=True))
+    assert bot.slack.calls("chat.postMessage") == []
+    assert bot.redis.hlen(keys.INFLIGHT) == 0
+    bot.run_worker()
+    assert bot.slack.calls("chat.postMessage")[0].args["text"] == "Echo: queue me"
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"inline_answers": 1}}])
+def test_questions_beyond_the_in_process_slots_go_to_the_queue(bot: Bot) -> None:
+    bot.openai.script_answer("slow, in process", first_token_delay_s=1.0)
+    slow = bot.says("first", mention=True)
+    bot.post_event(slow)
+    bot.openai.wait_for_request("/v1/chat/completions")
+    queued = bot.says("second", mention=True, user="U2")
+    bot.post_event(queued)
+    deadline = time.monotonic() + 5
+    while not bot.redis.keys("rq:job:answer-*") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    bot.listeners.wait_idle()
+    assert [m["text"] for m in bot.slack.messages("C1", slow["ts"]) if m["user"] == "UBOT"] == [
+        "slow, in process"
+    ]
+    assert [m for m in bot.slack.messages("C1", queued["ts"]) if m["user"] == "UBOT"] == []
+    bot.run_worker()
+    assert [m["text"] for m in bot.slack.messages("C1", queued["ts"]) if m["user"] == "UBOT"] == [
+        "Echo: second"
+    ]
+
+
+def test_redelivery_during_an_in_process_answer_gives_one_answer(bot: Bot) -> None:
+    bot.openai.script_answer("only once", first_token_delay_s=0.5)
+    event = bot.says("once please", mention=True)
+    bot.post_event(event, event_id="Ev1")
+    bot.openai.wait_for_request("/v1/chat/completions")
+    assert bot.redis.hlen(keys.INFLIGHT) == 1
+    body = payloads.json_body(payloads.event_envelope(event, event_id="Ev2"))
+    payloads.post(bot.url, body, "application/json", secret=SIGNING_SECRET)
+    bot.listeners.wait_idle()
+    bot.run_worker()
+    answers = [m for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+    assert [m["text"] for m in answers] == ["only once"]
+    assert bot.redis.hlen(keys.INFLIGHT) == 0
