@@ -3,10 +3,12 @@
 Both apps run as separate processes behind waitress and talk to the same loopback Slack
 and OpenAI emulators (the model answers instantly). For each mention we measure the time
 from sending the signed event to the emulator receiving the call that completes the
-answer (chat.postMessage, or chat.stopStream for a streamed answer), first one at a
-time (latency), then with several requests in flight (throughput).
+answer (chat.postMessage, or chat.stopStream for a streamed answer): first one question
+at a time, alternating between the two apps so that a change in the machine's load hits
+both alike (latency), then in alternating rounds with several questions in flight
+(throughput).
 
-    python -m bench.bench_bot --answers 200 --concurrency 8
+    python -m bench.bench_bot --answers 300 --concurrency 8 --rounds 3
 """
 
 from __future__ import annotations
@@ -105,54 +107,58 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
-@dataclass
-class Result:
+@dataclass(frozen=True)
+class Target:
     name: str
-    p50_ms: float
-    p99_ms: float
-    answers_per_s: float
+    url: str
+    channel: str
 
 
-def _measure(
-    name: str,
-    url: str,
-    slack: SlackEmulator,
-    answers: int,
-    concurrency: int,
-    channel: str,
-) -> Result:
-    def one(i: int) -> float:
-        event = payloads.mention(f"question {i}", channel=channel, ts=payloads.new_ts())
-        body = payloads.json_body(payloads.event_envelope(event))
-        sent = time.time()
-        response = payloads.post(url, body, "application/json", secret=SECRET)
-        assert response.status == 200, response
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for call in slack.calls():
-                if (
-                    call.method in FINAL_METHODS
-                    and call.args.get("channel") == channel
-                    and _thread_of(slack, call) == event["ts"]
-                ):
-                    return call.at - sent
-            time.sleep(0.001)
-        raise RuntimeError(f"{name}: no answer to {event['ts']}")
+def _ask(target: Target, slack: SlackEmulator, i: int) -> float:
+    """Send one signed mention; seconds until the call that completes its answer arrived."""
+    event = payloads.mention(f"question {i}", channel=target.channel, ts=payloads.new_ts())
+    body = payloads.json_body(payloads.event_envelope(event))
+    since = slack.call_count()
+    sent = time.time()
+    response = payloads.post(target.url, body, "application/json", secret=SECRET)
+    assert response.status == 200, response
 
-    for i in range(5):  # warm up connections and imports
-        one(-i - 1)
-    latencies = [one(i) for i in range(answers)]
+    def completes_answer(call) -> bool:  # noqa: ANN001
+        return (
+            call.method in FINAL_METHODS
+            and call.args.get("channel") == target.channel
+            and _thread_of(slack, call) == event["ts"]
+        )
+
+    try:
+        return slack.wait_for_call(completes_answer, since=since, timeout=30).at - sent
+    except AssertionError:
+        raise RuntimeError(f"{target.name}: no answer to {event['ts']}") from None
+
+
+def _latencies(
+    targets: tuple[Target, Target], slack: SlackEmulator, answers: int
+) -> dict[str, list[float]]:
+    """One question at a time, alternating between the apps (which goes first alternates
+    too), so a change in the machine's load hits both alike."""
+    out: dict[str, list[float]] = {t.name: [] for t in targets}
+    for i in range(answers):
+        for target in targets if i % 2 == 0 else targets[::-1]:
+            out[target.name].append(_ask(target, slack, i))
+    return out
+
+
+def _throughput(target: Target, slack: SlackEmulator, answers: int, concurrency: int) -> float:
+    """Answers per second with ``concurrency`` questions in flight."""
     started = time.time()
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(answers, answers * 2)))
-    elapsed = time.time() - started
-    latencies.sort()
-    return Result(
-        name,
-        statistics.median(latencies) * 1000,
-        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        answers / elapsed,
-    )
+        list(pool.map(lambda i: _ask(target, slack, i), range(answers)))
+    return answers / (time.time() - started)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def _thread_of(slack: SlackEmulator, call) -> str | None:  # noqa: ANN001
@@ -166,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--answers", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per app")
     parser.add_argument("--workers", type=int, default=4, help="answer workers of the bot")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     args = parser.parse_args()
@@ -189,36 +196,44 @@ def main() -> None:
         _wait_http(bot_port)
         _wait_http(base_port)
         time.sleep(2)  # let the worker pool start
-        base = _measure(
-            "minimal Bolt app",
-            f"http://127.0.0.1:{base_port}/slack/events",
-            slack,
-            args.answers,
-            args.concurrency,
-            "CBASE",
+        targets = (
+            Target("minimal Bolt app", f"http://127.0.0.1:{base_port}/slack/events", "CBASE"),
+            Target("tuneloop bot", f"http://127.0.0.1:{bot_port}/slack/events", "CBOT"),
         )
-        full = _measure(
-            "tuneloop bot",
-            f"http://127.0.0.1:{bot_port}/slack/events",
-            slack,
-            args.answers,
-            args.concurrency,
-            "CBOT",
-        )
+        _latencies(targets, slack, 10)  # warm up connections and imports
+        latencies = _latencies(targets, slack, args.answers)
+        rates: dict[str, list[float]] = {t.name: [] for t in targets}
+        for _ in range(args.rounds):
+            for target in targets:
+                rates[target.name].append(
+                    _throughput(target, slack, args.answers, args.concurrency)
+                )
+        queued = len(redis.keys("rq:job:answer-*"))
     finally:
         stop(procs)
         slack.stop()
         llm.stop()
         redis.flushdb()
-    print(f"answers: {args.answers} sequential + {args.answers} with {args.concurrency} in flight")
+    results = [
+        (
+            t.name,
+            statistics.median(latencies[t.name]) * 1000,
+            _percentile(latencies[t.name], 0.99) * 1000,
+            statistics.median(rates[t.name]),
+        )
+        for t in targets
+    ]
+    print(
+        f"answers: {args.answers} one at a time, alternating between the apps; then "
+        f"{args.rounds} alternating rounds of {args.answers} with {args.concurrency} in flight "
+        f"(median). Bot answers that overflowed to the queue: {queued}"
+    )
     print("| app | p50 ms | p99 ms | answers/s |")
     print("|---|---:|---:|---:|")
-    for r in (base, full):
-        print(f"| {r.name} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.answers_per_s:.1f} |")
-    print(
-        f"| ratio (bot / minimal) | {full.p50_ms / base.p50_ms:.2f}x | "
-        f"{full.p99_ms / base.p99_ms:.2f}x | {base.answers_per_s / full.answers_per_s:.2f}x |"
-    )
+    for name, p50, p99, rate in results:
+        print(f"| {name} | {p50:.1f} | {p99:.1f} | {rate:.1f} |")
+    (_, b50, b99, brate), (_, f50, f99, frate) = results
+    print(f"| ratio (bot / minimal) | {f50 / b50:.2f}x | {f99 / b99:.2f}x | {brate / frate:.2f}x |")
 
 
 if __name__ == "__main__":

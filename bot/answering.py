@@ -78,7 +78,8 @@ def answer_job(
         logger.exception("answering %s failed", question.answer_id)
         store.finish_answering(channel_id, message_ts, AnswerState.FAILED)
         raise
-    store.finish_answering(channel_id, message_ts, AnswerState.DONE)
+    if answer_id is None:  # nothing stored (a stored answer marks its question answered)
+        store.finish_answering(channel_id, message_ts, AnswerState.DONE)
     return answer_id
 
 
@@ -160,7 +161,8 @@ def _current_model(services: Services) -> str:
 
 
 def answer(services: Services, question: Question, *, model: str | None = None) -> str | None:
-    """Answer ``question`` in its thread; return the answer id if it was stored.
+    """Answer ``question`` in its thread; return the answer id if it was stored (which
+    also marked the question answered: see :meth:`Store.save_answer`).
 
     ``model`` is the current model when the caller has just read it (else it is read
     here). Model errors end in a short message in the thread (after the client's

@@ -15,6 +15,7 @@ from bot.runtime import Services
 logger = logging.getLogger(__name__)
 
 LISTENER_THREADS = 32
+QUESTION_EVENTS = frozenset({"app_mention", "message"})
 
 
 def build_app(services: Services, listener_executor: Executor | None = None) -> App:
@@ -33,9 +34,13 @@ def build_app(services: Services, listener_executor: Executor | None = None) -> 
 
     @app.middleware
     def drop_redelivered_events(body: dict[str, Any], next: Any) -> BoltResponse | None:  # noqa: A002
-        """Slack redelivers an event it thinks we missed; handle each event id once."""
+        """Slack redelivers an event it thinks we missed; handle each event id once.
+
+        Messages and mentions skip this round trip: the claim on the message (which
+        also catches the mention + message pair, two event ids) makes them answered once.
+        """
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id:
+        if event_id and (body.get("event") or {}).get("type") not in QUESTION_EVENTS:
             try:
                 first = services.store.first_delivery(event_id)
             except RedisError:

@@ -61,13 +61,14 @@ def _answer_here(services: Services, question: Question) -> bool:
     if model is None:
         logger.info("message %s already taken, not answering again", question.answer_id)
         return False
-    state = AnswerState.DONE
     try:
-        answer(services, question, model=model or services.settings.model.base_model)
+        stored = answer(services, question, model=model or services.settings.model.base_model)
     except Exception:
         logger.exception("answering %s failed", question.answer_id)
-        state = AnswerState.FAILED
-    services.journal.finish(question.channel_id, question.message_ts, state)
+        services.journal.finish(question.channel_id, question.message_ts, AnswerState.FAILED)
+        return True
+    if stored is None:  # a stored answer's record already ended its journal entry
+        services.journal.finish(question.channel_id, question.message_ts, AnswerState.DONE)
     return True
 
 

@@ -104,9 +104,13 @@ class AnswerStream:
 
     def __iter__(self) -> Iterator[str]:
         try:
+            done = False
             for data in sse_data(self._response.iter_lines()):
-                if data.startswith("[DONE]"):
-                    break
+                # Read on to the end of the body after [DONE], so the connection goes back
+                # to the client's pool instead of being closed half-read.
+                done = done or data.startswith("[DONE]")
+                if done:
+                    continue
                 chunk = json.loads(data)
                 if not isinstance(chunk, dict):
                     raise ValueError(f"a stream chunk is not an object: {data[:100]}")

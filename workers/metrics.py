@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
 _SEP = "|"
+_HITS = "_hits"  # per-bucket (not cumulative) observation counts of a histogram
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,15 @@ def incr(redis: Redis, name: str, amount: int = 1, **labels: str) -> None:
 
 
 def observe(redis: Redis, name: str, value: float) -> None:
-    """Record one observation of a histogram (cumulative buckets, sum and count).
+    """Record one observation of a histogram: one count in the bucket it falls in (the
+    cumulative counts Prometheus wants are summed at scrape time) and the running sum.
 
     ``redis`` may be a pipeline: the update then goes with the pipeline's other writes.
     """
+    bound = next((str(b) for b in LATENCY_BUCKETS if value <= b), "+Inf")
     pipe = redis if isinstance(redis, Pipeline) else redis.pipeline(transaction=False)
-    for bound in LATENCY_BUCKETS:
-        if value <= bound:
-            pipe.hincrby(keys.METRICS, _field(name + "_bucket", {"le": str(bound)}), 1)
-    pipe.hincrby(keys.METRICS, _field(name + "_bucket", {"le": "+Inf"}), 1)
+    pipe.hincrby(keys.METRICS, _field(name + _HITS, {"le": bound}), 1)
     pipe.hincrbyfloat(keys.METRICS, _field(name + "_sum", {}), value)
-    pipe.hincrby(keys.METRICS, _field(name + "_count", {}), 1)
     if pipe is redis:
         return
     try:
@@ -118,13 +117,14 @@ class RedisCollector:
                 family.add_metric([labels.get(label, "") for label in spec.labels], value)
             yield family
         for name, spec in HISTOGRAMS.items():
-            buckets = sorted(
-                ((labels["le"], value) for labels, value in values.get(name + "_bucket", [])),
-                key=lambda item: float(item[0]),
-            )
+            hits = {labels["le"]: value for labels, value in values.get(name + _HITS, [])}
             total = sum(value for _, value in values.get(name + "_sum", []))
             family = HistogramMetricFamily(name, spec.help)
-            if buckets:
+            if hits:
+                running, buckets = 0.0, []
+                for bound in [*map(str, LATENCY_BUCKETS), "+Inf"]:
+                    running += hits.get(bound, 0.0)
+                    buckets.append((bound, running))
                 family.add_metric([], buckets, total)
             yield family
         gauge = GaugeMetricFamily(

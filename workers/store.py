@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
@@ -87,7 +87,8 @@ class AnswerRecord:
     def to_hash(self) -> dict[str, str]:
         """Flat string fields for HSET (lists as JSON)."""
         out: dict[str, str] = {}
-        for name, value in asdict(self).items():
+        for field in fields(self):
+            name, value = field.name, getattr(self, field.name)
             if isinstance(value, list | tuple):
                 out[name] = json.dumps(list(value), ensure_ascii=False)
             else:
@@ -215,9 +216,12 @@ class Store:
         """Answering a message ended (done, or failed and reported): no retry may post again,
         and its journal entry, if it had one, goes."""
         pipe = self.redis.pipeline(transaction=True)
+        self._finish(pipe, channel_id, message_ts, state)
+        pipe.execute()
+
+    def _finish(self, pipe: Pipeline, channel_id: str, message_ts: str, state: AnswerState) -> None:
         pipe.set(keys.claimed_message(channel_id, message_ts), state.value, ex=self.dedup_s)
         pipe.hdel(keys.INFLIGHT, answer_id_for(channel_id, message_ts))
-        pipe.execute()
 
     def beat(self, owner: str, ttl_s: float) -> None:
         """A web process writing answers is alive for ``ttl_s`` more seconds."""
@@ -262,7 +266,8 @@ class Store:
         return value.decode() if value else default
 
     def save_answer(self, record: AnswerRecord, pipe: Pipeline | None = None) -> None:
-        """Store a posted answer, its message index and thread flag in one transaction.
+        """Store a posted answer, its message index and thread flag in one transaction,
+        which also marks its question answered (:meth:`finish_answering`).
 
         Given ``pipe`` (a transaction), the writes are only queued on it, so the caller
         can add its own (metrics) and send everything in one round trip.
@@ -280,6 +285,7 @@ class Store:
         pipe.zadd(keys.STATS_ANSWERS, {record.answer_id: record.created_at})
         pipe.zremrangebyscore(keys.STATS_ANSWERS, "-inf", f"({record.created_at - STATS_WINDOW_S}")
         pipe.sadd(keys.user_answers(record.user_id), record.answer_id)
+        self._finish(pipe, record.channel_id, record.question_ts, AnswerState.DONE)
         if own:
             pipe.execute()
 

@@ -151,6 +151,7 @@ class SlackEmulator(LoopbackServer):
         self.latency_s = latency_s
         self.refuse_streaming = False
         self._lock = threading.RLock()
+        self._new_call = threading.Condition(self._lock)
         self._ts_micros = 1_700_000_000_000_000
         self._id_counter = 0
         self._init_state()
@@ -233,17 +234,45 @@ class SlackEmulator(LoopbackServer):
         Raises AssertionError (listing the calls seen) on timeout.
         """
         deadline = time.monotonic() + timeout
-        while True:
-            calls = self.calls(method)
-            if len(calls) >= count:
-                return calls
-            if time.monotonic() >= deadline:
-                seen = "\n  ".join(f"{c.method} {c.args!r} error={c.error}" for c in self.calls())
-                raise AssertionError(
-                    f"expected {count} call(s) of {method} within {timeout}s, got {len(calls)}; "
-                    f"calls seen:\n  {seen or '(none)'}"
-                )
-            time.sleep(0.01)
+        with self._new_call:
+            while True:
+                calls = self.calls(method)
+                if len(calls) >= count:
+                    return calls
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = "\n  ".join(
+                        f"{c.method} {c.args!r} error={c.error}" for c in self._calls
+                    )
+                    raise AssertionError(
+                        f"expected {count} call(s) of {method} within {timeout}s, got "
+                        f"{len(calls)}; calls seen:\n  {seen or '(none)'}"
+                    )
+                self._new_call.wait(remaining)
+
+    def wait_for_call(
+        self, match: Callable[[Call], bool], *, since: int = 0, timeout: float = 5.0
+    ) -> Call:
+        """The first call from index ``since`` on for which ``match`` is true, waiting for
+        it without polling (a benchmark's waiting must not load the emulator)."""
+        deadline = time.monotonic() + timeout
+        with self._new_call:
+            index = since
+            while True:
+                while index < len(self._calls):
+                    call = self._calls[index]
+                    if match(call):
+                        return call
+                    index += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no matching call within {timeout}s")
+                self._new_call.wait(remaining)
+
+    def call_count(self) -> int:
+        """How many calls arrived so far (a ``since`` for :meth:`wait_for_call`)."""
+        with self._lock:
+            return len(self._calls)
 
     def fail_next(
         self,
@@ -591,6 +620,7 @@ class SlackEmulator(LoopbackServer):
             self._calls.append(
                 Call(method=method, args=copy.deepcopy(args), at=req.at, error=error)
             )
+            self._new_call.notify_all()
             payload = json.dumps(body).encode("utf-8")
         self._sleep(self.latency_s)
         resp.send(status, payload, headers=headers)
