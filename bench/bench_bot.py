@@ -137,14 +137,16 @@ def _ask(target: Target, slack: SlackEmulator, i: int) -> float:
 
 
 def _latencies(
-    targets: tuple[Target, Target], slack: SlackEmulator, answers: int
+    targets: tuple[Target, Target], slack: SlackEmulator, answers: int, pause_s: float
 ) -> dict[str, list[float]]:
     """One question at a time, alternating between the apps (which goes first alternates
-    too), so a change in the machine's load hits both alike."""
+    too), so a change in the machine's load hits both alike; after each answer a short
+    pause lets the app finish its own bookkeeping before the other app is measured."""
     out: dict[str, list[float]] = {t.name: [] for t in targets}
     for i in range(answers):
         for target in targets if i % 2 == 0 else targets[::-1]:
             out[target.name].append(_ask(target, slack, i))
+            time.sleep(pause_s)
     return out
 
 
@@ -154,6 +156,12 @@ def _throughput(target: Target, slack: SlackEmulator, answers: int, concurrency:
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(lambda i: _ask(target, slack, i), range(answers)))
     return answers / (time.time() - started)
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -173,9 +181,11 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per app")
+    parser.add_argument("--pause-ms", type=float, default=10.0, help="between questions")
     parser.add_argument("--workers", type=int, default=4, help="answer workers of the bot")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     args = parser.parse_args()
+    pause_s = args.pause_ms / 1000
 
     redis = Redis.from_url(args.redis_url)
     if redis.dbsize():
@@ -200,8 +210,14 @@ def main() -> None:
             Target("minimal Bolt app", f"http://127.0.0.1:{base_port}/slack/events", "CBASE"),
             Target("tuneloop bot", f"http://127.0.0.1:{bot_port}/slack/events", "CBOT"),
         )
-        _latencies(targets, slack, 10)  # warm up connections and imports
-        latencies = _latencies(targets, slack, args.answers)
+        _latencies(targets, slack, 10, pause_s)  # warm up connections and imports
+        web = {targets[0].name: procs[-1].pid, targets[1].name: procs[0].pid}
+        cpu_before = {name: _cpu_s(pid) for name, pid in web.items()}
+        latencies = _latencies(targets, slack, args.answers, pause_s)
+        cpu_ms = {
+            name: (_cpu_s(pid) - cpu_before[name]) * 1000 / args.answers
+            for name, pid in web.items()
+        }
         rates: dict[str, list[float]] = {t.name: [] for t in targets}
         for _ in range(args.rounds):
             for target in targets:
@@ -220,20 +236,25 @@ def main() -> None:
             statistics.median(latencies[t.name]) * 1000,
             _percentile(latencies[t.name], 0.99) * 1000,
             statistics.median(rates[t.name]),
+            cpu_ms[t.name],
         )
         for t in targets
     ]
     print(
-        f"answers: {args.answers} one at a time, alternating between the apps; then "
+        f"answers: {args.answers} one at a time ({args.pause_ms:g} ms apart), alternating "
+        "between the apps; then "
         f"{args.rounds} alternating rounds of {args.answers} with {args.concurrency} in flight "
         f"(median). Bot answers that overflowed to the queue: {queued}"
     )
-    print("| app | p50 ms | p99 ms | answers/s |")
-    print("|---|---:|---:|---:|")
-    for name, p50, p99, rate in results:
-        print(f"| {name} | {p50:.1f} | {p99:.1f} | {rate:.1f} |")
-    (_, b50, b99, brate), (_, f50, f99, frate) = results
-    print(f"| ratio (bot / minimal) | {f50 / b50:.2f}x | {f99 / b99:.2f}x | {brate / frate:.2f}x |")
+    print("| app | p50 ms | p99 ms | answers/s | CPU ms per answer (web process) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, p50, p99, rate, cpu in results:
+        print(f"| {name} | {p50:.1f} | {p99:.1f} | {rate:.1f} | {cpu:.2f} |")
+    (_, b50, b99, brate, bcpu), (_, f50, f99, frate, fcpu) = results
+    print(
+        f"| ratio (bot / minimal) | {f50 / b50:.2f}x | {f99 / b99:.2f}x | "
+        f"{brate / frate:.2f}x | {fcpu / bcpu:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

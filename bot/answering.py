@@ -250,12 +250,12 @@ def _answer(services: Services, question: Question, model: str) -> str | None:
             "parts": len(posted),
         },
     )
-    pipe = services.redis.pipeline(transaction=True)
-    services.store.save_answer(record, pipe)
-    metrics.incr(pipe, "tuneloop_answers", model=model)
-    metrics.observe(pipe, "tuneloop_answer_latency_seconds", elapsed)
+    updates = [
+        metrics.counter_update("tuneloop_answers", model=model),
+        *metrics.observation_updates("tuneloop_answer_latency_seconds", elapsed),
+    ]
     try:
-        pipe.execute()
+        services.store.save_answer(record, updates)
     except RedisError:
         logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
         return None

@@ -2,8 +2,10 @@
 
 Every answer schedules a "thinking…" status that almost never fires (fast models answer
 before it is due). A ``threading.Timer`` per answer costs a thread start and join, about
-0.2 ms, on every answer; here scheduling is a heap push and cancelling a flag. Calls that
-do come due run on a small pool, so one slow Slack call never holds up another.
+0.2 ms, on every answer; here scheduling is a heap push and cancelling a flag, and the
+timer thread wakes at most about every ``COALESCE_S`` however many answers pass. Calls
+that do come due run (up to ``COALESCE_S`` late) on a small pool, so one slow Slack call
+never holds up another.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from enum import Enum
 logger = logging.getLogger(__name__)
 
 RUNNER_THREADS = 4
+COALESCE_S = 0.05
 
 
 class _State(str, Enum):
@@ -79,12 +82,14 @@ class Scheduler:
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> Delayed:
         """Call ``fn`` in ``delay_s`` seconds unless the returned handle cancels it first."""
         call = Delayed(fn)
+        entry = (time.monotonic() + delay_s, next(self._order), call)
         with self._wake:
-            heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._order), call))
+            heapq.heappush(self._heap, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if self._heap[0] is entry:  # due before everything else: the timer must know
+                self._wake.notify()
         return call
 
     def _loop(self) -> None:
@@ -95,7 +100,9 @@ class Scheduler:
                 due, _, call = self._heap[0]
                 wait_s = due - time.monotonic()
                 if wait_s > 0:
-                    self._wake.wait(wait_s)
+                    # Oversleep a little: one wake-up then serves every call due meanwhile
+                    # (most were cancelled long before), rather than one per answer.
+                    self._wake.wait(wait_s + COALESCE_S)
                     continue
                 heapq.heappop(self._heap)
             if call.pending:

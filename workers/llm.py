@@ -70,17 +70,28 @@ def classify(exc: Exception) -> ModelError:
     return ModelError(kind.value, str(exc)[:300])
 
 
-def sse_data(lines: Iterable[str]) -> Iterator[str]:
-    """The data of each server-sent event in ``lines`` (multi-line data joined by newlines)."""
+def sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The data of each server-sent event in a body read as ``chunks`` of bytes.
+
+    Lines end with LF or CRLF (as OpenAI-compatible servers send them); an event's data
+    lines are joined with newlines; other fields and comments are ignored. Lines are cut
+    on bytes and decoded whole, so a character split between chunks arrives intact.
+    """
     data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(" ") else value)
+    rest = b""
+    for chunk in chunks:
+        *lines, rest = (rest + chunk).split(b"\n")
+        for raw in lines:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if not line:
+                if data:
+                    yield "\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                value = line[6:] if line.startswith(b"data: ") else line[5:]
+                data.append(value.decode())
+    if rest.startswith(b"data:"):
+        data.append((rest[6:] if rest.startswith(b"data: ") else rest[5:]).decode())
     if data:
         yield "\n".join(data)
 
@@ -105,7 +116,7 @@ class AnswerStream:
     def __iter__(self) -> Iterator[str]:
         try:
             done = False
-            for data in sse_data(self._response.iter_lines()):
+            for data in sse_data(self._response.iter_bytes()):
                 # Read on to the end of the body after [DONE], so the connection goes back
                 # to the client's pool instead of being closed half-read.
                 done = done or data.startswith("[DONE]")

@@ -19,7 +19,6 @@ from prometheus_client.core import (
     Metric,
 )
 from redis import Redis
-from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue
 
@@ -58,33 +57,42 @@ def _field(name: str, labels: dict[str, str]) -> str:
     return _SEP.join([name, *(f"{k}={labels[k]}" for k in sorted(labels))])
 
 
-def incr(redis: Redis, name: str, amount: int = 1, **labels: str) -> None:
-    """Add to a counter; never fails the caller (metrics are not worth an error).
-
-    ``redis`` may be a pipeline: the update then goes with the pipeline's other writes.
-    """
-    try:
-        redis.hincrby(keys.METRICS, _field(name, labels), amount)
-    except RedisError:
-        logger.warning("metric %s not recorded: Redis unavailable", name)
+Update = tuple[str, float]
+"""A field of the shared metrics hash and the amount to add to it."""
 
 
-def observe(redis: Redis, name: str, value: float) -> None:
-    """Record one observation of a histogram: one count in the bucket it falls in (the
-    cumulative counts Prometheus wants are summed at scrape time) and the running sum.
+def counter_update(name: str, amount: float = 1, **labels: str) -> Update:
+    """What adding ``amount`` to a counter changes (for writers that batch their updates)."""
+    return _field(name, labels), amount
 
-    ``redis`` may be a pipeline: the update then goes with the pipeline's other writes.
-    """
+
+def observation_updates(name: str, value: float) -> list[Update]:
+    """What one observation of a histogram changes: one count in the bucket it falls in
+    (the cumulative counts Prometheus wants are summed at scrape time) and the sum."""
     bound = next((str(b) for b in LATENCY_BUCKETS if value <= b), "+Inf")
-    pipe = redis if isinstance(redis, Pipeline) else redis.pipeline(transaction=False)
-    pipe.hincrby(keys.METRICS, _field(name + _HITS, {"le": bound}), 1)
-    pipe.hincrbyfloat(keys.METRICS, _field(name + "_sum", {}), value)
-    if pipe is redis:
-        return
+    return [(_field(name + _HITS, {"le": bound}), 1), (_field(name + "_sum", {}), value)]
+
+
+def apply(redis: Redis, updates: list[Update]) -> None:
+    """Apply metric updates in one round trip; never fails the caller (metrics are not
+    worth an error)."""
+    pipe = redis.pipeline(transaction=False)
+    for field, amount in updates:
+        pipe.hincrbyfloat(keys.METRICS, field, amount)
     try:
         pipe.execute()
     except RedisError:
-        logger.warning("metric %s not recorded: Redis unavailable", name)
+        logger.warning("metrics not recorded: Redis unavailable")
+
+
+def incr(redis: Redis, name: str, amount: int = 1, **labels: str) -> None:
+    """Add to a counter."""
+    apply(redis, [counter_update(name, amount, **labels)])
+
+
+def observe(redis: Redis, name: str, value: float) -> None:
+    """Record one observation of a histogram."""
+    apply(redis, observation_updates(name, value))
 
 
 def _parse(raw: dict[bytes, bytes]) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
 from redis import Redis
-from redis.client import Pipeline
 
 from workers import approved, keys
 
@@ -130,6 +130,28 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
 return redis.call('GET', KEYS[3]) or ''
 """
 
+# KEYS: answer, stats answers, user's answers, thread flag, claimed flag, in-flight
+#       journal, metrics, then one message-index key per posted message
+# ARGV: retention, answer id, created at, stats window start, dedup seconds, done state,
+#       number of answer fields N, N field/value pairs, then metric field/amount pairs
+_SAVE = """
+local retention, id = ARGV[1], ARGV[2]
+local n = tonumber(ARGV[7])
+local fields = {}
+for i = 8, 7 + 2 * n do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], retention)
+for i = 8, #KEYS do redis.call('SET', KEYS[i], id, 'EX', retention) end
+redis.call('SET', KEYS[4], '1', 'EX', retention)
+redis.call('ZADD', KEYS[2], ARGV[3], id)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+redis.call('SADD', KEYS[3], id)
+redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[5])
+redis.call('HDEL', KEYS[6], id)
+for i = 8 + 2 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[7], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
 # KEYS: in-flight journal; ARGV: answer id, the entry expected
 _TAKE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -189,6 +211,7 @@ class Store:
         self._correct = redis.register_script(_CORRECT)
         self._claim = redis.register_script(_CLAIM)
         self._take = redis.register_script(_TAKE)
+        self._save = redis.register_script(_SAVE)
 
     # --- answering -------------------------------------------------------------------
     def claim_message(
@@ -216,12 +239,9 @@ class Store:
         """Answering a message ended (done, or failed and reported): no retry may post again,
         and its journal entry, if it had one, goes."""
         pipe = self.redis.pipeline(transaction=True)
-        self._finish(pipe, channel_id, message_ts, state)
-        pipe.execute()
-
-    def _finish(self, pipe: Pipeline, channel_id: str, message_ts: str, state: AnswerState) -> None:
         pipe.set(keys.claimed_message(channel_id, message_ts), state.value, ex=self.dedup_s)
         pipe.hdel(keys.INFLIGHT, answer_id_for(channel_id, message_ts))
+        pipe.execute()
 
     def beat(self, owner: str, ttl_s: float) -> None:
         """A web process writing answers is alive for ``ttl_s`` more seconds."""
@@ -265,29 +285,36 @@ class Store:
         value = self.redis.get(keys.CURRENT_MODEL)
         return value.decode() if value else default
 
-    def save_answer(self, record: AnswerRecord, pipe: Pipeline | None = None) -> None:
-        """Store a posted answer, its message index and thread flag in one transaction,
-        which also marks its question answered (:meth:`finish_answering`).
-
-        Given ``pipe`` (a transaction), the writes are only queued on it, so the caller
-        can add its own (metrics) and send everything in one round trip.
-        """
-        own = pipe is None
-        pipe = self.redis.pipeline(transaction=True) if pipe is None else pipe
-        answer_key = keys.answer(record.answer_id)
-        pipe.hset(answer_key, mapping=record.to_hash())
-        pipe.expire(answer_key, self.retention_s)
-        for ts in record.message_ts:
-            pipe.set(
-                keys.message_answer(record.channel_id, ts), record.answer_id, ex=self.retention_s
-            )
-        pipe.set(keys.bot_thread(record.channel_id, record.thread_ts), "1", ex=self.retention_s)
-        pipe.zadd(keys.STATS_ANSWERS, {record.answer_id: record.created_at})
-        pipe.zremrangebyscore(keys.STATS_ANSWERS, "-inf", f"({record.created_at - STATS_WINDOW_S}")
-        pipe.sadd(keys.user_answers(record.user_id), record.answer_id)
-        self._finish(pipe, record.channel_id, record.question_ts, AnswerState.DONE)
-        if own:
-            pipe.execute()
+    def save_answer(
+        self, record: AnswerRecord, metric_updates: Sequence[tuple[str, float]] = ()
+    ) -> None:
+        """Store a posted answer with its message index and thread flag, mark its question
+        answered (as :meth:`finish_answering` does) and add ``metric_updates`` to the
+        shared metrics: all at once, in one script and one round trip."""
+        fields = record.to_hash()
+        self._save(
+            keys=[
+                keys.answer(record.answer_id),
+                keys.STATS_ANSWERS,
+                keys.user_answers(record.user_id),
+                keys.bot_thread(record.channel_id, record.thread_ts),
+                keys.claimed_message(record.channel_id, record.question_ts),
+                keys.INFLIGHT,
+                keys.METRICS,
+                *(keys.message_answer(record.channel_id, ts) for ts in record.message_ts),
+            ],
+            args=[
+                self.retention_s,
+                record.answer_id,
+                repr(record.created_at),
+                repr(record.created_at - STATS_WINDOW_S),
+                self.dedup_s,
+                AnswerState.DONE.value,
+                len(fields),
+                *(item for pair in fields.items() for item in pair),
+                *(item for update in metric_updates for item in (update[0], repr(update[1]))),
+            ],
+        )
 
     # --- feedback ----------------------------------------------------------------------
     def answer_for_message(self, channel_id: str, message_ts: str) -> str | None:

@@ -17,10 +17,11 @@ def _scrape(redis: Redis) -> str:
 def test_histogram_buckets_are_cumulative_whichever_process_observed(redis_conn: Redis) -> None:
     name = "tuneloop_answer_latency_seconds"
     metrics.observe(redis_conn, name, 0.1)
-    pipe = redis_conn.pipeline(transaction=True)  # as an answer records it with its transcript
-    metrics.observe(pipe, name, 0.6)
-    metrics.incr(pipe, "tuneloop_answers", model="m")
-    pipe.execute()
+    metrics.apply(
+        redis_conn,
+        [metrics.counter_update("tuneloop_answers", model="m")]
+        + metrics.observation_updates(name, 0.6),
+    )
     metrics.observe(redis_conn, name, 100.0)
 
     text = _scrape(redis_conn)
