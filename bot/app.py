@@ -18,12 +18,24 @@ LISTENER_THREADS = 32
 QUESTION_EVENTS = frozenset({"app_mention", "message"})
 
 
+class _SameTokenNotice(logging.Filter):
+    """Drops Bolt's start-up warning that the token "will be unused": Bolt reads
+    SLACK_BOT_TOKEN from the environment and warns because we also give it a client, but
+    that client carries the very same token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be unused" not in record.getMessage()
+
+
 def build_app(services: Services, listener_executor: Executor | None = None) -> App:
     """The Bolt app for HTTP or Socket Mode, with its listeners registered.
 
     Listeners run on ``listener_executor`` after the ack; the process shuts it down
     (waiting) on SIGTERM so work already acknowledged is not cut off.
     """
+    bolt_logger = logging.getLogger("slack_bolt.App")
+    if not any(isinstance(f, _SameTokenNotice) for f in bolt_logger.filters):
+        bolt_logger.addFilter(_SameTokenNotice())
     app = App(
         signing_secret=services.settings.secrets.slack_signing_secret,
         client=services.slack,

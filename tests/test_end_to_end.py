@@ -202,6 +202,7 @@ def test_sigterm_lets_an_acknowledged_answer_finish_and_logs_are_json_without_se
     assert lines and all(line.startswith("{") for line in lines), stderr[-2000:]
     assert "xoxb-test" not in stderr and "sk-test" not in stderr and SIGNING_SECRET not in stderr
     assert '"msg": "stopped"' in stderr
+    assert "will be unused" not in stderr, "no misleading start-up warning from Bolt"
 
 
 def test_two_bot_processes_answer_every_redelivered_message_once_and_start_one_training_run(
