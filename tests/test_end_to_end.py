@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
 
 import pytest
 from redis import Redis
@@ -21,20 +18,22 @@ from tests import payloads
 from tests.bot.conftest import ADMIN, SIGNING_SECRET, write_config
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
+from tests.processes import Process, bot_env, start
 from workers import approved, keys
 from workers.settings import ROOT
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+def _wait_port(port: int, web: Process, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the bot exited: {stop_web(proc)[-2000:]}")
+        if web.proc.poll() is not None:
+            raise AssertionError(f"the bot exited: {web.output()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
+    web.stop(signal.SIGKILL)
     raise AssertionError(f"the bot did not listen on {port}")
 
 
@@ -42,64 +41,25 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None
 def env(
     tmp_path: Path, slack_api: SlackEmulator, openai_api: OpenAIEmulator, redis_url: str
 ) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": openai_api.url,
-        "SLACK_API_URL": slack_api.url,
-        "REDIS_URL": redis_url,
-        "CONFIG_FILE": str(write_config(tmp_path / "settings.yaml")),
-        "PORT": str(payloads.free_port()),
-    }
+    config = write_config(tmp_path / "settings.yaml")
+    return {**bot_env(slack_api, openai_api, redis_url, config), "PORT": str(payloads.free_port())}
 
 
-_LOGS: dict[int, IO[str]] = {}  # pid -> the process's log file
-
-
-def start_web(env: dict[str, str]) -> subprocess.Popen:
-    """``python -m bot`` on ``env["PORT"]``, listening when this returns.
-
-    Its log goes to a temporary file (a pipe nobody reads could fill up and stall it);
-    :func:`stop_web` returns it."""
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by stop_web)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
-    _LOGS[proc.pid] = log
-    _wait_port(int(env["PORT"]), proc)
-    return proc
-
-
-def stop_web(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
-    """Send ``sig`` (SIGKILL if it does not stop in time); returns what it logged."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-    with _LOGS.pop(proc.pid) as log:
-        log.seek(0)
-        return log.read()
+def start_web(env: dict[str, str], log: Path) -> Process:
+    """``python -m bot`` on ``env["PORT"]``, listening when this returns."""
+    web = start([sys.executable, "-m", "bot"], env, log)
+    _wait_port(int(env["PORT"]), web)
+    return web
 
 
 @pytest.fixture
-def web(env: dict[str, str], redis_conn: Redis) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A web process, stopped before the test db is flushed."""
-    proc = start_web(env)
+def web(env: dict[str, str], redis_conn: Redis, tmp_path: Path) -> Iterator[str]:
+    """A web process (its URL), stopped before the test db is flushed."""
+    process = start_web(env, tmp_path / "web.log")
     try:
-        yield proc, f"http://127.0.0.1:{env['PORT']}/slack/events"
+        yield f"http://127.0.0.1:{env['PORT']}/slack/events"
     finally:
-        stop_web(proc)
+        process.stop()
 
 
 def _send(url: str, event: dict) -> None:
@@ -121,11 +81,11 @@ def _run_answer_worker(env: dict[str, str]) -> None:
 
 
 def test_signed_mention_is_answered_by_the_web_process_and_recorded(
-    web: tuple[subprocess.Popen, str],
+    web: str,
     slack_api: SlackEmulator,
     redis_conn: Redis,
 ) -> None:
-    _, url = web
+    url = web
     ts = slack_api.add_message("C1", "<@UBOT> end to end?", "U1")
     _send(url, payloads.mention("end to end?", ts=ts))
     post = slack_api.wait_for("chat.postMessage", timeout=10)[0]
@@ -148,7 +108,7 @@ def test_an_answer_cut_off_by_a_killed_web_process_is_queued_again_and_answered_
     config = write_config(tmp_path / "fast-recovery.yaml", {"slack": {"recover_after_s": 3}})
     env = {**env, "CONFIG_FILE": str(config)}
     openai_api.script_answer("never finished", first_token_delay_s=60)
-    first = start_web(env)
+    first = start_web(env, tmp_path / "first.log")
     try:
         ts = slack_api.add_message("C1", "<@UBOT> survive a crash", "U1")
         _send(
@@ -157,21 +117,20 @@ def test_an_answer_cut_off_by_a_killed_web_process_is_queued_again_and_answered_
         )
         openai_api.wait_for_request("/v1/chat/completions", timeout=10)
     finally:
-        first.kill()  # a crash: no drain, no goodbye
-        first.communicate(timeout=10)
+        first.stop(signal.SIGKILL)  # a crash: no drain, no goodbye
     assert redis_conn.hlen(keys.INFLIGHT) == 1, "the cut-off answer is in the journal"
     openai_api.reset()
     openai_api.script_answer("answered after the crash")
 
     # Another web process notices the dead one's heartbeat is gone and queues the answer.
-    second = start_web({**env, "PORT": str(payloads.free_port())})
+    second = start_web({**env, "PORT": str(payloads.free_port())}, tmp_path / "second.log")
     try:
         deadline = time.monotonic() + 20
         while not redis_conn.keys("rq:job:answer-*") and time.monotonic() < deadline:
             time.sleep(0.1)
         _run_answer_worker(env)
     finally:
-        stop_web(second)
+        second.stop()
     answers = [m for m in slack_api.messages("C1", ts) if m.get("user") == "UBOT"]
     assert [m["text"] for m in answers] == ["answered after the crash"]
     assert redis_conn.exists(f"tl:answer:C1-{ts}")
@@ -180,19 +139,21 @@ def test_an_answer_cut_off_by_a_killed_web_process_is_queued_again_and_answered_
 
 def test_sigterm_lets_an_acknowledged_answer_finish_and_logs_are_json_without_secrets(
     env: dict[str, str],
+    tmp_path: Path,
     slack_api: SlackEmulator,
     openai_api: OpenAIEmulator,
     redis_conn: Redis,
 ) -> None:
     openai_api.script_answer("finished despite the shutdown", first_token_delay_s=1.5)
-    proc = start_web(env)
+    web = start_web(env, tmp_path / "web.log")
     try:
         ts = slack_api.add_message("C1", "<@UBOT> slow one", "U1")
         _send(f"http://127.0.0.1:{env['PORT']}/slack/events", payloads.mention("slow one", ts=ts))
         openai_api.wait_for_request("/v1/chat/completions")
     finally:
-        stderr = stop_web(proc)
-    assert proc.returncode == 0
+        status = web.stop()
+    stderr = web.output()
+    assert status == 0
     post = slack_api.calls("chat.postMessage")[-1]
     assert post.args["text"] == "finished despite the shutdown"
     assert redis_conn.exists(f"tl:answer:C1-{ts}")
@@ -207,6 +168,7 @@ def test_sigterm_lets_an_acknowledged_answer_finish_and_logs_are_json_without_se
 
 def test_two_bot_processes_answer_every_redelivered_message_once_and_start_one_training_run(
     env: dict[str, str],
+    tmp_path: Path,
     slack_api: SlackEmulator,
     redis_conn: Redis,
 ) -> None:
@@ -215,7 +177,7 @@ def test_two_bot_processes_answer_every_redelivered_message_once_and_start_one_t
     try:
         for _ in range(2):
             port = payloads.free_port()
-            procs.append(start_web({**env, "PORT": str(port)}))
+            procs.append(start_web({**env, "PORT": str(port)}, tmp_path / f"web{port}.log"))
             urls.append(f"http://127.0.0.1:{port}/slack/events")
         questions = []
         for i in range(10):
@@ -276,8 +238,8 @@ def test_two_bot_processes_answer_every_redelivered_message_once_and_start_one_t
         assert sum("already going" in t for t in texts) == 1, texts
         assert redis_conn.zcard(keys.RUNS) == 1, "one training run"
     finally:
-        for proc in procs:
-            stop_web(proc)
+        for web in procs:
+            web.stop()
     for ts in questions:
         answers = [m for m in slack_api.messages("C1", ts) if m.get("user") == "UBOT"]
         assert len(answers) == 1, f"{ts}: {len(answers)} answers"

@@ -8,14 +8,12 @@ process (or wherever the bot produces them): the tests wait for them in Slack.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +27,16 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 
 from bot import ids, messages
 from tests import payloads
-from tests.bot.conftest import ADMIN, SIGNING_SECRET, write_config
+from tests.bot.conftest import ADMIN, write_config
 from tests.emulators import poll_until
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
+from tests.processes import Process, bot_env, start
 from workers import keys
 from workers.settings import ROOT
 from workers.store import Store, Vote, answer_id_for
 
 ANSWER_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 30.0
 
 
 @pytest.fixture
@@ -46,53 +44,16 @@ def env(
     tmp_path: Path, slack_api: SlackEmulator, openai_api: OpenAIEmulator, redis_url: str
 ) -> dict[str, str]:
     """The environment of the bot's processes: Socket Mode against the emulators."""
+    config = write_config(tmp_path / "settings.yaml")
     return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "SLACK_BOT_TOKEN": slack_api.bot_token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        **bot_env(slack_api, openai_api, redis_url, config),
         "SLACK_APP_TOKEN": slack_api.app_token,
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": openai_api.url,
-        "SLACK_API_URL": slack_api.url,
-        "REDIS_URL": redis_url,
-        "CONFIG_FILE": str(write_config(tmp_path / "settings.yaml")),
     }
-
-
-@dataclass
-class Process:
-    """A started process whose output goes to a file (a pipe nobody reads could fill up)."""
-
-    proc: subprocess.Popen
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` and wait for the exit status (killing what does not stop)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            raise AssertionError(
-                f"{self.proc.args} did not stop:\n{self.output()[-3000:]}"
-            ) from None
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> Process:
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Process(proc, log)
 
 
 def _start_bot(env: dict[str, str], tmp_path: Path, slack: SlackEmulator) -> Process:
     """``python -m bot``, once its Socket Mode connection is up."""
-    bot = _start([sys.executable, "-m", "bot"], env, tmp_path / "bot.log")
+    bot = start([sys.executable, "-m", "bot"], env, tmp_path / "bot.log")
     try:
         deadline = time.monotonic() + 30
         while not slack.socket_mode.connections():
@@ -111,7 +72,7 @@ def socket_bot(
 ) -> Iterator[Process]:
     """The bot in Socket Mode plus an RQ worker on the answers queue, as the Procfile runs them."""
     rq = str(Path(sys.executable).parent / "rq")
-    worker = _start(
+    worker = start(
         [rq, "worker", "-w", "rq.worker.SimpleWorker", "--url", env["REDIS_URL"], "answers"],
         env,
         tmp_path / "worker.log",
