@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -60,9 +61,19 @@ class Question:
 
 
 def answer_job(
-    team_id: str, channel_id: str, user_id: str, message_ts: str, thread_ts: str, text: str
+    team_id: str,
+    channel_id: str,
+    user_id: str,
+    message_ts: str,
+    thread_ts: str,
+    text: str,
+    cut_off: list[str] | None = None,
 ) -> str | None:
-    """RQ entry point: answer one message; logs and re-raises so failures are visible."""
+    """RQ entry point: answer one message; logs and re-raises so failures are visible.
+
+    ``cut_off`` lists messages an earlier attempt showed before its process died: they
+    are marked as cut off first, so the thread does not read as two answers.
+    """
     question = Question(team_id, channel_id, user_id, message_ts, thread_ts, text)
     services = worker_services()
     store = services.store
@@ -72,6 +83,8 @@ def answer_job(
         return None
     if state is AnswerState.FAILED:
         raise AnswerAlreadyReported(f"{question.answer_id}: the failure was already reported")
+    for ts in cut_off or ():
+        _mark_cut_off(services, channel_id, ts)
     try:
         answer_id = answer(services, question)
     except Exception:
@@ -81,6 +94,21 @@ def answer_job(
     if answer_id is None:  # nothing stored (a stored answer marks its question answered)
         store.finish_answering(channel_id, message_ts, AnswerState.DONE)
     return answer_id
+
+
+def _mark_cut_off(services: Services, channel_id: str, ts: str) -> None:
+    """End a dead attempt's message with a note: its stream if Slack still holds it open,
+    else by replacing its text."""
+    note = messages.CUT_OFF
+    try:
+        services.slack.chat_stopStream(channel=channel_id, ts=ts, markdown_text="\n\n" + note)
+        return
+    except SlackApiError as exc:
+        logger.info("cut-off message %s not streaming (%s)", ts, exc.response.get("error"))
+    try:
+        services.slack.chat_update(channel=channel_id, ts=ts, text=note, blocks=[])
+    except SlackApiError as exc:
+        logger.warning("could not mark message %s as cut off: %s", ts, exc.response.get("error"))
 
 
 def clean_text(text: str, bot_user_id: str) -> str:
@@ -160,13 +188,20 @@ def _current_model(services: Services) -> str:
         return default
 
 
-def answer(services: Services, question: Question, *, model: str | None = None) -> str | None:
+def answer(
+    services: Services,
+    question: Question,
+    *,
+    model: str | None = None,
+    on_shown: Callable[[str], None] | None = None,
+) -> str | None:
     """Answer ``question`` in its thread; return the answer id if it was stored (which
     also marked the question answered: see :meth:`Store.save_answer`).
 
     ``model`` is the current model when the caller has just read it (else it is read
-    here). Model errors end in a short message in the thread (after the client's
-    retries) and are re-raised; a Redis outage only costs the record.
+    here); ``on_shown`` is told each message shown before the answer is finished. Model
+    errors end in a short message in the thread (after the client's retries) and are
+    re-raised; a Redis outage only costs the record.
     """
     with logs.context(
         request_id=question.answer_id,
@@ -174,10 +209,15 @@ def answer(services: Services, question: Question, *, model: str | None = None) 
         channel=question.channel_id,
         user=question.user_id,
     ):
-        return _answer(services, question, model or _current_model(services))
+        return _answer(services, question, model or _current_model(services), on_shown)
 
 
-def _answer(services: Services, question: Question, model: str) -> str | None:
+def _answer(
+    services: Services,
+    question: Question,
+    model: str,
+    on_shown: Callable[[str], None] | None,
+) -> str | None:
     settings = services.settings
     if not clean_text(question.text, services.bot_user_id):
         _post(services, question, messages.NO_TEXT)
@@ -203,6 +243,7 @@ def _answer(services: Services, question: Question, model: str) -> str | None:
         max_chars=settings.slack.max_message_chars,
         update_interval_s=settings.slack.fallback_update_interval_s,
         stream_after_s=settings.slack.stream_start_after_s,
+        on_shown=on_shown,
     )
     created_at = time.time()
     status = ThinkingStatus(services, question, settings.slack.thinking_status_after_s)

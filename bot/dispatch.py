@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -54,15 +55,21 @@ def submit_question(services: Services, question: Question) -> bool:
 
 
 def _answer_here(services: Services, question: Question) -> bool:
-    entry = services.journal.entry(dataclasses.asdict(question))
+    journal = services.journal
+    entry = journal.entry(question.answer_id, dataclasses.asdict(question))
     model = services.store.claim_message(
-        question.channel_id, question.message_ts, journal_entry=entry
+        question.channel_id, question.message_ts, journal_entry=entry.dumps()
     )
     if model is None:
         logger.info("message %s already taken, not answering again", question.answer_id)
         return False
     try:
-        stored = answer(services, question, model=model or services.settings.model.base_model)
+        stored = answer(
+            services,
+            question,
+            model=model or services.settings.model.base_model,
+            on_shown=lambda ts: journal.shown(entry, ts),
+        )
     except Exception:
         logger.exception("answering %s failed", question.answer_id)
         services.journal.finish(question.channel_id, question.message_ts, AnswerState.FAILED)
@@ -72,15 +79,16 @@ def _answer_here(services: Services, question: Question) -> bool:
     return True
 
 
-def enqueue_answer(services: Services, question: Question) -> None:
-    """Queue ``question`` for the answer workers (its message already claimed).
+def enqueue_answer(services: Services, question: Question, cut_off: Sequence[str] = ()) -> None:
+    """Queue ``question`` for the answer workers (its message already claimed); ``cut_off``
+    lists messages of an unfinished earlier attempt, which the job marks as cut off.
 
     The job id derives from the message, and the job checks how answering the message
     stands before it starts, so a second run posts nothing.
     """
     services.answers_queue.enqueue(
         JOB_FUNCTION,
-        kwargs=dataclasses.asdict(question),
+        kwargs={**dataclasses.asdict(question), "cut_off": list(cut_off)},
         job_id="answer-" + question.answer_id.replace(".", "_"),
         job_timeout=ANSWER_JOB_TIMEOUT_S,
         retry=Retry(max=1),
@@ -92,7 +100,7 @@ def enqueue_answer(services: Services, question: Question) -> None:
 def start_journal(services: Services) -> None:
     """Start this web process's heartbeat and recovery sweep (answers in-process from then)."""
 
-    def requeue(question: dict[str, Any]) -> None:
-        enqueue_answer(services, Question(**question))
+    def requeue(question: dict[str, Any], shown: list[str]) -> None:
+        enqueue_answer(services, Question(**question), cut_off=shown)
 
     services.journal.start(requeue)

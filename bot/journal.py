@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -31,7 +32,26 @@ from workers.store import AnswerState, Store
 
 logger = logging.getLogger(__name__)
 
-Requeue = Callable[[dict[str, Any]], None]
+Requeue = Callable[[dict[str, Any], list[str]], None]
+"""Queues a recovered question again: its fields, and the ts of the messages the dead
+process had already shown (an unfinished answer to mark as cut off)."""
+
+
+@dataclass
+class Entry:
+    """One answer being written in this process, as its journal entry records it."""
+
+    answer_id: str
+    owner: str
+    at: float
+    question: dict[str, Any]
+    shown: list[str] = field(default_factory=list)
+
+    def dumps(self) -> str:
+        """The entry's JSON in the journal."""
+        return json.dumps(
+            {"owner": self.owner, "at": self.at, "question": self.question, "shown": self.shown}
+        )
 
 
 class AnswerJournal:
@@ -108,9 +128,18 @@ class AnswerJournal:
         assert self._slots is not None
         self._slots.release()
 
-    def entry(self, question: dict[str, Any]) -> str:
+    def entry(self, answer_id: str, question: dict[str, Any]) -> Entry:
         """The journal entry for a question this process is about to answer."""
-        return json.dumps({"owner": self.owner, "at": time.time(), "question": question})
+        return Entry(answer_id, self.owner, time.time(), question)
+
+    def shown(self, entry: Entry, ts: str) -> None:
+        """A message of the answer is visible in Slack before the answer is finished:
+        should this process die, whoever answers again marks it as cut off."""
+        entry.shown.append(ts)
+        try:
+            self.store.put_inflight(entry.answer_id, entry.dumps())
+        except RedisError:
+            logger.warning("Redis unavailable: message %s not journaled", ts)
 
     def finish(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
         """Answering ended: record it, or keep retrying while Redis is away (an entry left
@@ -145,6 +174,7 @@ class AnswerJournal:
             try:
                 entry = json.loads(raw)
                 owner, at, question = entry["owner"], float(entry["at"]), entry["question"]
+                shown = [str(ts) for ts in entry.get("shown", [])]
             except (ValueError, KeyError, TypeError):
                 logger.error("dropping a malformed in-flight entry for %s", answer_id)
                 self.store.take_inflight(answer_id, raw)
@@ -156,7 +186,7 @@ class AnswerJournal:
             if alive[owner] or not self.store.take_inflight(answer_id, raw):
                 continue
             try:
-                requeue(question)
+                requeue(question, shown)
             except Exception:
                 self.store.put_inflight(answer_id, raw)
                 raise

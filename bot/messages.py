@@ -18,6 +18,7 @@ MODEL_ERRORS = {
     "bad_request": "Sorry, the model refused this request.",
     "interrupted": "_(The answer was interrupted: the model stopped responding.)_",
 }
+CUT_OFF = "_(This answer was cut off: the bot restarted. It is answered again below.)_"
 UNEXPECTED_ERROR = "Sorry, something went wrong while answering. The error has been logged."
 TOO_LONG = (
     "Sorry, your message is too long for me ({tokens} tokens; I can read {budget}). "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
@@ -55,8 +56,12 @@ class AnswerWriter:
         max_chars: int,
         update_interval_s: float,
         stream_after_s: float,
+        on_shown: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_shown`` is told the ts of each message that becomes visible before the
+        answer is finished (a stream, or a posted message still being updated)."""
         self.client = client
+        self.on_shown = on_shown
         self.channel_id = channel_id
         self.thread_ts = thread_ts
         self.team_id = team_id
@@ -72,6 +77,7 @@ class AnswerWriter:
         self._posted_ts: str | None = None
         self._last_update = 0.0
         self._first_piece_at: float | None = None
+        self._shown: set[str] = set()
 
     # --- public --------------------------------------------------------------------
     def write(self, piece: str) -> None:
@@ -107,6 +113,14 @@ class AnswerWriter:
         return self._posted_ts
 
     def _append(self, text: str) -> None:
+        self._write(text)
+        ts = self._current_ts
+        if ts and ts not in self._shown:
+            self._shown.add(ts)
+            if self.on_shown is not None:
+                self.on_shown(ts)
+
+    def _write(self, text: str) -> None:
         self._part += text
         if self.streaming:
             try:

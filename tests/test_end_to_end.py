@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from bot import messages
 from tests import payloads
 from tests.bot.conftest import ADMIN, SIGNING_SECRET, write_config
+from tests.emulators import poll_until
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
 from tests.processes import Process, bot_env, start
@@ -107,7 +110,8 @@ def test_an_answer_cut_off_by_a_killed_web_process_is_queued_again_and_answered_
 ) -> None:
     config = write_config(tmp_path / "fast-recovery.yaml", {"slack": {"recover_after_s": 3}})
     env = {**env, "CONFIG_FILE": str(config)}
-    openai_api.script_answer("never finished", first_token_delay_s=60)
+    # A long answer that streams slowly: the process dies while its message is streaming.
+    openai_api.script_answer(" ".join(["word"] * 3000), chunk_delay_s=0.05)
     first = start_web(env, tmp_path / "first.log")
     try:
         ts = slack_api.add_message("C1", "<@UBOT> survive a crash", "U1")
@@ -115,7 +119,10 @@ def test_an_answer_cut_off_by_a_killed_web_process_is_queued_again_and_answered_
             f"http://127.0.0.1:{env['PORT']}/slack/events",
             payloads.mention("survive a crash", ts=ts),
         )
-        openai_api.wait_for_request("/v1/chat/completions", timeout=10)
+        slack_api.wait_for("chat.startStream", timeout=20)
+        entry_shown = lambda: json.loads(redis_conn.hget(keys.INFLIGHT, f"C1-{ts}"))["shown"]  # noqa: E731
+        shown = poll_until(entry_shown, 10, 0.05)
+        assert shown, "the streaming message is journaled"
     finally:
         first.stop(signal.SIGKILL)  # a crash: no drain, no goodbye
     assert redis_conn.hlen(keys.INFLIGHT) == 1, "the cut-off answer is in the journal"
@@ -131,8 +138,11 @@ def test_an_answer_cut_off_by_a_killed_web_process_is_queued_again_and_answered_
         _run_answer_worker(env)
     finally:
         second.stop()
-    answers = [m for m in slack_api.messages("C1", ts) if m.get("user") == "UBOT"]
-    assert [m["text"] for m in answers] == ["answered after the crash"]
+    cut_off, answer = [m for m in slack_api.messages("C1", ts) if m.get("user") == "UBOT"]
+    assert [cut_off["ts"]] == shown
+    assert cut_off["text"].startswith("word word")
+    assert cut_off["text"].endswith(messages.CUT_OFF), "the dead attempt says it was cut off"
+    assert answer["text"] == "answered after the crash"
     assert redis_conn.exists(f"tl:answer:C1-{ts}")
     assert redis_conn.hlen(keys.INFLIGHT) == 0
 

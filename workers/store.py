@@ -264,7 +264,8 @@ class Store:
         return bool(self._take(keys=[keys.INFLIGHT], args=[answer_id, entry]))
 
     def put_inflight(self, answer_id: str, entry: str) -> None:
-        """Put back a journal entry taken by :meth:`take_inflight` (its re-queueing failed)."""
+        """Write a journal entry: updated by its owner, or put back after
+        :meth:`take_inflight` when re-queueing it failed."""
         self.redis.hset(keys.INFLIGHT, answer_id, entry)
 
     def answer_state(self, channel_id: str, message_ts: str) -> AnswerState | None:

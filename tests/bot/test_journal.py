@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
@@ -10,11 +9,14 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from bot import messages
+from bot.answering import Question
+from bot.dispatch import enqueue_answer
 from bot.journal import AnswerJournal
 from tests import payloads
 from tests.bot.conftest import SIGNING_SECRET, Bot
 from workers import keys
-from workers.store import AnswerState, Store
+from workers.store import AnswerState, Store, answer_id_for
 
 QUESTION = {
     "team_id": "T1",
@@ -35,11 +37,18 @@ def _journal(redis: Redis, recover_after_s: float = 3.0) -> AnswerJournal:
 
 
 def _claim_as(journal: AnswerJournal, question: dict[str, Any], *, age_s: float = 0.0) -> None:
-    entry = json.loads(journal.entry(question))
-    entry["at"] -= age_s
+    entry = journal.entry(answer_id_for(question["channel_id"], question["message_ts"]), question)
+    entry.at -= age_s
     journal.store.claim_message(
-        question["channel_id"], question["message_ts"], journal_entry=json.dumps(entry)
+        question["channel_id"], question["message_ts"], journal_entry=entry.dumps()
     )
+
+
+class Queued(list):
+    """A requeue callable that remembers what it was given."""
+
+    def __call__(self, question: dict[str, Any], shown: list[str]) -> None:
+        self.append(question)
 
 
 def test_an_entry_of_a_dead_process_is_queued_again_by_exactly_one_sweeper(
@@ -50,7 +59,7 @@ def test_an_entry_of_a_dead_process_is_queued_again_by_exactly_one_sweeper(
     queued: list[dict[str, Any]] = []
     lock = threading.Lock()
 
-    def requeue(question: dict[str, Any]) -> None:
+    def requeue(question: dict[str, Any], shown: list[str]) -> None:
         with lock:
             queued.append(question)
 
@@ -72,8 +81,8 @@ def test_entries_of_a_live_process_and_young_entries_stay(redis_conn: Redis) -> 
     young = {**QUESTION, "message_ts": "1700000000.000200"}
     _claim_as(dead, young, age_s=0)
 
-    queued: list[dict[str, Any]] = []
-    assert _journal(redis_conn).sweep(queued.append) == 0
+    queued = Queued()
+    assert _journal(redis_conn).sweep(queued) == 0
     assert queued == []
     assert redis_conn.hlen(keys.INFLIGHT) == 2
 
@@ -81,22 +90,22 @@ def test_entries_of_a_live_process_and_young_entries_stay(redis_conn: Redis) -> 
 def test_a_failed_requeue_puts_the_entry_back(redis_conn: Redis) -> None:
     _claim_as(_journal(redis_conn), QUESTION, age_s=10)
 
-    def broken(question: dict[str, Any]) -> None:
+    def broken(question: dict[str, Any], shown: list[str]) -> None:
         raise RuntimeError("queue unavailable")
 
     with pytest.raises(RuntimeError):
         _journal(redis_conn).sweep(broken)
     assert redis_conn.hlen(keys.INFLIGHT) == 1
-    queued: list[dict[str, Any]] = []
-    assert _journal(redis_conn).sweep(queued.append) == 1
+    queued = Queued()
+    assert _journal(redis_conn).sweep(queued) == 1
     assert queued == [QUESTION]
 
 
 def test_a_malformed_entry_is_dropped_not_fatal(redis_conn: Redis) -> None:
     redis_conn.hset(keys.INFLIGHT, "C1-1.2", "{not json")
     _claim_as(_journal(redis_conn), QUESTION, age_s=10)
-    queued: list[dict[str, Any]] = []
-    assert _journal(redis_conn).sweep(queued.append) == 1
+    queued = Queued()
+    assert _journal(redis_conn).sweep(queued) == 1
     assert queued == [QUESTION]
     assert redis_conn.hlen(keys.INFLIGHT) == 0
 
@@ -111,7 +120,7 @@ def test_a_finish_that_meets_a_redis_outage_is_recorded_once_redis_is_back(
     journal.finish("C1", QUESTION["message_ts"], AnswerState.DONE)
     assert redis_conn.hlen(keys.INFLIGHT) == 1, "nothing recorded while Redis is away"
     journal.store = _store(redis_conn)
-    journal.start(lambda question: None)
+    journal.start(lambda question, shown: None)
     journal.stop()  # retries what is unfinished
     assert redis_conn.hlen(keys.INFLIGHT) == 0
     assert journal.store.answer_state("C1", QUESTION["message_ts"]) is AnswerState.DONE
@@ -161,3 +170,15 @@ def test_redelivery_during_an_in_process_answer_gives_one_answer(bot: Bot) -> No
     answers = [m for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
     assert [m["text"] for m in answers] == ["only once"]
     assert bot.redis.hlen(keys.INFLIGHT) == 0
+
+
+def test_a_recovered_answer_marks_the_dead_attempts_finished_stream_as_cut_off(bot: Bot) -> None:
+    event = bot.says("answer me again", mention=True)
+    # The dead attempt's message: Slack already ended its stream (no longer streaming).
+    partial = bot.slack.add_message("C1", "half an ans", "UBOT", thread_ts=event["ts"])
+    question = Question("T1", "C1", "U1", event["ts"], "", event["text"])
+    assert bot.services.store.claim_message("C1", event["ts"]) is not None
+    enqueue_answer(bot.services, question, cut_off=[partial])
+    bot.run_worker()
+    texts = [m["text"] for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+    assert texts == [messages.CUT_OFF, "Echo: answer me again"]
