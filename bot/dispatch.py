@@ -18,6 +18,7 @@ from rq import Retry
 
 from bot.answering import JOB_FUNCTION, Question, answer
 from bot.runtime import Services
+from workers.loop import LoopContext, supervise_active
 from workers.store import AnswerState
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,12 @@ def enqueue_answer(services: Services, question: Question, cut_off: Sequence[str
 
 
 def start_journal(services: Services) -> None:
-    """Start this web process's heartbeat and recovery sweep (answers in-process from then)."""
+    """Start this web process's heartbeat, recovery sweep and periodic checks (answers
+    in-process from then): the training run going is supervised on the same beat."""
 
     def requeue(question: dict[str, Any], shown: list[str]) -> None:
         enqueue_answer(services, Question(**question), cut_off=shown)
 
-    services.journal.start(requeue)
+    every_s = services.journal.interval_s
+    ctx = LoopContext(services.settings, services.redis, services.llm)
+    services.journal.start(requeue, chores=[lambda: supervise_active(ctx, every_s)])

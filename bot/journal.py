@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,15 +68,16 @@ class AnswerJournal:
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
-    def start(self, requeue: Requeue) -> None:
+    def start(self, requeue: Requeue, chores: Sequence[Callable[[], object]] = ()) -> None:
         """Beat now (so entries written from here on have a live owner), then keep beating
-        and sweeping in the background; orphans are handed to ``requeue``."""
+        and sweeping in the background; orphans are handed to ``requeue``. ``chores`` are
+        other periodic checks of the process, run after each sweep."""
         if self._thread is not None:
             return
         self._beat()
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, args=(requeue,), name="answer-journal", daemon=True
+            target=self._run, args=(requeue, chores), name="answer-journal", daemon=True
         )
         self._thread.start()
 
@@ -99,16 +100,17 @@ class AnswerJournal:
         """How often the heartbeat is refreshed and the journal swept."""
         return self.recover_after_s / 3
 
-    def _run(self, requeue: Requeue) -> None:
+    def _run(self, requeue: Requeue, chores: Sequence[Callable[[], object]]) -> None:
         while not self._stop.wait(self.interval_s):
             self._beat()
             self._retry_unfinished()
-            try:
-                self.sweep(requeue)
-            except RedisError:
-                logger.warning("Redis unavailable: in-flight answers not swept this time")
-            except Exception:
-                logger.exception("sweeping the in-flight answers failed")
+            for chore in (lambda: self.sweep(requeue), *chores):
+                try:
+                    chore()
+                except RedisError:
+                    logger.warning("Redis unavailable: a periodic check is skipped this time")
+                except Exception:
+                    logger.exception("a periodic check failed")
 
     def _beat(self) -> None:
         try:

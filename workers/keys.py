@@ -125,6 +125,8 @@ def local_job_cancel(job_id: str) -> str:
 # --- Training runs (workers/loop.py, workers/trainset.py, workers/approval.py) -------
 RUN_LOCK = f"{PREFIX}run:lock"
 """STRING: id of the training run in progress (SET NX); absent when none is going."""
+SUPERVISE_LOCK = f"{PREFIX}run:supervise"
+"""STRING with a TTL: a web process is checking the run going (one per period)."""
 RUNS = f"{PREFIX}runs"
 """ZSET: every training run id (dry runs included), scored by creation time."""
 

@@ -11,9 +11,10 @@ enqueued by dotted path so this module never imports the bot.
 Guarantees:
 
 * One run at a time: ``keys.RUN_LOCK`` is taken with SET NX; a second request is told
-  which run is going. A run whose worker died is noticed by the next request (its RQ
-  job is gone or its heartbeat is old) and cleaned up, or adopted when it had already
-  created a fine-tuning job (found by the job's metadata).
+  which run is going. A run whose worker died is noticed (its RQ job is gone or its
+  heartbeat is old) by the next request or by the web processes' periodic check
+  (``supervise_active``), and cleaned up, adopted when it had already created a
+  fine-tuning job (found by the job's metadata), or followed by a new poll chain.
 * Exactly once: ``keys.APPROVED_CURSOR`` moves to the last example the set read only in
   the same transaction that records the created job on the run. A failed upload or job
   creation leaves the examples pending; a job that then fails or is cancelled hands
@@ -506,6 +507,19 @@ def supervise(ctx: LoopContext, run: Run) -> bool:
     if status in (None, RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED, RQStatus.FINISHED):
         logger.warning("run %s had nobody evaluating it; evaluating again", run.run_id)
         _enqueue_evaluation(ctx, run.run_id)
+    return True
+
+
+def supervise_active(ctx: LoopContext, every_s: float) -> bool:
+    """The periodic check every web process makes: the run going, if any, is supervised,
+    so a poll chain broken by a dead worker or a Redis outage resumes by itself instead of
+    waiting for the next ``/finetune retrain``. A short lock makes one process do it per
+    period. True if a check ran."""
+    if not ctx.redis.set(keys.SUPERVISE_LOCK, "1", nx=True, px=max(1, int(every_s * 1000))):
+        return False
+    run = active_run(ctx.redis)
+    if run is not None:
+        supervise(ctx, run)
     return True
 
 

@@ -24,6 +24,8 @@ from rq.job import JobStatus as RQStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from bot import messages
+from bot.dispatch import start_journal
+from bot.journal import AnswerJournal
 from tests.bot import test_faults
 from tests.bot.conftest import Bot
 from tests.bot.test_faults import RedisServer, kill_worker
@@ -435,9 +437,9 @@ def test_a_worker_killed_while_polling_is_replaced_by_the_next_retrain(
     bot: Bot, tmp_path: Path
 ) -> None:
     """A poll that dies (its worker killed, or failed on a Redis error) breaks the chain:
-    nothing follows the job until the next ``/finetune retrain``, whose ``supervise`` starts
-    a new link once RQ has marked the dead one failed (the run stays "training" until then,
-    as loop.py's docstring says)."""
+    the next ``/finetune retrain`` (or the web process's periodic check, tested below)
+    starts a new link once RQ has marked the dead one failed (the run stays "training"
+    until then)."""
     seed(bot, 12)
     command(bot, "retrain")
     work(bot)
@@ -468,3 +470,28 @@ def test_a_worker_killed_while_polling_is_replaced_by_the_next_retrain(
     assert len(bot.openai.jobs()) == 1 and cursor(bot) == done.cursor_to == newest_id(bot)
     assert approved.pending_count(bot.redis) == 0
     retrain_too_few(bot, new=0)
+
+
+def test_a_broken_poll_chain_resumes_by_itself_through_the_web_process_check(bot: Bot) -> None:
+    """The next link of the chain is lost (a Redis restart without persistence, say): the
+    web process's periodic check starts a new one, no ``/finetune retrain`` needed."""
+    bot.services.journal.stop()  # run the web process's checks every second
+    bot.services.__dict__["journal"] = AnswerJournal(
+        bot.services.store, capacity=1, recover_after_s=3
+    )
+    start_journal(bot.services)
+    seed(bot, 12)
+    command(bot, "retrain")
+    work(bot)
+    run = only_run(bot)
+    assert run.status is RunStatus.TRAINING
+    Job.fetch(f"poll-{run.run_id}-{run.poll_seq}", connection=bot.redis).delete()
+
+    wait(
+        lambda: loop.load_run(bot.redis, run.run_id).poll_seq > run.poll_seq,
+        timeout=15,
+        what="the periodic check to start a new poll",
+    )
+    done = finish(bot, run)
+    assert done.status is RunStatus.PROMOTED
+    assert len(bot.openai.jobs()) == 1 and cursor(bot) == done.cursor_to == newest_id(bot)
