@@ -1,8 +1,9 @@
 """Answering one Slack message: history → prompt → streamed answer → stored transcript.
 
-Runs as an RQ job (queue ``answers``) so an acknowledged question survives a crash of
-the process that received it. When Redis is down no job can be queued, and the bot
-process calls :func:`answer` itself: the user still gets an answer, unrecorded.
+:func:`answer` runs in the web process that received the question (journaled, see
+:mod:`bot.dispatch` and :mod:`bot.journal`), or in an answer worker as the RQ job
+:func:`answer_job` when the web process had no free slot or died while answering. When
+Redis is down the web process answers anyway: the user gets an answer, unrecorded.
 """
 
 from __future__ import annotations
