@@ -406,33 +406,19 @@ def import_chats(
     names = actors(table)
     analysis = Analysis(fmt, _counter(model), limit)
     feed = analysis.feeder()
-    train_path, valid_path = _import_paths(file, out_dir)
     counts = {"train": 0, "valid": 0, "conversations": 0}
-    try:
-        with AtomicOutputs() as outputs:
-            train = outputs.open(train_path)
-            valid = outputs.open(valid_path)
-            for turns in conversations(table, delimiter):
-                counts["conversations"] += 1
-                to_valid = rng.random() < fraction
-                if fmt == "completion":
-                    examples = completion_examples(turns, names, buffer_size, include_stop)
-                else:
-                    examples = chat_examples(turns, buffer_size, system_prompt)
-                for line, example in examples:
-                    if feed(line, example):
-                        (valid if to_valid else train).write(dumps(example))
-                        counts["valid" if to_valid else "train"] += 1
-            if not counts["train"] + counts["valid"]:
-                raise DatasetError(f"{file}: no examples found: nothing written")
-            if not counts["valid"]:
-                outputs.forget(valid)
-            outputs.commit()
-    except BaseException:
-        analysis.discard()
-        raise
-    analysis.finish()
-    _import_report(analysis, file, names, counts, train_path, valid_path)
+    with _split_output(file, out_dir, analysis, counts) as split:
+        for turns in conversations(table, delimiter):
+            counts["conversations"] += 1
+            to_valid = rng.random() < fraction
+            if fmt == "completion":
+                examples = completion_examples(turns, names, buffer_size, include_stop)
+            else:
+                examples = chat_examples(turns, buffer_size, system_prompt)
+            for line, example in examples:
+                if feed(line, example):
+                    split.write(example, to_valid)
+    _import_report(analysis, file, names, counts, split.train_path, split.valid_path)
     if redis is not None:
 
         def chats() -> Iterator[list[dict[str, Any]]]:
@@ -454,9 +440,44 @@ def _loadable(findings: list[Any]) -> bool:
     return not any(f.severity is Severity.ERROR for f in findings)
 
 
-def _import_paths(file: Path, out_dir: Path | None) -> tuple[Path, Path]:
-    folder = out_dir or file.parent
-    return folder / f"{file.stem}_train.jsonl", folder / f"{file.stem}_valid.jsonl"
+class _Split:
+    """The train and validation files an import writes, and its counts of each."""
+
+    def __init__(
+        self, outputs: AtomicOutputs, folder: Path, stem: str, counts: dict[str, int]
+    ) -> None:
+        self.train_path = folder / f"{stem}_train.jsonl"
+        self.valid_path = folder / f"{stem}_valid.jsonl"
+        self.train = outputs.open(self.train_path)
+        self.valid = outputs.open(self.valid_path)
+        self.counts = counts
+
+    def write(self, example: dict[str, Any], to_valid: bool) -> None:
+        """One example, to the validation file or the training file."""
+        (self.valid if to_valid else self.train).write(dumps(example))
+        self.counts["valid" if to_valid else "train"] += 1
+
+
+@contextmanager
+def _split_output(
+    file: Path, out_dir: Path | None, analysis: Analysis, counts: dict[str, int]
+) -> Iterator[_Split]:
+    """An import's output files: committed whole when the import ends well (an empty
+    validation file left out), none of them if it fails or found no example; the
+    analysis is finished or discarded with them."""
+    try:
+        with AtomicOutputs() as outputs:
+            split = _Split(outputs, out_dir or file.parent, file.stem, counts)
+            yield split
+            if not counts["train"] + counts["valid"]:
+                raise DatasetError(f"{file}: no examples found: nothing written")
+            if not counts["valid"]:
+                outputs.forget(split.valid)
+            outputs.commit()
+    except BaseException:
+        analysis.discard()
+        raise
+    analysis.finish()
 
 
 def _import_report(
@@ -537,33 +558,16 @@ def import_qa(
     rng = random.Random(settings.training.seed if seed is None else seed)
     table = Table(file, csv_delimiter)
     analysis = Analysis("chat", _counter(model), limit)
-    train_path, valid_path = _import_paths(file, out_dir)
     counts = {"train": 0, "valid": 0, "pairs": 0}
     stats = QaStats()
-    try:
-        with AtomicOutputs() as outputs:
-            train = outputs.open(train_path)
-            valid = outputs.open(valid_path)
-            pairs = qa_pairs(
-                table, question_column, answer_column, split_numbered, min_length, stats
-            )
-            for line, question, answer in pairs:
-                counts["pairs"] += 1
-                example = qa_example(question, answer, system_prompt, stop)
-                if analysis.feed_chat(line, example):
-                    to_valid = rng.random() < fraction
-                    (valid if to_valid else train).write(dumps(example))
-                    counts["valid" if to_valid else "train"] += 1
-            if not counts["train"] + counts["valid"]:
-                raise DatasetError(f"{file}: no examples found: nothing written")
-            if not counts["valid"]:
-                outputs.forget(valid)
-            outputs.commit()
-    except BaseException:
-        analysis.discard()
-        raise
-    analysis.finish()
-    _import_report(analysis, file, None, counts, train_path, valid_path)
+    with _split_output(file, out_dir, analysis, counts) as split:
+        pairs = qa_pairs(table, question_column, answer_column, split_numbered, min_length, stats)
+        for line, question, answer in pairs:
+            counts["pairs"] += 1
+            example = qa_example(question, answer, system_prompt, stop)
+            if analysis.feed_chat(line, example):
+                split.write(example, rng.random() < fraction)
+    _import_report(analysis, file, None, counts, split.train_path, split.valid_path)
     if stats.too_short:
         click.echo(
             f"  dropped {stats.too_short:,} pairs shorter than {min_length} characters "
