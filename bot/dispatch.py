@@ -73,10 +73,10 @@ def _answer_here(services: Services, question: Question) -> bool:
         )
     except Exception:
         logger.exception("answering %s failed", question.answer_id)
-        services.journal.finish(question.channel_id, question.message_ts, AnswerState.FAILED)
+        journal.finish(question.channel_id, question.message_ts, AnswerState.FAILED)
         return True
     if stored is None:  # a stored answer's record already ended its journal entry
-        services.journal.finish(question.channel_id, question.message_ts, AnswerState.DONE)
+        journal.finish(question.channel_id, question.message_ts, AnswerState.DONE)
     return True
 
 

@@ -53,6 +53,21 @@ class Entry:
             {"owner": self.owner, "at": self.at, "question": self.question, "shown": self.shown}
         )
 
+    @classmethod
+    def loads(cls, answer_id: str, raw: str) -> Entry:
+        """Inverse of :meth:`dumps`; ValueError if ``raw`` is no entry."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                answer_id,
+                str(data["owner"]),
+                float(data["at"]),
+                dict(data["question"]),
+                [str(ts) for ts in data.get("shown", [])],
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a journal entry: {exc}") from exc
+
 
 class AnswerJournal:
     """The in-flight answers of one web process: capacity, heartbeat and recovery sweep."""
@@ -174,21 +189,19 @@ class AnswerJournal:
         recovered = 0
         for answer_id, raw in self.store.inflight().items():
             try:
-                entry = json.loads(raw)
-                owner, at, question = entry["owner"], float(entry["at"]), entry["question"]
-                shown = [str(ts) for ts in entry.get("shown", [])]
-            except (ValueError, KeyError, TypeError):
+                entry = Entry.loads(answer_id, raw)
+            except ValueError:
                 logger.error("dropping a malformed in-flight entry for %s", answer_id)
                 self.store.take_inflight(answer_id, raw)
                 continue
-            if now - at < self.recover_after_s:
+            if now - entry.at < self.recover_after_s:
                 continue
-            if owner not in alive:
-                alive[owner] = self.store.owner_alive(owner)
-            if alive[owner] or not self.store.take_inflight(answer_id, raw):
+            if entry.owner not in alive:
+                alive[entry.owner] = self.store.owner_alive(entry.owner)
+            if alive[entry.owner] or not self.store.take_inflight(answer_id, raw):
                 continue
             try:
-                requeue(question, shown)
+                requeue(entry.question, entry.shown)
             except Exception:
                 self.store.put_inflight(answer_id, raw)
                 raise
