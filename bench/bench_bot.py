@@ -27,10 +27,10 @@ from pathlib import Path
 
 from redis import Redis
 
+from core import keys
 from tests import payloads
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
-from workers import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-signing-secret"

@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workers.settings import LocalTrainerSettings, TrainingMethod  # noqa: E402
+from core.settings import LocalTrainerSettings, TrainingMethod  # noqa: E402
 from workers.training import lora  # noqa: E402
 
 CHAT_TEMPLATE = (

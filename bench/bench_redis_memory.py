@@ -14,7 +14,7 @@ import time
 
 from redis import Redis
 
-from workers.store import AnswerRecord, Store, Vote, VoteSource
+from core.store import AnswerRecord, Store, Vote, VoteSource
 
 SYSTEM = "You are tuneloop, a helpful assistant for this team in Slack. " * 3
 QUESTION = "How do I rotate the staging database credentials without downtime? " * 2

@@ -37,7 +37,7 @@ from typing import Any
 
 from redis import Redis
 
-from workers import approved, keys
+from core import approved, keys
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -190,9 +190,9 @@ def _rss_mb() -> float:
 
 
 def run_trainset(redis: Redis, out: Path, exact: bool) -> dict[str, Any]:
+    from core.settings import load_behaviour
+    from core.tokens import counter_for_model
     from workers import trainset
-    from workers.settings import load_behaviour
-    from workers.tokens import counter_for_model
 
     settings = load_behaviour()
     training = settings.training.model_copy(
@@ -239,9 +239,9 @@ def run_pandas(redis: Redis, out: Path, helpers: bool) -> dict[str, Any]:
 
     import pandas as pd
 
+    from core.settings import load_behaviour
+    from core.tokens import counter_for_model
     from workers import trainset
-    from workers.settings import load_behaviour
-    from workers.tokens import counter_for_model
 
     settings = load_behaviour()
     pii = settings.training.pii

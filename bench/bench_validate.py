@@ -6,7 +6,7 @@ ones), then validated in the same run by:
 
 * ``baseline``: what one writes first: ``json.loads`` per line, the same per-example
   checks (:func:`workers.datasets.checks.examine_chat`) with the same token counter
-  (:func:`workers.tokens.counter_for_model`), everything collected in lists, then
+  (:func:`core.tokens.counter_for_model`), everything collected in lists, then
   duplicates, errors and the token distribution computed from the lists;
 * ``prepare``: :func:`workers.datasets.analysis.analyze` as ``prepare`` and ``load``
   run it, in one process: every check, tokens counted only for examples that could
@@ -126,7 +126,7 @@ def _sentences(rng: random.Random, count: int = 4000) -> list[str]:
 
 def generate(path: Path, lines: int, seed: int = 7) -> None:
     """Write ``lines`` chat examples; user and assistant texts are all distinct."""
-    from workers.settings import load_behaviour
+    from core.settings import load_behaviour
 
     system = load_behaviour().model.system_prompt
     rng = random.Random(seed)
@@ -165,8 +165,8 @@ def _rss_kib() -> int:
 
 def run_baseline(path: Path) -> dict[str, Any]:
     """json.loads per line, the same checks and counter, everything kept in lists."""
+    from core.tokens import counter_for_model
     from workers.datasets.checks import DROP_CODES, Severity, examine_chat
-    from workers.tokens import counter_for_model
 
     counter = counter_for_model(MODEL)
     counter.count("warm up")
@@ -207,9 +207,9 @@ def run_baseline(path: Path) -> dict[str, Any]:
 
 def run_streaming(path: Path, jobs: int, count_all: bool) -> dict[str, Any]:
     """The validator ``prepare`` (count_all False) and ``stats`` (True) use."""
+    from core.tokens import counter_for_model
     from workers.datasets.analysis import analyze
     from workers.datasets.checks import CachedCounter
-    from workers.tokens import counter_for_model
 
     counter = CachedCounter(counter_for_model(MODEL))
     start_rss = _rss_kib()

@@ -26,10 +26,10 @@ from pathlib import Path
 from redis import Redis
 
 from bench.bench_bot import SECRET, _free_port, _wait_http, service_env, start_bot, stop
+from core import keys
 from tests import payloads
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
-from workers import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 ACK_LIMIT_S = 3.0

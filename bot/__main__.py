@@ -17,9 +17,9 @@ from bot.app import LISTENER_THREADS, build_app
 from bot.dispatch import start_journal
 from bot.runtime import Services, build_services
 from bot.server import serve
-from workers import logs
-from workers.errors import ConfigError
-from workers.settings import load_settings
+from core import logs
+from core.errors import ConfigError
+from core.settings import load_settings
 
 logger = logging.getLogger("bot")
 

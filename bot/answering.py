@@ -21,12 +21,12 @@ from bot import blocks, messages
 from bot.delayed import SCHEDULER
 from bot.runtime import Services, worker_services
 from bot.streaming import AnswerWriter
-from workers import logs, metrics
-from workers.conversation import PromptTooLong, Turn, build_prompt
-from workers.errors import ModelError, TuneloopError
-from workers.llm import stream_answer
-from workers.store import AnswerRecord, AnswerState, answer_id_for
-from workers.tokens import counter_for_model
+from core import logs, metrics
+from core.conversation import PromptTooLong, Turn, build_prompt
+from core.errors import ModelError, TuneloopError
+from core.llm import stream_answer
+from core.store import AnswerRecord, AnswerState, answer_id_for
+from core.tokens import counter_for_model
 
 logger = logging.getLogger(__name__)
 

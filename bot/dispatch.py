@@ -18,8 +18,8 @@ from rq import Retry
 
 from bot.answering import JOB_FUNCTION, Question, answer
 from bot.runtime import Services
+from core.store import AnswerState
 from workers.loop import LoopContext, supervise_active
-from workers.store import AnswerState
 
 logger = logging.getLogger(__name__)
 

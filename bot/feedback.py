@@ -7,8 +7,8 @@ import logging
 from redis.exceptions import RedisError
 
 from bot.runtime import Services
-from workers import approval, metrics
-from workers.store import Vote, VoteResult, VoteSource
+from core import approval, metrics
+from core.store import Vote, VoteResult, VoteSource
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from slack_sdk.errors import SlackApiError
 
 from bot import blocks, messages
 from bot.runtime import Services
-from workers import approval, approved, loop, trainset
-from workers.errors import TrainingError
+from core import approval, approved
+from core.errors import TrainingError
+from workers import loop, trainset
 from workers.loop import LoopContext, Run
 
 logger = logging.getLogger(__name__)

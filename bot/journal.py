@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from workers.store import AnswerState, Store
+from core.store import AnswerState, Store
 
 logger = logging.getLogger(__name__)
 

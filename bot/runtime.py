@@ -22,10 +22,10 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot.journal import AnswerJournal
-from workers import keys, logs
-from workers.llm import make_client
-from workers.settings import Settings, load_settings
-from workers.store import Store
+from core import keys, logs
+from core.llm import make_client
+from core.settings import Settings, load_settings
+from core.store import Store
 
 SLACK_RATE_LIMIT_RETRIES = 5
 LOCAL_CLAIMS_MAX = 10_000

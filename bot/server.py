@@ -20,7 +20,7 @@ from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.runtime import Services
-from workers.metrics import RedisCollector
+from core.metrics import RedisCollector
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.settings import ROOT
 from tests.bot.conftest import SIGNING_SECRET
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
-from workers.settings import ROOT
 
 STOP_TIMEOUT_S = 30.0
 

@@ -16,14 +16,14 @@ import pytest
 from redis import Redis
 
 from bot import messages
+from core import approved, keys
+from core.settings import ROOT
 from tests import payloads
 from tests.bot.conftest import ADMIN, SIGNING_SECRET, write_config
 from tests.emulators import poll_until
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
 from tests.processes import Process, bot_env, start
-from workers import approved, keys
-from workers.settings import ROOT
 
 
 def _wait_port(port: int, web: Process, timeout: float = 20.0) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from workers import keys
-from workers.settings import ROOT
+from core import keys
+from core.settings import ROOT
 
 
 def _processes() -> dict[str, list[str]]:

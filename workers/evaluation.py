@@ -23,9 +23,9 @@ import openai
 import yaml
 from openai import OpenAI
 
-from workers.errors import ConfigError, ModelError
-from workers.llm import complete
-from workers.settings import ROOT, Scorer, Settings
+from core.errors import ConfigError, ModelError
+from core.llm import complete
+from core.settings import ROOT, Scorer, Settings
 
 logger = logging.getLogger(__name__)
 

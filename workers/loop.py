@@ -45,10 +45,11 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from workers import evaluation, keys, metrics, trainset
-from workers.errors import TrainingError, TuneloopError
-from workers.settings import Settings, TrainerBackend, TrainingMethod
-from workers.store import Store
+from core import keys, metrics
+from core.errors import TrainingError, TuneloopError
+from core.settings import Settings, TrainerBackend, TrainingMethod
+from core.store import Store
+from workers import evaluation, trainset
 from workers.training.base import JobStatus, ProgressEvent, Trainer
 
 logger = logging.getLogger(__name__)
@@ -232,8 +233,8 @@ def job_context() -> LoopContext:
     """The context inside an RQ job: settings from the environment, the job's Redis."""
     from rq import get_current_job
 
-    from workers.llm import make_client
-    from workers.settings import load_settings
+    from core.llm import make_client
+    from core.settings import load_settings
 
     settings = load_settings()
     job = get_current_job()

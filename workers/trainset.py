@@ -37,12 +37,12 @@ from typing import Any
 
 from redis import Redis
 
-from workers import keys
-from workers.errors import DatasetError
-from workers.pricing import default_epochs, price_for
-from workers.redaction import might_hold_secret, redact_secrets
-from workers.settings import ROOT, PiiSettings, Settings, TrainerBackend, TrainingMethod
-from workers.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, Counter, counter_for_model
+from core import keys
+from core.errors import DatasetError
+from core.pricing import default_epochs, price_for
+from core.redaction import might_hold_secret, redact_secrets
+from core.settings import ROOT, PiiSettings, Settings, TrainerBackend, TrainingMethod
+from core.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, Tokenizer, counter_for_model
 from workers.training.base import TrainingFiles
 
 logger = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ class _TokenMeter:
     """Exact token counts for the first N examples and every k-th after; the rest are
     estimated from their length with the ratio measured so far (stated in the manifest)."""
 
-    def __init__(self, counter: Counter, limit: int, exact_first: int, every: int) -> None:
+    def __init__(self, counter: Tokenizer, limit: int, exact_first: int, every: int) -> None:
         self.counter = counter
         self.limit = limit
         self.exact_first = exact_first

@@ -21,11 +21,11 @@ from bot.app import LISTENER_THREADS, build_app
 from bot.dispatch import start_journal
 from bot.runtime import Services, build_services, reset_worker_services
 from bot.server import EVENTS_PATH, make_wsgi
+from core import keys
+from core.settings import ROOT, Settings, load_settings
 from tests import payloads
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
-from workers import keys
-from workers.settings import ROOT, Settings, load_settings
 
 SIGNING_SECRET = "test-signing-secret"
 ADMIN = "UADMIN"

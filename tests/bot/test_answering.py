@@ -10,10 +10,10 @@ import pytest
 from rq import Queue
 
 from bot import messages
+from core import keys
+from core.store import AnswerState, answer_id_for
 from tests import payloads
 from tests.bot.conftest import SIGNING_SECRET, Bot
-from workers import keys
-from workers.store import AnswerState, answer_id_for
 
 
 def _bot_posted_nothing(bot: Bot) -> bool:

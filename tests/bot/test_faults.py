@@ -17,12 +17,12 @@ from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from core import keys
+from core.settings import ROOT
+from core.store import Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import Bot
 from tests.bot.test_finetune import wait
-from workers import keys
-from workers.settings import ROOT
-from workers.store import Vote, answer_id_for
 
 
 def children(pid: int) -> list[int]:

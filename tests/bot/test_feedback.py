@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from bot import ids, messages
+from core import keys
+from core.store import Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import Bot
-from workers import keys
-from workers.store import Vote, answer_id_for
 
 
 def _answered(bot: Bot) -> tuple[str, str]:

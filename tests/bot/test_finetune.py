@@ -15,11 +15,12 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 from bot import ids, messages
+from core import approved, keys
+from core.settings import TrainingMethod
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
-from workers import approved, keys, loop
+from workers import loop
 from workers.loop import RunStatus
-from workers.settings import TrainingMethod
 from workers.training.base import TrainingFiles
 
 BASE = "gpt-4o-mini-2024-07-18"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from core import approved, keys
+from core.store import Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
 from tests.bot.test_finetune import command
-from workers import approved, keys
-from workers.store import Vote, answer_id_for
 
 
 def _ask(bot: Bot, user: str, text: str) -> tuple[str, str]:

@@ -13,10 +13,10 @@ from bot import messages
 from bot.answering import Question
 from bot.dispatch import enqueue_answer
 from bot.journal import AnswerJournal
+from core import keys
+from core.store import AnswerState, Store, answer_id_for
 from tests import payloads
 from tests.bot.conftest import SIGNING_SECRET, Bot
-from workers import keys
-from workers.store import AnswerState, Store, answer_id_for
 
 QUESTION = {
     "team_id": "T1",

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from rq import Queue, SimpleWorker
 
+from core import keys
 from tests.bot.conftest import Bot
 from tests.bot.test_finetune import command, only_run, seed, work
 from tests.workers.training.conftest import all_texts, build_tiny_model
-from workers import keys, loop
+from workers import loop
 from workers.loop import RunStatus
 
 pytest.importorskip("torch")

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from bot import ids, messages
+from core import approval, approved, keys
+from core.store import answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
 from tests.bot.test_finetune import command, seed, training_lines, wait, work
-from workers import approval, approved, keys, loop
-from workers.store import answer_id_for
+from workers import loop
 
 
 @pytest.fixture

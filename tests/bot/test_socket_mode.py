@@ -26,15 +26,15 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
 from bot import ids, messages
+from core import keys
+from core.settings import ROOT
+from core.store import Store, Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, write_config
 from tests.emulators import poll_until
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
 from tests.processes import Process, bot_env, start
-from workers import keys
-from workers.settings import ROOT
-from workers.store import Store, Vote, answer_id_for
 
 ANSWER_TIMEOUT_S = 30.0
 

@@ -26,6 +26,8 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from bot import messages
 from bot.dispatch import start_journal
 from bot.journal import AnswerJournal
+from core import approved, keys
+from core.settings import ROOT
 from tests.bot import test_faults
 from tests.bot.conftest import Bot
 from tests.bot.test_faults import RedisServer, kill_worker
@@ -38,9 +40,8 @@ from tests.bot.test_finetune import (
     wait,
     work,
 )
-from workers import approved, keys, loop
+from workers import loop
 from workers.loop import RunStatus
-from workers.settings import ROOT
 
 own_redis = test_faults.own_redis  # a redis-server of the test's own, AOF on, restartable
 

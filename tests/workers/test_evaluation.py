@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
+from core.errors import ConfigError
+from core.settings import Scorer, Settings, load_behaviour
 from tests.emulators.openai import OpenAIEmulator
 from workers import evaluation
-from workers.errors import ConfigError
 from workers.evaluation import EvalItem
-from workers.settings import Scorer, Settings, load_behaviour
 
 CURRENT = "gpt-4o-mini-2024-07-18"
 CANDIDATE = "ft:gpt-4o-mini-2024-07-18:org:tuneloop:abc"

@@ -11,11 +11,12 @@ from openai import OpenAI
 from redis import Redis
 from rq import Queue
 
+from core import keys
+from core.errors import TrainingError
+from core.settings import Settings, TrainerBackend, load_behaviour
 from tests.emulators.openai import OpenAIEmulator
-from workers import keys, loop
-from workers.errors import TrainingError
+from workers import loop
 from workers.loop import LoopContext, RunStatus
-from workers.settings import Settings, TrainerBackend, load_behaviour
 
 BASE = "gpt-4o-mini-2024-07-18"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
+from core.errors import TrainingError
+from core.settings import TrainingMethod
 from tests.emulators.openai import OpenAIEmulator
-from workers.errors import TrainingError
-from workers.settings import TrainingMethod
 from workers.training.base import JobStatus, TrainingFiles
 from workers.training.openai_backend import RUN_METADATA_KEY, OpenAITrainer
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from workers import approved, keys, pricing, trainset
-from workers.settings import Settings, TrainingMethod, load_behaviour
-from workers.tokens import counter_for_model
+from core import approved, keys, pricing
+from core.settings import Settings, TrainingMethod, load_behaviour
+from core.tokens import counter_for_model
+from workers import trainset
 
 MODEL = "gpt-4o-mini-2024-07-18"
 SYSTEM = "You are tuneloop, a helpful assistant."

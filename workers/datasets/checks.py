@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple, Protocol
 
-from workers.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, Counter
+from core.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, Tokenizer
 
 
 class Severity(str, Enum):
@@ -147,7 +147,7 @@ class Finding:
 
 
 class TokenCounter(Protocol):
-    """What the checks need from a counter: :class:`workers.tokens.Counter` or a cache."""
+    """What the checks need from a counter: :class:`core.tokens.Tokenizer` or a cache."""
 
     exact: bool
     source: str
@@ -176,7 +176,7 @@ class CachedCounter:
         "role_tokens",
     )
 
-    def __init__(self, counter: Counter, max_entries: int = 8192) -> None:
+    def __init__(self, counter: Tokenizer, max_entries: int = 8192) -> None:
         self._counter = counter
         self._cache: dict[str, int] = {}
         self._max = max_entries
@@ -207,15 +207,15 @@ class CachedCounter:
         return n
 
     def count_messages(self, messages: list[dict[str, Any]]) -> int:
-        """Same as :meth:`workers.tokens.Counter.count_messages`, through the cache."""
-        return Counter.count_messages(self, messages)  # type: ignore[arg-type]
+        """Same as :meth:`core.tokens.Tokenizer.count_messages`, through the cache."""
+        return Tokenizer.count_messages(self, messages)  # type: ignore[arg-type]
 
     def message_content_tokens(self, message: dict[str, Any]) -> int:
-        """Same as :meth:`workers.tokens.Counter.message_content_tokens`."""
-        return Counter.message_content_tokens(self, message)  # type: ignore[arg-type]
+        """Same as :meth:`core.tokens.Tokenizer.message_content_tokens`."""
+        return Tokenizer.message_content_tokens(self, message)  # type: ignore[arg-type]
 
 
-def _direct_encoder(counter: Counter) -> Any:
+def _direct_encoder(counter: Tokenizer) -> Any:
     """tiktoken's Rust encoder without its Python wrappers, when it gives the same counts.
 
     Saves two Python calls per uncached text. Checked on a sample at start-up; any
@@ -284,7 +284,7 @@ def _type_name(value: Any) -> str:
 
 
 def _text_of(content: Any) -> str:
-    """The text a counter sees in a content value (mirrors ``Counter``)."""
+    """The text a counter sees in a content value (mirrors ``Tokenizer``)."""
     if isinstance(content, list):
         return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return "" if content is None else str(content)
@@ -333,7 +333,7 @@ def examine_chat(
 ) -> ExampleFacts:
     """Check one chat example (``{"messages": [...]}``) and count its tokens.
 
-    Tokens are counted as :meth:`workers.tokens.Counter.count_messages` does (framing
+    Tokens are counted as :meth:`core.tokens.Tokenizer.count_messages` does (framing
     included) so the limit check matches what the training run is billed for. With
     ``count_all=False`` they are only counted when the example could be over the limit:
     a token covers at least one UTF-8 byte and a character at most four, so an example
@@ -461,7 +461,7 @@ def _count_chat(
 def check_chat_example(obj: Any, counter: TokenCounter, max_tokens: int) -> list[Finding]:
     """Findings for one chat example; an empty list means OpenAI accepts it as is.
 
-    ``obj`` is the parsed JSON line, ``counter`` a :class:`workers.tokens.Counter` (or a
+    ``obj`` is the parsed JSON line, ``counter`` a :class:`core.tokens.Tokenizer` (or a
     :class:`CachedCounter`) for the model to be trained, ``max_tokens`` the per-example
     limit (``settings.training.max_example_tokens``). Errors make the file rejected;
     warnings (no system/user message) make training worse. Pure: no I/O, no state.

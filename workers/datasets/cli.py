@@ -19,6 +19,10 @@ from typing import Any
 
 import click
 
+from core.errors import DatasetError, TuneloopError
+from core.pricing import price_for
+from core.settings import Settings, load_behaviour
+from core.tokens import counter_for_model
 from workers.datasets.analysis import (
     SEPARATORS,
     STOPS,
@@ -52,10 +56,6 @@ from workers.datasets.prepare import Plan, blocking, output_paths, write_prepare
 from workers.datasets.readers import ProgressFn, Records, Table
 from workers.datasets.seed import DEFAULT_REDIS_URL, connect, seed, source_of
 from workers.datasets.stats import render, summary, token_limit
-from workers.errors import DatasetError, TuneloopError
-from workers.pricing import price_for
-from workers.settings import Settings, load_behaviour
-from workers.tokens import counter_for_model
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)

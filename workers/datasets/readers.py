@@ -21,7 +21,7 @@ from json.scanner import make_scanner
 from pathlib import Path
 from typing import Any
 
-from workers.errors import DatasetError
+from core.errors import DatasetError
 
 _scan_once = make_scanner(json.JSONDecoder())
 

@@ -1,6 +1,6 @@
 """Seeding the approved-example log from files, so the first training run needs no votes.
 
-Examples go in through :func:`workers.approved.append`, which refuses content that is
+Examples go in through :func:`core.approved.append`, which refuses content that is
 already logged: loading the same file twice adds nothing the second time.
 """
 
@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from redis import Redis
 from redis.exceptions import RedisError
 
-from workers import approved
-from workers.errors import StoreUnavailable
+from core import approved
+from core.errors import StoreUnavailable
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 APPROVED_BY = "cli"

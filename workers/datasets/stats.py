@@ -7,9 +7,9 @@ and what that costs at the dated prices in ``config/prices.yaml``.
 
 from __future__ import annotations
 
+from core.pricing import Price, default_epochs
 from workers.datasets.analysis import Analysis
 from workers.datasets.checks import Code
-from workers.pricing import Price, default_epochs
 
 
 def token_limit(model: str, configured: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from openai import OpenAI
 from redis import Redis
 
-from workers.settings import Settings, TrainerBackend
+from core.settings import Settings, TrainerBackend
 from workers.training.base import Trainer
 
 

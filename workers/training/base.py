@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-from workers.settings import TrainingMethod
+from core.settings import TrainingMethod
 
 
 class JobStatus(str, Enum):

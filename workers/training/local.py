@@ -35,9 +35,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from workers import keys
-from workers.errors import TrainingError
-from workers.settings import ROOT, LocalTrainerSettings, Settings, TrainingMethod
+from core import keys
+from core.errors import TrainingError
+from core.settings import ROOT, LocalTrainerSettings, Settings, TrainingMethod
 from workers.training.base import JobState, JobStatus, ProgressEvent, TrainingFiles
 
 log = logging.getLogger(__name__)

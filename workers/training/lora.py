@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.errors import TrainingError
-from workers.settings import LocalTrainerSettings, TrainingMethod
+from core.errors import TrainingError
+from core.settings import LocalTrainerSettings, TrainingMethod
 from workers.training.base import ProgressEvent
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 import openai
 from openai import OpenAI
 
-from workers.errors import TrainingError
+from core.errors import TrainingError
 from workers.training.base import JobState, JobStatus, ProgressEvent, TrainingFiles
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from slack_bolt import Ack, App
 from bot import blocks, ids, messages
 from bot.feedback import cast_vote
 from bot.runtime import Services
-from workers.store import Vote, VoteResult, VoteSource
+from core.store import Vote, VoteResult, VoteSource
 
 logger = logging.getLogger(__name__)
 

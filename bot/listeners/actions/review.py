@@ -17,8 +17,9 @@ from slack_bolt import Ack, App, Respond
 from bot import blocks, ids, messages
 from bot.finetune import is_admin, promote, review_reply
 from bot.runtime import Services
-from workers import approval, loop
-from workers.approval import Decision, Outcome
+from core import approval
+from core.approval import Decision, Outcome
+from workers import loop
 
 logger = logging.getLogger(__name__)
 

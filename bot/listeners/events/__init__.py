@@ -15,8 +15,8 @@ from bot.dispatch import submit_question
 from bot.feedback import cast_vote, vote_for_reaction
 from bot.finetune import is_admin
 from bot.runtime import Services
-from workers import approved
-from workers.store import VoteSource
+from core import approved
+from core.store import VoteSource
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from bot import blocks, ids, messages
 from bot.finetune import is_admin, review_reply
 from bot.listeners.actions.review import outcome_text
 from bot.runtime import Services
-from workers import approval, loop
-from workers.approval import Decision
+from core import approval
+from core.approval import Decision
+from workers import loop
 
 logger = logging.getLogger(__name__)
 

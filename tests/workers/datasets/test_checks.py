@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from core.tokens import counter_for_model
 from tests.workers.datasets.helpers import chat
 from workers.datasets import (
     CachedCounter,
@@ -17,7 +18,6 @@ from workers.datasets import (
     repair_chat_example,
     repair_completion_example,
 )
-from workers.tokens import counter_for_model
 
 COUNTER = counter_for_model("gpt-4o-mini-2024-07-18")
 

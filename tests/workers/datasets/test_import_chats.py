@@ -9,8 +9,8 @@ from pathlib import Path
 
 import openpyxl
 
+from core.settings import load_behaviour
 from tests.workers.datasets.helpers import DESIGN_CSV, EXPECTED_LINE, read_jsonl
-from workers.settings import load_behaviour
 
 
 def _outputs(folder: Path, stem: str) -> list[str]:

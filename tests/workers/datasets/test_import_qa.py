@@ -7,9 +7,9 @@ from pathlib import Path
 
 import openpyxl
 
+from core.settings import load_behaviour
 from tests.workers.datasets.helpers import read_jsonl
 from workers.datasets.importers import numbered_items
-from workers.settings import load_behaviour
 
 
 def _write_csv(path: Path, rows: list[list[str]], delimiter: str = ",") -> Path:

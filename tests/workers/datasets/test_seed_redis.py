@@ -6,9 +6,9 @@ from pathlib import Path
 
 from redis import Redis
 
+from core import approved, keys
+from core.settings import load_behaviour
 from tests.workers.datasets.helpers import DESIGN_CSV, chat, completion, write_jsonl
-from workers import approved, keys
-from workers.settings import load_behaviour
 
 
 def _logged(redis: Redis) -> list[approved.Example]:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.pricing import default_epochs, price_for
+from core.tokens import counter_for_encoding, encoding_for_model
 from tests.workers.datasets.helpers import chat, write_jsonl
-from workers.pricing import default_epochs, price_for
-from workers.tokens import counter_for_encoding, encoding_for_model
 
 
 def _expected(examples: list[dict]) -> list[int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import LocalTrainerSettings
+from core.settings import LocalTrainerSettings
 
 # No test here may reach the Hugging Face hub. Set at import, before transformers or
 # huggingface_hub are imported: they read these variables once, when imported.

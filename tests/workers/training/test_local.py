@@ -16,10 +16,9 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from tests.workers.training.conftest import FACTS, chat_example, write_jsonl
-from workers import keys
-from workers.errors import TrainingError
-from workers.settings import (
+from core import keys
+from core.errors import TrainingError
+from core.settings import (
     LocalTrainerSettings,
     ModelSettings,
     Secrets,
@@ -27,6 +26,7 @@ from workers.settings import (
     TrainingMethod,
     TrainingSettings,
 )
+from tests.workers.training.conftest import FACTS, chat_example, write_jsonl
 from workers.training.base import JobStatus, TrainingFiles
 from workers.training.local import JOB_FUNC, LocalTrainer
 

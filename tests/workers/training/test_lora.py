@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import TrainingError
+from core.settings import TrainingMethod
 from tests.workers.training.conftest import (
     FACTS,
     chat_example,
@@ -16,8 +18,6 @@ from tests.workers.training.conftest import (
     preference_example,
     write_jsonl,
 )
-from workers.errors import TrainingError
-from workers.settings import TrainingMethod
 from workers.training.base import ProgressEvent
 from workers.training.lora import (
     METADATA_FILE,

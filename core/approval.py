@@ -1,6 +1,6 @@
 """Turning rated answers into approved training examples: the policy and the admin's say.
 
-An answer becomes an example in the approved log (``workers.approved``) either
+An answer becomes an example in the approved log (``core.approved``) either
 automatically, when the configured policy says its votes are enough, or when an admin
 approves it in ``/finetune review``. A correction is never approved automatically: only
 an admin's approval (as written, or edited) turns it into an example, with the answer
@@ -21,10 +21,10 @@ from enum import Enum
 
 from redis import Redis
 
-from workers import keys
-from workers.approved import Example
-from workers.settings import ApprovalMode, ApprovalSettings
-from workers.store import AnswerRecord, Store, Vote
+from core import keys
+from core.approved import Example
+from core.settings import ApprovalMode, ApprovalSettings
+from core.store import AnswerRecord, Store, Vote
 
 logger = logging.getLogger(__name__)
 

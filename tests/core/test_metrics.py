@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from redis import Redis
 
-from workers import metrics
+from core import metrics
 
 
 def _scrape(redis: Redis) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 import openai
 from openai import OpenAI, Stream
 
-from workers.errors import ModelError
-from workers.settings import ModelSettings, Settings
+from core.errors import ModelError
+from core.settings import ModelSettings, Settings
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.llm import sse_data
+from core.llm import sse_data
 
 
 def test_events_are_read_across_any_chunking_with_crlf_and_multibyte_text() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.errors import TuneloopError
-from workers.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, Counter
+from core.errors import TuneloopError
+from core.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, Tokenizer
 
 
 class PromptTooLong(TuneloopError):
@@ -26,7 +26,7 @@ class Turn:
 
 
 def build_prompt(
-    system_prompt: str, turns: list[Turn], budget: int, counter: Counter
+    system_prompt: str, turns: list[Turn], budget: int, counter: Tokenizer
 ) -> list[dict[str, str]]:
     """System prompt + the newest turns that fit ``budget`` tokens, oldest dropped first.
 

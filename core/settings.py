@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workers.errors import ConfigError
+from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = ROOT / "config" / "settings.yaml"

@@ -7,10 +7,10 @@ import time
 import pytest
 from redis import Redis
 
-from workers import approval, approved, keys
-from workers.approval import Decision, Outcome
-from workers.settings import ApprovalMode, ApprovalSettings
-from workers.store import AnswerRecord, Store, Vote, VoteSource
+from core import approval, approved, keys
+from core.approval import Decision, Outcome
+from core.settings import ApprovalMode, ApprovalSettings
+from core.store import AnswerRecord, Store, Vote, VoteSource
 
 SYSTEM = {"role": "system", "content": "You are tuneloop."}
 

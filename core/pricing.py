@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from workers.errors import ConfigError
-from workers.settings import ROOT
+from core.errors import ConfigError
+from core.settings import ROOT
 
 PRICES_FILE = ROOT / "config" / "prices.yaml"
 # The default-epochs rule of OpenAI's data-preparation notebook.

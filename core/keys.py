@@ -122,7 +122,7 @@ def local_job_cancel(job_id: str) -> str:
     return f"{PREFIX}local:job:{job_id}:cancel"
 
 
-# --- Training runs (workers/loop.py, workers/trainset.py, workers/approval.py) -------
+# --- Training runs (workers/loop.py, workers/trainset.py, core/approval.py) -------
 RUN_LOCK = f"{PREFIX}run:lock"
 """STRING: id of the training run in progress (SET NX); absent when none is going."""
 SUPERVISE_LOCK = f"{PREFIX}run:supervise"
@@ -166,4 +166,4 @@ model a training run produced (what ``/finetune promote`` may switch to)."""
 
 # --- Operations -------------------------------------------------------------------------
 METRICS = f"{PREFIX}metrics"
-"""HASH: "<metric>|<label>=<value>..." -> count, shared by every process (see workers.metrics)."""
+"""HASH: "<metric>|<label>=<value>..." -> count, shared by every process (see core.metrics)."""

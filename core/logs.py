@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from workers.redaction import REDACTED, redact_secrets
+from core.redaction import REDACTED, redact_secrets
 
 __all__ = ["REDACTED", "JsonFormatter", "Redactor", "configure", "context"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 
-from workers import keys
+from core import keys
 
 # KEYS[1] hashes set, KEYS[2] stream; ARGV[1] hash, ARGV[2] example JSON.
 _APPEND = """

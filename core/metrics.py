@@ -22,7 +22,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
-from workers import keys
+from core import keys
 
 logger = logging.getLogger(__name__)
 

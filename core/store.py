@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from workers import approved, keys
+from core import approved, keys
 
 STATS_WINDOW_S = 7 * 24 * 3600
 

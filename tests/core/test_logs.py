@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from workers import logs
+from core import logs
 
 
 @pytest.fixture

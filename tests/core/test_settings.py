@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.errors import ConfigError
-from workers.settings import ApprovalMode, load_settings
+from core.errors import ConfigError
+from core.settings import ApprovalMode, load_settings
 
 SECRETS = {
     "SLACK_BOT_TOKEN": "xoxb-1",
@@ -84,7 +84,7 @@ def test_the_bot_process_stops_with_one_line_on_bad_settings(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from workers.settings import ROOT
+    from core.settings import ROOT
 
     env = {"PATH": "/usr/bin:/bin", "SLACK_SIGNING_SECRET": "x", "OPENAI_API_KEY": "y"}
     done = subprocess.run(
