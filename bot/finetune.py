@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import blocks, messages
 from bot.runtime import Services
-from core import approval, approved
+from core import approval, approved, keys
 from core.errors import TrainingError
 from workers import loop, trainset
 from workers.loop import LoopContext, Run
@@ -259,10 +259,17 @@ def _export(services: Services, user_id: str, channel_id: str, args: list[str]) 
         return Reply(messages.EXPORT_NONE)
     if trainset.load_manifest(services.redis, set_id) is None:
         return Reply(messages.EXPORT_UNKNOWN.format(set_id=set_id))
+    # A set holds other people's conversations, direct messages included: it goes to the
+    # admin's own DM whatever channel the command was typed in, never to a shared one.
+    try:
+        dm = services.slack.conversations_open(users=user_id)["channel"]["id"]
+    except SlackApiError as exc:
+        logger.warning("cannot open a DM with %s: %s", user_id, exc.response.get("error"))
+        return Reply(messages.EXPORT_NO_DM)
     services.training_queue.enqueue(
         EXPORT_JOB,
         set_id,
-        channel_id,
+        dm,
         user_id,
         job_timeout=JOB_TIMEOUT_S,
         result_ttl=loop.RESULT_TTL_S,
@@ -319,18 +326,45 @@ ADMIN: dict[str, Handler] = {
 }
 
 
-def handle(services: Services, *, user_id: str, channel_id: str, text: str) -> Reply:
+MUTATING = frozenset({"retrain", "cancel", "promote", "rollback", "export", "forget", "forget-me"})
+"""Commands that change state or send data: a replayed request must not run them twice."""
+REPLAY_WINDOW_S = 600
+"""How long a trigger id is remembered: Slack accepts a signed request for 5 minutes, so a
+replay (or a duplicate delivery) of the same command arrives within that window."""
+
+
+def first_trigger(services: Services, trigger_id: str) -> bool:
+    """True the first time a command's ``trigger_id`` is seen.
+
+    Every slash-command invocation carries a unique trigger id; a request replayed within
+    Slack's signature window carries the same one, so recording it with ``SET NX`` makes
+    mutating commands run once per invocation. Commands without one (never sent by
+    Slack) are not de-duplicated.
+    """
+    if not trigger_id:
+        return True
+    return bool(
+        services.redis.set(keys.command_trigger(trigger_id), "1", nx=True, ex=REPLAY_WINDOW_S)
+    )
+
+
+def handle(
+    services: Services, *, user_id: str, channel_id: str, text: str, trigger_id: str = ""
+) -> Reply:
     """Run one ``/finetune`` invocation and say what happened."""
     try:
         words = shlex.split(text)
     except ValueError as exc:
         return Reply(messages.FINETUNE_UNREADABLE.format(error=exc))
     name, args = (words[0].lower(), words[1:]) if words else ("help", [])
-    if name in PUBLIC:
-        return PUBLIC[name](services, user_id, channel_id, args)
-    if name not in ADMIN:
+    if name not in PUBLIC and name not in ADMIN:
         return Reply(messages.FINETUNE_UNKNOWN.format(name=name))
     try:
+        if name in MUTATING and not first_trigger(services, trigger_id):
+            logger.warning("/finetune %s replayed (trigger %s): not run again", name, trigger_id)
+            return Reply(messages.COMMAND_REPLAYED.format(name=name))
+        if name in PUBLIC:
+            return PUBLIC[name](services, user_id, channel_id, args)
         if not is_admin(services, user_id):
             logger.warning("non-admin %s tried /finetune %s", user_id, name)
             loop.audit(services.redis, user_id, f"refused /finetune {name}", " ".join(args))

@@ -76,7 +76,7 @@ _Admins only:_
 • `models` – current model, trained candidates and the promotion history
 • `promote <model>` – switch the bot to a model now
 • `rollback` – return to the previous model at once
-• `export [set-id]` – download a training set (the latest by default)
+• `export [set-id]` – get a training set (the latest by default) in a direct message
 • `forget @user` – delete a user's data, as `forget-me` does for oneself"""
 FINETUNE_UNREADABLE = "Could not read that command ({error}). Try `/finetune help`."
 FINETUNE_UNKNOWN = "Unknown command `{name}`. Try `/finetune help`."
@@ -141,7 +141,17 @@ ROLLED_BACK = "Rolled back: the bot answers with `{to}` again (was `{frm}`)."
 ROLLBACK_NONE = "Nothing to roll back to: {reason}"
 EXPORT_NONE = "No training set has been built yet: `/finetune retrain --dry-run` builds one."
 EXPORT_UNKNOWN = "There is no training set `{set_id}`."
-EXPORT_ASKED = "Uploading training set `{set_id}` here…"
+EXPORT_ASKED = (
+    "Sending training set `{set_id}` to you in a direct message (only you can see it; a set "
+    "holds other people's conversations, so it is never posted in a channel)…"
+)
+COMMAND_REPLAYED = (
+    "`/finetune {name}` with this trigger was already run; a repeated request is not run again."
+)
+EXPORT_NO_DM = (
+    "I could not open a direct message with you, and a training set is never posted in a "
+    "channel: nothing was sent."
+)
 EXPORT_COMMENT = (
     "Training set `{set_id}` (version {version}): {train} training and {valid} validation examples."
 )

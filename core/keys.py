@@ -102,6 +102,11 @@ def event_seen(event_id: str) -> str:
     return f"{PREFIX}event:{event_id}"
 
 
+def command_trigger(trigger_id: str) -> str:
+    """STRING flag with a TTL: a slash command's trigger id already run (replays run once)."""
+    return f"{PREFIX}trigger:{trigger_id}"
+
+
 # --- Local trainer (self-hosted LoRA, workers/training/local.py) ---------------------
 LOCAL_ADAPTER_SEQ = f"{PREFIX}local:adapter_seq"
 """STRING counter: the last number given to a local adapter's model id (``<suffix>-<n>``)."""

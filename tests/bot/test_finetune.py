@@ -18,7 +18,7 @@ from bot import ids, messages
 from core import approved, keys
 from core.settings import TrainingMethod
 from tests import payloads
-from tests.bot.conftest import ADMIN, Bot
+from tests.bot.conftest import ADMIN, SIGNING_SECRET, Bot
 from workers import loop
 from workers.loop import RunStatus
 from workers.training.base import TrainingFiles
@@ -460,13 +460,18 @@ def test_progress_is_posted_to_the_thread_as_the_job_runs(bot: Bot) -> None:
     assert len(loop.run_metrics(bot.redis, run.run_id)) == 2
 
 
-def test_export_uploads_the_latest_set(bot: Bot) -> None:
+def test_export_typed_in_a_channel_goes_only_to_the_admins_dm(bot: Bot) -> None:
     seed(bot, 12)
     command(bot, "retrain --dry-run")
     work(bot)
     run = only_run(bot)
-    assert run.set_id in command(bot, "export")["text"]
+    reply = command(bot, "export", channel="C1")["text"]
+    assert run.set_id in reply and "direct message" in reply
     work(bot)
+    dm = "D" + ADMIN[1:]
+    assert {f["channel_id"] for f in bot.slack.uploaded_files()} == {dm}
+    assert all(f["channels"] == [dm] for f in bot.slack.uploaded_files())
+    assert not [m for m in bot.slack.messages("C1") if m.get("files")], "nothing in the channel"
     names = sorted(f["filename"] for f in bot.slack.uploaded_files())
     assert names == [f"{run.set_id}-{n}" for n in ("manifest.json", "train.jsonl", "valid.jsonl")]
     train_file = next(
@@ -520,3 +525,24 @@ def test_a_run_that_died_after_creating_its_job_is_adopted_not_repeated(
     assert approved.pending_count(bot.redis) == 0
     work(bot)
     assert len(bot.openai.jobs()) == 1
+
+
+def test_a_replayed_export_command_runs_once(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain --dry-run")
+    work(bot)
+    response_url = bot.slack.new_response_url()
+    fields = payloads.command_form("export", user=ADMIN, response_url=response_url)
+    body = payloads.form_body(fields)
+    for _ in range(2):  # the same signed request, sent again within Slack's 5 minutes
+        sent = payloads.post(
+            bot.url, body, "application/x-www-form-urlencoded", secret=SIGNING_SECRET
+        )
+        assert sent.status == 200
+        bot.listeners.wait_idle()
+    replies = wait(lambda: bot.slack.responses(response_url)[1:], what="the replay's reply")
+    assert "already run" in replies[0]["text"]
+    work(bot)
+    assert len(bot.slack.uploaded_files()) == 3, "one set's three files, uploaded once"
+    fresh = command(bot, "export")["text"]
+    assert "direct message" in fresh, "a new invocation (new trigger id) runs"

@@ -171,6 +171,7 @@ class SlackEmulator(LoopbackServer):
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "conversations.info": self._conversations_info,
+            "conversations.open": self._conversations_open,
             "reactions.add": self._reactions_add,
             "users.info": self._users_info,
             "views.open": self._views_open,
@@ -880,6 +881,14 @@ class SlackEmulator(LoopbackServer):
             "channel_actions_ts": None,
             "channel_actions_count": 0,
         }
+
+    def _conversations_open(self, args: dict) -> dict:
+        """A DM with one user: ``D`` + the user id without its ``U`` (as conversations.info)."""
+        self._require(args, "users")
+        users = [u for u in str(args["users"]).split(",") if u]
+        if len(users) != 1 or not users[0].startswith("U"):
+            raise _SlackError("not_implemented")
+        return {"channel": {"id": "D" + users[0][1:]}, "no_op": True, "already_open": True}
 
     def _conversations_info(self, args: dict) -> dict:
         self._require(args, "channel")

@@ -21,5 +21,6 @@ def register(app: App, services: Services) -> None:
             user_id=command.get("user_id", ""),
             channel_id=command.get("channel_id", ""),
             text=command.get("text") or "",
+            trigger_id=command.get("trigger_id") or "",
         )
         respond(text=reply.text, blocks=reply.blocks, response_type="ephemeral")
