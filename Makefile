@@ -1,10 +1,11 @@
-# `make run` sets up and starts the service; `make test` sets up and runs the tests.
+# `make run` sets up and starts the service (`make supervise`: restarting processes that die);
+# `make test` sets up and runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 REDIS_PORT ?= 6379
 
-.PHONY: run test lint format redis
+.PHONY: run supervise test lint format redis
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +26,15 @@ $(BIN)/.installed-gpu: $(BIN)/.installed requirements-gpu.txt
 	$(BIN)/pip install --quiet -r requirements-gpu.txt
 	touch $@
 
+# Development: honcho runs the Procfile and stops everything when one process exits.
 run: $(BIN)/.installed redis
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
+
+# Production: supervisord runs the same processes and restarts any that dies (.env, if
+# present, is read as honcho reads it).
+supervise: $(BIN)/.installed redis
+	set -a; if [ -f .env ]; then . ./.env; fi; set +a; \
+	  exec $(BIN)/supervisord -c deploy/supervisord.conf
 
 test: $(BIN)/.installed $(BIN)/.installed-gpu redis
 	$(BIN)/python -m pytest -q
