@@ -22,9 +22,10 @@ from slack_sdk.errors import SlackApiError
 
 from bot import blocks, messages
 from bot.runtime import Services
-from core import approval, approved, keys
+from core import approval, approved, forget, keys
 from core.errors import TrainingError
 from workers import loop, trainset
+from workers.forget import delete_training_data
 from workers.loop import LoopContext, Run
 
 logger = logging.getLogger(__name__)
@@ -282,27 +283,37 @@ _USER_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^([UW][A-Z0-9]+)$"
 
 
 def _forget(services: Services, user_id: str) -> Reply:
-    gone = services.store.forget_user(user_id)
-    return Reply(
+    """Delete the user's data in Redis, then the training files that may hold it."""
+    gone = forget.forget_user(services.store, user_id)
+    data = delete_training_data(context(services), gone.trained_since)
+    lines = [
         messages.FORGOTTEN.format(
             user=user_id,
             answers=gone.answers,
             votes=gone.votes,
             corrections=gone.corrections,
-            pending=gone.pending_examples,
+            examples=gone.examples,
+            scrubbed=gone.scrubbed,
         )
-    )
+    ]
+    if data.deleted_files:
+        lines.append(messages.FORGOTTEN_FILES.format(files=", ".join(data.deleted_files)))
+    if data.deleted_sets:
+        lines.append(messages.FORGOTTEN_SETS.format(sets=", ".join(data.deleted_sets)))
+    if data.undeleted_files:
+        lines.append(messages.FORGOTTEN_UNDELETED.format(files="; ".join(data.undeleted_files)))
+    if data.sets_elsewhere:
+        lines.append(messages.FORGOTTEN_SETS_ELSEWHERE.format(sets=", ".join(data.sets_elsewhere)))
+    if data.models:
+        lines.append(messages.FORGOTTEN_MODELS.format(models=", ".join(data.models)))
+    return Reply("\n".join(lines))
 
 
 def _forget_me(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
     if args:
         return Reply(messages.FINETUNE_USAGE.format(usage="forget-me"))
-    try:
-        reply = _forget(services, user_id)
-        loop.audit(services.redis, user_id, "/finetune forget-me")
-    except RedisError:
-        logger.exception("forget-me failed: storage unavailable")
-        return Reply(messages.STORAGE_DOWN)
+    reply = _forget(services, user_id)
+    loop.audit(services.redis, forget.FORGOTTEN_USER, "/finetune forget-me")
     return reply
 
 
@@ -310,7 +321,9 @@ def _forget_user(services: Services, user_id: str, channel_id: str, args: list[s
     match = _USER_MENTION.match(args[0]) if len(args) == 1 else None
     if match is None:
         return Reply(messages.FINETUNE_USAGE.format(usage="forget @user"))
-    return _forget(services, match.group(1) or match.group(2))
+    reply = _forget(services, match.group(1) or match.group(2))
+    loop.audit(services.redis, user_id, "/finetune forget", forget.FORGOTTEN_USER)
+    return reply
 
 
 PUBLIC: dict[str, Handler] = {"help": _help, "status": _status, "forget-me": _forget_me}

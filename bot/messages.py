@@ -209,7 +209,19 @@ RUN_LOSS_TITLE = "Loss curve of {run_id}"
 PROMOTE_BUTTON = "Promote anyway"
 
 FORGOTTEN = (
-    "Deleted the data of <@{user}>: {answers} answered questions, {votes} votes, "
-    "{corrections} corrections and {pending} examples waiting for training. Models "
-    "trained before today keep what they learned from earlier examples."
+    "Deleted the data of <@{user}>: {answers} answered questions (with the votes and "
+    "corrections on them), {votes} votes and {corrections} corrections on other answers, "
+    "{examples} training examples holding anything of theirs; their messages were removed "
+    "from {scrubbed} other people's conversations."
+)
+FORGOTTEN_FILES = "Deleted the training files uploaded to the provider that may hold it: {files}."
+FORGOTTEN_SETS = "Deleted the training sets built from it: {sets}."
+FORGOTTEN_UNDELETED = "Could not delete (try again, or delete them at the provider): {files}."
+FORGOTTEN_SETS_ELSEWHERE = (
+    "These training sets are not on this machine: delete their folders on the training "
+    "worker: {sets}."
+)
+FORGOTTEN_MODELS = (
+    "Cannot be deleted: these models were trained on it and cannot unlearn an example: "
+    "{models}. To be rid of it, roll back to a model trained before and retrain."
 )

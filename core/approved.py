@@ -113,25 +113,19 @@ def read_ids_after(redis: Redis, after_id: str, batch: int = 5000) -> Iterator[s
             yield cursor
 
 
-def remove_pending(redis: Redis, answer_ids: set[str], batch: int = 1000) -> int:
-    """Delete not-yet-trained examples that came from these answers; how many went.
+def position(entry_id: str) -> tuple[int, int]:
+    """A stream id as a sortable pair (ids compare by time, then sequence, not as text)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
-    Examples before the cursor were consumed by a training run and are part of a model;
-    they stay in the log as its record.
-    """
-    if not answer_ids:
-        return 0
-    cursor = redis.get(keys.APPROVED_CURSOR)
-    after = cursor.decode() if cursor else "0-0"
-    doomed = [
-        (entry_id, example)
-        for entry_id, example in read_after(redis, after, batch)
-        if example.answer_id in answer_ids
-    ]
-    if not doomed:
-        return 0
+
+def remove(redis: Redis, entries: list[tuple[str, Example]]) -> None:
+    """Delete logged examples (deleting a user's data), with their content hashes so the
+    same content could be approved again. Removing entries a run consumed leaves the
+    cursor valid: it is a position in the log, not an entry."""
+    if not entries:
+        return
     pipe = redis.pipeline(transaction=True)
-    pipe.xdel(keys.APPROVED_LOG, *[entry_id for entry_id, _ in doomed])
-    pipe.srem(keys.APPROVED_HASHES, *[example.content_hash() for _, example in doomed])
+    pipe.xdel(keys.APPROVED_LOG, *[entry_id for entry_id, _ in entries])
+    pipe.srem(keys.APPROVED_HASHES, *[example.content_hash() for _, example in entries])
     pipe.execute()
-    return len(doomed)

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from core import approved, keys
+from core import keys
 
 STATS_WINDOW_S = 7 * 24 * 3600
 
@@ -43,16 +43,6 @@ class AnswerState(str, Enum):
     QUEUED = "queued"
     DONE = "done"
     FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Forgotten:
-    """What deleting a user's data removed."""
-
-    answers: int
-    votes: int
-    corrections: int
-    pending_examples: int
 
 
 class VoteResult(str, Enum):
@@ -387,49 +377,3 @@ class Store:
         answers, members = pipe.execute()
         up = sum(1 for m in members if m.endswith(b"|up"))
         return {"answers": int(answers), "up": up, "down": len(members) - up}
-
-    # --- deleting a user's data ----------------------------------------------------------
-    def forget_user(self, user_id: str) -> Forgotten:
-        """Delete what tuneloop holds of a user: the transcripts of their questions (with
-        everyone's votes and corrections on them), their votes and corrections on other
-        answers, and approved examples from their transcripts not yet used for training.
-
-        Models already trained keep what they learned; the README says so.
-        """
-        redis = self.redis
-        touched = [m.decode() for m in redis.smembers(keys.user_answers(user_id))]
-        asked: list[str] = []
-        votes = corrections = 0
-        for answer_id in touched:
-            owner = redis.hget(keys.answer(answer_id), "user_id")
-            if owner is not None and owner.decode() == user_id:
-                asked.append(answer_id)
-                continue
-            vote = redis.hget(keys.votes(answer_id), user_id)
-            pipe = redis.pipeline(transaction=True)
-            pipe.hdel(keys.votes(answer_id), user_id)
-            pipe.hdel(keys.vote_sources(answer_id), user_id)
-            pipe.hdel(keys.corrections(answer_id), user_id)
-            if vote is not None:
-                pipe.zrem(keys.STATS_VOTES, f"{answer_id}|{user_id}|{vote.decode()}")
-            removed_vote, _, removed_correction, *_ = pipe.execute()
-            votes += removed_vote
-            corrections += removed_correction
-        for answer_id in asked:
-            record = self.get_answer(answer_id)
-            pipe = redis.pipeline(transaction=True)
-            for ts in record.message_ts if record else ():
-                pipe.delete(keys.message_answer(record.channel_id, ts))
-            pipe.delete(
-                keys.answer(answer_id),
-                keys.votes(answer_id),
-                keys.vote_sources(answer_id),
-                keys.corrections(answer_id),
-            )
-            pipe.zrem(keys.RATED, answer_id)
-            pipe.zrem(keys.STATS_ANSWERS, answer_id)
-            pipe.hdel(keys.REVIEWED, answer_id)
-            pipe.execute()
-        pending = approved.remove_pending(redis, set(asked))
-        redis.delete(keys.user_answers(user_id))
-        return Forgotten(len(asked), votes, corrections, pending)

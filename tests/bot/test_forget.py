@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from core import approved, keys
+import json
+import zlib
+from pathlib import Path
+
+from redis import Redis
+
+from bot import ids
+from core import approval, approved, keys
 from core.store import Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
-from tests.bot.test_finetune import command
+from tests.bot.test_finetune import bot_settings, command, seed, work  # noqa: F401
 
 
 def _ask(bot: Bot, user: str, text: str) -> tuple[str, str]:
@@ -56,3 +63,88 @@ def test_admins_can_forget_a_user_and_others_cannot(bot: Bot) -> None:
     assert bot.services.store.get_answer(answer) is None
     usage = command(bot, "forget everyone", user=ADMIN)
     assert "Usage" in usage["text"]
+
+
+FORGOTTEN = "UFORGETME7"
+QUESTION = "Where is the FORGETME-QUESTION handbook?"
+CORRECTION = "The FORGETME-CORRECTION says: ask the helpdesk."
+
+
+def _everything(redis: Redis) -> str:
+    """Every key and every value of every type in the db (RQ's compressed job data
+    decompressed), as one text."""
+    parts: list[bytes] = []
+    for key in redis.scan_iter(count=1000):
+        parts.append(key)
+        kind = redis.type(key).decode()
+        if kind == "string":
+            values = [redis.get(key) or b""]
+        elif kind == "hash":
+            values = [item for pair in redis.hgetall(key).items() for item in pair]
+        elif kind == "list":
+            values = redis.lrange(key, 0, -1)
+        elif kind == "set":
+            values = list(redis.smembers(key))
+        elif kind == "zset":
+            values = [member for member, _ in redis.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            values = [x for _, fields in redis.xrange(key) for pair in fields.items() for x in pair]
+        else:
+            raise AssertionError(f"{key!r}: a {kind} this test cannot read")
+        for value in values:
+            try:
+                parts.append(zlib.decompress(value))
+            except zlib.error:
+                parts.append(value)
+    return b"\n".join(parts).decode("utf-8", "replace")
+
+
+def test_after_forget_me_no_key_or_value_holds_the_user_and_training_files_are_deleted(
+    bot: Bot,
+) -> None:
+    sets_dir = Path(bot.settings.training.sets_dir)
+    seed(bot, 12)  # other people's examples, so a run trains
+    # The user asks and approves the answer (an example of theirs).
+    mine = bot.says(QUESTION, user=FORGOTTEN, mention=True)
+    mine_ts = bot.ask(mine)
+    _vote(bot, FORGOTTEN, mine_ts, "up")
+    # Someone follows up in the user's thread: their transcript holds the user's question.
+    follow_ts = bot.ask(bot.says("And where is the index?", user="U2", thread_ts=mine["ts"]))
+    _vote(bot, "U2", follow_ts, "up")
+    # The user corrects someone else's answer and an admin approves the correction.
+    theirs = bot.says("Who runs the helpdesk?", user="U3", mention=True)
+    theirs_id, theirs_ts = answer_id_for("C1", theirs["ts"]), bot.ask(theirs)
+    _vote(bot, FORGOTTEN, theirs_ts, "down")
+    submission = payloads.view_submission(
+        ids.CORRECTION_VIEW,
+        user=FORGOTTEN,
+        private_metadata=json.dumps({"answer_id": theirs_id}),
+        values={ids.CORRECTION_BLOCK: {ids.CORRECTION_INPUT: {"value": CORRECTION}}},
+    )
+    bot.interact(submission)
+    assert approval.decide(
+        bot.services.store, theirs_id, approval.Decision.CORRECTED, by=ADMIN
+    ).stream_id
+    command(bot, "retrain", user=FORGOTTEN)  # refused, and the refusal is logged
+    everything = _everything(bot.redis)
+    assert FORGOTTEN in everything and QUESTION in everything and CORRECTION in everything
+
+    # A training run consumes all of it and uploads it to the provider.
+    command(bot, "retrain")
+    work(bot)
+    [job] = bot.openai.jobs()
+    uploaded = {job["training_file"], job.get("validation_file")} - {None}
+    assert any(QUESTION.encode() in bot.openai.file_bytes(f) for f in uploaded)
+
+    reply = command(bot, "forget-me", user=FORGOTTEN)["text"]
+
+    everything = _everything(bot.redis)
+    for trace in (FORGOTTEN, QUESTION, CORRECTION, "FORGETME"):
+        assert trace not in everything, f"{trace!r} is still in Redis"
+    assert not uploaded & {f["id"] for f in bot.openai.files()}, "provider copies deleted"
+    assert all(f in reply for f in uploaded)
+    leftovers = [p for p in sets_dir.rglob("*") if p.is_file() and b"FORGETME" in p.read_bytes()]
+    assert leftovers == [], "training-set files holding their data are deleted"
+    # Other people's data stays.
+    assert bot.services.store.get_answer(theirs_id) is not None
+    assert approved.pending_count(bot.redis) == 0 and bot.redis.xlen(keys.APPROVED_LOG) >= 12
