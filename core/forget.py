@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 from rq.job import Job, JobStatus
+from rq.results import Result
 
 from core import approved, keys
 from core.store import AnswerRecord, Store
@@ -240,6 +241,7 @@ def _remove_finished_jobs(redis: Redis, user_id: str, texts: _Texts) -> None:
             continue
         job = Job.fetch(key.split(":", 2)[2], connection=redis)
         if job.get_status(refresh=False) in _FINISHED_JOBS:
+            Result.delete_all(job)
             job.delete()
 
 

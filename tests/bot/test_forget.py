@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
+from typing import Any
 
+import pytest
 from redis import Redis
 
 from bot import ids
@@ -13,7 +15,22 @@ from core import approval, approved, keys
 from core.store import Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
-from tests.bot.test_finetune import bot_settings, command, seed, work  # noqa: F401
+from tests.bot.test_finetune import command, seed, work
+
+
+@pytest.fixture
+def bot_settings(tmp_path: Path) -> dict[str, Any]:
+    """Every answer through the answers queue (RQ keeps the finished job, question and
+    asker included), training sets in the test's folder, polls due at once."""
+    return {
+        "slack": {"inline_answers": 0},
+        "training": {
+            "sets_dir": str(tmp_path / "sets"),
+            "poll_interval_s": 0.01,
+            "progress_post_interval_s": 0,
+            "replay_fraction": 0.0,
+        },
+    }
 
 
 def _ask(bot: Bot, user: str, text: str) -> tuple[str, str]:
@@ -128,6 +145,7 @@ def test_after_forget_me_no_key_or_value_holds_the_user_and_training_files_are_d
     command(bot, "retrain", user=FORGOTTEN)  # refused, and the refusal is logged
     everything = _everything(bot.redis)
     assert FORGOTTEN in everything and QUESTION in everything and CORRECTION in everything
+    assert bot.redis.keys("rq:job:answer-*"), "finished answer jobs (with the question) kept"
 
     # A training run consumes all of it and uploads it to the provider.
     command(bot, "retrain")
