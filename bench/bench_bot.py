@@ -80,7 +80,7 @@ def start_bot(env: dict[str, str], port: int, workers: int) -> list[subprocess.P
                 rq,
                 "worker-pool",
                 "-w",
-                "rq.worker.SimpleWorker",
+                "workers.rqworker.PooledWorker",
                 "-q",
                 "--url",
                 env["REDIS_URL"],
