@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 REDIS_PORT ?= 6379
 
-.PHONY: run supervise test lint format redis
+.PHONY: run supervise test lint typecheck format redis
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ test: $(BIN)/.installed $(BIN)/.installed-gpu redis
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed $(BIN)/.installed-gpu
+	$(BIN)/mypy
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
