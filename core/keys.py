@@ -117,6 +117,12 @@ def local_job_events(job_id: str) -> str:
     return f"{PREFIX}local:job:{job_id}:events"
 
 
+def local_run_job(run_id: str) -> str:
+    """STRING: the local training job a training run started (how a run whose worker
+    died finds its GPU job again instead of starting another)."""
+    return f"{PREFIX}local:run:{run_id}"
+
+
 def local_job_cancel(job_id: str) -> str:
     """STRING flag: cancellation asked for; the training callback stops at the next step."""
     return f"{PREFIX}local:job:{job_id}:cancel"

@@ -47,10 +47,17 @@ from rq.job import JobStatus as RQStatus
 
 from core import keys, metrics
 from core.errors import TrainingError, TuneloopError
-from core.settings import Settings, TrainerBackend, TrainingMethod
+from core.settings import Settings
 from core.store import Store
 from workers import evaluation, trainset
-from workers.training.base import JobStatus, ProgressEvent, Trainer
+from workers.training.base import (
+    RUN_METADATA_KEY,
+    SET_METADATA_KEY,
+    JobStatus,
+    Lineage,
+    ProgressEvent,
+    Trainer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +76,6 @@ RESULT_TTL_S = 86400
 FAILURE_TTL_S = 30 * 86400
 HISTORY_MAX = 1000
 AUDIT_MAXLEN = 10_000
-RUN_METADATA_KEY = "tuneloop_run"
-SET_METADATA_KEY = "tuneloop_set"
 
 
 class RunStatus(str, Enum):
@@ -480,8 +485,8 @@ def supervise(ctx: LoopContext, run: Run) -> bool:
             )
         if not dead:
             return True
-        if run.status is RunStatus.STARTING and _adopt(ctx, run):
-            return True
+        if run.status is RunStatus.STARTING and _adopt(ctx, run) is not False:
+            return True  # adopted, or its job could not be looked for: never failed blind
         logger.warning("run %s died while %s; cleaning up", run.run_id, run.status.value)
         _finish(
             ctx,
@@ -524,21 +529,25 @@ def supervise_active(ctx: LoopContext, every_s: float) -> bool:
     return True
 
 
-def _adopt(ctx: LoopContext, run: Run) -> bool:
-    """A run that died between creating its job and recording it: record it now."""
-    find = getattr(ctx.trainer, "find_job", None)
-    if find is None:
-        return False
+def _adopt(ctx: LoopContext, run: Run) -> bool | None:
+    """A run that died between creating its job and recording it: record it now.
+
+    True when adopted, False when the backend has no job for the run (it may be failed),
+    None when the backend could not be asked: the run is left as it is and looked at
+    again on the next check, so a job that is training is never left behind a failed run.
+    """
     try:
-        job_id = find(run.run_id)
+        job_id = ctx.trainer.find_job(run.run_id)
     except TuneloopError:
         logger.exception("could not look for the job of run %s", run.run_id)
-        return False
+        return None
     if not job_id:
         return False
     logger.warning("run %s died after creating job %s: adopting it", run.run_id, job_id)
     heldout = json.loads(run.heldout) if run.heldout else []
     if not _commit_job(ctx, run, job_id, heldout):
+        # Another run took over meanwhile: this job would train on examples it now owns.
+        ctx.trainer.cancel(job_id)
         return False
     _report(ctx, run.run_id, "started")
     _schedule_poll(ctx, run.run_id, now=True)
@@ -558,45 +567,14 @@ def trained_examples(redis: Redis, model: str) -> int:
 
 
 def hyperparameters(ctx: LoopContext, n_train_new: int, current: str) -> tuple[dict[str, Any], str]:
-    """The job's hyper-parameters from config, and why the learning rate was lowered (if).
-
-    OpenAI advises a smaller learning-rate multiplier when continuing on a small
-    increment: when the new examples are fewer than ``small_increment_ratio`` of those
-    the current model was trained on, the multiplier (configured, else the one the
-    current model was trained with) is divided by ``lr_reduction_factor``.
-    """
-    training = ctx.settings.training
-    configured = training.openai
-    hyper: dict[str, Any] = {
-        "n_epochs": configured.n_epochs,
-        "batch_size": configured.batch_size,
-        "learning_rate_multiplier": configured.learning_rate_multiplier,
-    }
-    if training.method is TrainingMethod.DPO:
-        hyper["beta"] = configured.dpo_beta
-    note = ""
-    prior = trained_examples(ctx.redis, current)
-    if prior and n_train_new < training.small_increment_ratio * prior:
-        base_lr = configured.learning_rate_multiplier
-        if base_lr is None:
-            used = (model_info(ctx.redis, current) or {}).get("hyperparameters") or {}
-            value = used.get("learning_rate_multiplier")
-            base_lr = float(value) if isinstance(value, int | float) else None
-        if base_lr is None and training.backend is TrainerBackend.LOCAL:
-            base_lr = 1.0  # the local trainer multiplies its configured learning rate
-        if base_lr is not None:
-            reduced = round(base_lr / training.lr_reduction_factor, 6)
-            hyper["learning_rate_multiplier"] = reduced
-            note = (
-                f"{n_train_new} new examples next to {prior} already trained: learning-rate "
-                f"multiplier {base_lr:g} / {training.lr_reduction_factor:g} = {reduced:g}"
-            )
-        else:
-            note = (
-                f"{n_train_new} new examples next to {prior} already trained, but no "
-                "learning-rate multiplier is known to reduce: the provider chooses"
-            )
-    return {k: v for k, v in hyper.items() if v is not None}, note
+    """The job's hyper-parameters, shaped by the backend from what ``current`` was
+    trained with, and why the learning rate was lowered (if it was)."""
+    info = model_info(ctx.redis, current) or {}
+    prior = Lineage(
+        trained_examples=int(info.get("trained_examples", 0)),
+        hyperparameters=info.get("hyperparameters") or {},
+    )
+    return ctx.trainer.hyperparameters(n_train_new, prior)
 
 
 def build_and_start(ctx: LoopContext, run_id: str) -> None:

@@ -174,6 +174,19 @@ def _page(items: list[dict], after: str | None, limit: int) -> tuple[list[dict],
     return page, start + limit < len(items)
 
 
+def _top_level_hyperparameters(method_type: str, hyper: dict) -> dict | None:
+    """The deprecated top-level ``hyperparameters`` of a job: "only returned when running
+    supervised jobs" (the SDK's ``FineTuningJob``); DPO jobs carry theirs under
+    ``method.dpo.hyperparameters`` only."""
+    if method_type != "supervised":
+        return None
+    return {
+        k: v
+        for k, v in hyper.items()
+        if k in ("batch_size", "learning_rate_multiplier", "n_epochs")
+    }
+
+
 class OpenAIEmulator(LoopbackServer):
     """In-memory OpenAI API served on ``http://127.0.0.1:PORT/v1``."""
 
@@ -936,11 +949,7 @@ class OpenAIEmulator(LoopbackServer):
                 "status": "validating_files",
                 "validation_file": body.get("validation_file"),
                 "training_file": body["training_file"],
-                "hyperparameters": {
-                    k: v
-                    for k, v in hyper.items()
-                    if k in ("batch_size", "learning_rate_multiplier", "n_epochs")
-                },
+                "hyperparameters": _top_level_hyperparameters(mtype, hyper),
                 "trained_tokens": None,
                 "error": None,
                 "user_provided_suffix": suffix,
@@ -1067,7 +1076,8 @@ class OpenAIEmulator(LoopbackServer):
                 tokens += len(str(example.get("prompt", "")).split()) + len(
                     str(example.get("completion", "")).split()
                 )
-        epochs = j.job["hyperparameters"].get("n_epochs")
+        method = j.job["method"]
+        epochs = method[method["type"]]["hyperparameters"].get("n_epochs")
         return tokens * (epochs if isinstance(epochs, int) else 3)
 
     def _advance(self, j: _Job) -> None:
@@ -1088,11 +1098,7 @@ class OpenAIEmulator(LoopbackServer):
             for k, v in list(hyper.items()):
                 if v == "auto" and k in resolved:
                     hyper[k] = resolved[k]
-            job["hyperparameters"] = {
-                k: v
-                for k, v in hyper.items()
-                if k in ("batch_size", "learning_rate_multiplier", "n_epochs")
-            }
+            job["hyperparameters"] = _top_level_hyperparameters(mtype, hyper)
             j.total_steps = max(1, int(self.job_total_steps))
             job["status"] = "running"
             job["estimated_finish"] = int(time.time()) + 60 * j.total_steps

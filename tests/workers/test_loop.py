@@ -10,13 +10,21 @@ import pytest
 from openai import OpenAI
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 
 from core import keys
 from core.errors import TrainingError
-from core.settings import Settings, TrainerBackend, load_behaviour
+from core.settings import (
+    LocalTrainerSettings,
+    Settings,
+    TrainerBackend,
+    TrainingMethod,
+    load_behaviour,
+)
 from tests.emulators.openai import OpenAIEmulator
 from workers import loop
 from workers.loop import LoopContext, RunStatus
+from workers.training.base import RUN_METADATA_KEY, TrainingFiles
 
 BASE = "gpt-4o-mini-2024-07-18"
 
@@ -184,3 +192,50 @@ def test_rollback_to_a_model_the_server_no_longer_serves_leaves_the_pointer(
     with pytest.raises(TrainingError, match="does not exist"):
         loop.rollback(ctx, by="UB")
     assert ctx.current_model() == current
+
+
+def test_a_local_run_that_died_after_starting_its_gpu_job_adopts_it(
+    ctx: LoopContext, tmp_path: Path
+) -> None:
+    local = with_training(
+        ctx,
+        backend=TrainerBackend.LOCAL,
+        local=LocalTrainerSettings(base_model="/models/base", adapters_dir=str(tmp_path / "a")),
+    )
+    run = loop.request_run(local, admin="UA", channel="C1").run
+    assert run is not None
+    # The build worker started the GPU job, then died before recording it.
+    Job.fetch(f"build-{run.run_id}", connection=ctx.redis).delete()
+    train = tmp_path / "train.jsonl"
+    line = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    train.write_text((json.dumps(line) + "\n") * 10)
+    gpu_job = local.trainer.start(
+        TrainingFiles("set-x", TrainingMethod.SUPERVISED, train, None, 10, 0),
+        base_model=local.base_model,
+        hyperparameters={},
+        suffix="t",
+        metadata={RUN_METADATA_KEY: run.run_id},
+    )
+    loop.update_run(ctx.redis, run.run_id, status=RunStatus.STARTING)
+
+    assert loop.supervise(local, loop.load_run(ctx.redis, run.run_id))
+    adopted = loop.load_run(ctx.redis, run.run_id)
+    assert adopted.status is RunStatus.TRAINING and adopted.job_id == gpu_job
+    assert Queue(keys.QUEUE_GPU, connection=ctx.redis).job_ids == [gpu_job], "still to train"
+
+
+def test_a_run_is_not_failed_while_its_job_cannot_be_looked_for(
+    ctx: LoopContext, openai_api: OpenAIEmulator
+) -> None:
+    run = loop.request_run(ctx, admin="UA", channel="C1").run
+    assert run is not None
+    Job.fetch(f"build-{run.run_id}", connection=ctx.redis).delete()
+    loop.update_run(ctx.redis, run.run_id, status=RunStatus.STARTING)
+    openai_api.fail_next("/v1/fine_tuning/jobs", status=500)
+
+    assert loop.supervise(ctx, loop.load_run(ctx.redis, run.run_id)), "still going"
+    assert loop.load_run(ctx.redis, run.run_id).status is RunStatus.STARTING
+    assert loop.active_run(ctx.redis).run_id == run.run_id
+
+    assert not loop.supervise(ctx, loop.load_run(ctx.redis, run.run_id)), "no job: dead"
+    assert loop.load_run(ctx.redis, run.run_id).status is RunStatus.FAILED

@@ -38,7 +38,15 @@ from rq.job import JobStatus as RQStatus
 from core import keys
 from core.errors import TrainingError
 from core.settings import ROOT, LocalTrainerSettings, Settings, TrainingMethod
-from workers.training.base import JobState, JobStatus, ProgressEvent, TrainingFiles
+from workers.training.base import (
+    RUN_METADATA_KEY,
+    JobState,
+    JobStatus,
+    Lineage,
+    ProgressEvent,
+    TrainingFiles,
+    lowered_learning_rate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +264,37 @@ class LocalTrainer:
         return merged, extras
 
     # -- the Trainer protocol --
+    def hyperparameters(self, n_train_new: int, prior: Lineage) -> tuple[dict[str, Any], str]:
+        """Nothing beyond ``training.local`` unless the increment is small: then the
+        learning-rate multiplier of the configured learning rate (1.0) is lowered; DPO
+        runs pass ``training.openai.dpo_beta`` when it is set."""
+        hyper: dict[str, Any] = {}
+        if self.settings.training.method is TrainingMethod.DPO:
+            hyper["beta"] = self.settings.training.openai.dpo_beta
+        lowered, note = lowered_learning_rate(self.settings.training, 1.0, n_train_new, prior)
+        if lowered is not None:
+            hyper["learning_rate_multiplier"] = lowered
+        return {k: v for k, v in hyper.items() if v is not None}, note
+
+    def find_job(self, run_id: str) -> str | None:
+        """The GPU job ``run_id`` started, if it reached the gpu queue.
+
+        A job recorded but never enqueued (the worker died in between) is ended FAILED
+        here and not returned: nobody would ever train it.
+        """
+        raw = self.redis.get(keys.local_run_job(run_id))
+        if raw is None:
+            return None
+        job_id = raw.decode()
+        store = _JobStore(self.redis, job_id)
+        record = store.record()
+        if not record:
+            return None
+        if JobStatus(record["status"]) is JobStatus.PENDING and self._rq_status(job_id) is None:
+            store.finish(JobStatus.FAILED, "Failed: it never reached the gpu queue", error="lost")
+            return None
+        return job_id
+
     def start(
         self,
         files: TrainingFiles,
@@ -298,6 +337,9 @@ class LocalTrainer:
             metadata=json.dumps(metadata),
             created_at=time.time(),
         )
+        run_id = metadata.get(RUN_METADATA_KEY)
+        if run_id:
+            self.redis.set(keys.local_run_job(run_id), job_id, ex=RECORD_TTL_S)
         start_from = f"adapter {parent.name}" if parent else f"base model {self.local.base_model}"
         store.add_event(
             f"Queued: {files.n_train} training examples ({files.method.value}) from "

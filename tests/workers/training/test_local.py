@@ -27,7 +27,7 @@ from core.settings import (
     TrainingSettings,
 )
 from tests.workers.training.conftest import FACTS, chat_example, write_jsonl
-from workers.training.base import JobStatus, TrainingFiles
+from workers.training.base import RUN_METADATA_KEY, JobStatus, Lineage, TrainingFiles
 from workers.training.local import JOB_FUNC, LocalTrainer
 
 # transformers 5 warns about its own renamed attribute when PEFT/TRL read it.
@@ -352,3 +352,34 @@ def test_activate_errors(redis_conn: Redis, tmp_path: Path, openai_api) -> None:
     offline = LocalTrainer(make_settings(tmp_path, "/models/base"), redis_conn, serving_client=None)
     with pytest.raises(TrainingError, match="needs the vLLM server"):
         offline.activate("tuneloop-7")
+
+
+def test_the_job_a_run_started_is_found_again_by_its_run(redis_conn: Redis, tmp_path: Path) -> None:
+    trainer = LocalTrainer(make_settings(tmp_path, "/models/base"), redis_conn, serving_client=None)
+    job_id = trainer.start(
+        make_files(tmp_path),
+        base_model=SERVED_BASE,
+        hyperparameters={},
+        suffix="tuneloop",
+        metadata={RUN_METADATA_KEY: "run-1"},
+    )
+    assert trainer.find_job("run-1") == job_id
+    assert trainer.find_job("run-2") is None
+
+    # A job recorded but never enqueued (the worker died in between) is not adopted:
+    # nobody would ever train it.
+    Job.fetch(job_id, connection=redis_conn).delete()
+    assert trainer.find_job("run-1") is None
+    assert trainer.poll(job_id).status is JobStatus.FAILED
+
+
+def test_a_small_increment_lowers_the_local_learning_rate(
+    redis_conn: Redis, tmp_path: Path
+) -> None:
+    trainer = LocalTrainer(make_settings(tmp_path, "/models/base"), redis_conn, serving_client=None)
+    assert trainer.hyperparameters(500, Lineage(trained_examples=1000)) == ({}, "")
+    hyper, note = trainer.hyperparameters(10, Lineage(trained_examples=1000))
+    assert hyper == {"learning_rate_multiplier": round(1 / 3, 6)}
+    assert "10 new examples next to 1000" in note
+    local, _ = trainer._settings_with(hyper)
+    assert local.learning_rate == pytest.approx(3e-2 / 3, rel=1e-5), "of the configured rate"
