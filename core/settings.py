@@ -125,6 +125,9 @@ class LocalTrainerSettings(_Frozen):
     max_seq_length: PositiveInt = 2048
     bf16: bool | None = None
     packing: bool = True
+    serving_urls: tuple[str, ...] = ()
+    """The /v1 URL of every vLLM replica; adapters are loaded into each one before the
+    bot's model moves. Empty: the one server at OPENAI_BASE_URL."""
 
 
 class TrainingSettings(_Frozen):

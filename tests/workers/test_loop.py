@@ -239,3 +239,37 @@ def test_a_run_is_not_failed_while_its_job_cannot_be_looked_for(
 
     assert not loop.supervise(ctx, loop.load_run(ctx.redis, run.run_id)), "no job: dead"
     assert loop.load_run(ctx.redis, run.run_id).status is RunStatus.FAILED
+
+
+def test_promotion_and_rollback_load_the_adapter_into_every_vllm_replica(
+    ctx: LoopContext, tmp_path: Path, openai_api: OpenAIEmulator
+) -> None:
+    with OpenAIEmulator(api_key="sk-test") as second:
+        local = with_training(
+            ctx,
+            backend=TrainerBackend.LOCAL,
+            local=LocalTrainerSettings(
+                base_model="/models/base",
+                adapters_dir=str(tmp_path / "adapters"),
+                serving_urls=(openai_api.url, second.url),
+            ),
+        )
+        secrets = local.settings.secrets.model_copy(update={"openai_api_key": "sk-test"})
+        local = LoopContext(local.settings.model_copy(update={"secrets": secrets}), ctx.redis)
+        for model in ("tuneloop-1", "tuneloop-2"):
+            (tmp_path / "adapters" / model).mkdir(parents=True)
+            (tmp_path / "adapters" / model / "adapter_config.json").write_text("{}")
+            record_model(ctx.redis, model, 20, None)
+            local.trainer.activate(model)
+            loop.promote(ctx.redis, local.settings, model, by="UA")
+        for replica in (openai_api, second):
+            replica.reset()  # both replicas restarted: nothing loaded
+
+        second.fail_next("/v1/load_lora_adapter", status=500, times=2)
+        with pytest.raises(TrainingError, match="1 of 2 replicas"):
+            loop.rollback(local, by="UB")
+        assert local.current_model() == "tuneloop-2", "one replica failed: the pointer stays"
+
+        assert loop.rollback(local, by="UB") == ("tuneloop-2", "tuneloop-1")
+        served = str(tmp_path / "adapters" / "tuneloop-1")
+        assert openai_api.loaded_adapters() == second.loaded_adapters() == {"tuneloop-1": served}
