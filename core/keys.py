@@ -147,6 +147,12 @@ def run_metrics(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:metrics"
 
 
+RUN_EVENTS = f"{PREFIX}run:events"
+"""STREAM: what happened to training runs (field "kind", plus "run_id" or a reply's
+"channel", "user", "reply", "values"), for the web processes to post to Slack."""
+RUN_EVENTS_GROUP = "reporters"
+"""The consumer group of ``RUN_EVENTS``: an entry is acknowledged once it was posted."""
+
 TRAINSET_SEQ = f"{PREFIX}trainset:seq"
 """STRING counter: the last training-set version number given (set ids ``set-0007``)."""
 TRAINSETS = f"{PREFIX}trainsets"

@@ -45,8 +45,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from core import keys, metrics
+from core import keys, metrics, run_events
 from core.errors import TrainingError, TuneloopError
+from core.run_events import RunEvent
 from core.settings import Settings
 from core.store import Store
 from workers import evaluation, trainset
@@ -66,9 +67,6 @@ POLL_JOB = "workers.loop.poll_job"
 EVALUATE_JOB = "workers.loop.evaluate_job"
 CANCEL_JOB = "workers.loop.cancel_job"
 PROMOTE_JOB = "workers.loop.promote_job"
-REPORT_JOB = "bot.reporting.report_run"
-"""Posting a run's progress to Slack lives with the bot; enqueued by name only."""
-REPLY_JOB = "bot.reporting.reply"
 BUILD_TIMEOUT_S = 3 * 3600
 SHORT_TIMEOUT_S = 600
 EVALUATE_TIMEOUT_S = 3600
@@ -349,12 +347,12 @@ def _enqueue(
     )
 
 
-def _report(ctx: LoopContext, run_id: str, kind: str) -> None:
-    """Tell Slack (the bot's reporting job) that something happened to a run."""
+def _report(ctx: LoopContext, run_id: str, kind: RunEvent) -> None:
+    """Record for Slack that something happened to a run (the web processes post it)."""
     try:
-        _enqueue(ctx, REPORT_JOB, run_id, kind)
+        run_events.publish(ctx.redis, run_id, kind)
     except Exception:  # noqa: BLE001 - a report never stops the loop
-        logger.exception("could not enqueue the %s report of %s", kind, run_id)
+        logger.exception("could not record the %s report of %s", kind.value, run_id)
 
 
 def _rq_status(redis: Redis, job_id: str) -> RQStatus | None:
@@ -385,12 +383,23 @@ def _schedule_poll(ctx: LoopContext, run_id: str, *, now: bool = False) -> int:
     return seq
 
 
-def _finish(ctx: LoopContext, run: Run, status: RunStatus, kind: str, **fields: Any) -> None:
-    """End a run: final status, lock released, Slack told."""
-    update_run(ctx.redis, run.run_id, status=status, finished_at=time.time(), **fields)
+def _finish(ctx: LoopContext, run: Run, status: RunStatus, kind: RunEvent, **fields: Any) -> None:
+    """End a run: final status and its report recorded together, lock released."""
+    values = {name: _to_str(value) for name, value in fields.items()}
+    with ctx.redis.pipeline() as pipe:
+        pipe.hset(
+            keys.run(run.run_id),
+            mapping={
+                **values,
+                "status": status.value,
+                "finished_at": str(time.time()),
+                "updated_at": str(time.time()),
+            },
+        )
+        run_events.publish(pipe, run.run_id, kind)
+        pipe.execute()
     _release_lock(ctx.redis, run.run_id)
     metrics.incr(ctx.redis, "tuneloop_training_runs", status=status.value)
-    _report(ctx, run.run_id, kind)
     logger.info("run %s ended: %s", run.run_id, status.value)
 
 
@@ -492,7 +501,7 @@ def supervise(ctx: LoopContext, run: Run) -> bool:
             ctx,
             run,
             RunStatus.FAILED,
-            "failed",
+            RunEvent.FAILED,
             error=f"the worker stopped while the run was {run.status.value}; "
             "no fine-tuning job was created and no example was consumed",
         )
@@ -549,7 +558,7 @@ def _adopt(ctx: LoopContext, run: Run) -> bool | None:
         # Another run took over meanwhile: this job would train on examples it now owns.
         ctx.trainer.cancel(job_id)
         return False
-    _report(ctx, run.run_id, "started")
+    _report(ctx, run.run_id, RunEvent.STARTED)
     _schedule_poll(ctx, run.run_id, now=True)
     return True
 
@@ -585,7 +594,7 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
         logger.info("run %s is %s: nothing to build", run_id, run.status.value if run else "gone")
         return
     if run.cancel_requested:
-        _finish(ctx, run, RunStatus.CANCELLED, "cancelled")
+        _finish(ctx, run, RunStatus.CANCELLED, RunEvent.CANCELLED)
         return
     if not _transition(redis, run_id, RunStatus.QUEUED, RunStatus.BUILDING):
         logger.info("run %s left the queue meanwhile (cancelled?): not built", run_id)
@@ -603,7 +612,7 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
                 logger.exception("could not cancel job %s of failed run %s", job_id, run_id)
         now = load_run(redis, run_id)
         if now is not None and now.status in (RunStatus.BUILDING, RunStatus.STARTING):
-            _finish(ctx, now, RunStatus.FAILED, "failed", error=str(exc)[:500])
+            _finish(ctx, now, RunStatus.FAILED, RunEvent.FAILED, error=str(exc)[:500])
         raise
 
 
@@ -654,14 +663,14 @@ def _build_and_start(ctx: LoopContext, run: Run, created: list[str]) -> None:
         heldout=json.dumps(list(built.heldout)) if built else "",
     )
     if missing:
-        _finish(ctx, run, RunStatus.TOO_FEW, "too_few")
+        _finish(ctx, run, RunStatus.TOO_FEW, RunEvent.TOO_FEW)
         return
     assert built is not None
     if run.dry_run:
-        _finish(ctx, run, RunStatus.DRY_RUN, "dry_run")
+        _finish(ctx, run, RunStatus.DRY_RUN, RunEvent.DRY_RUN)
         return
     if (load_run(redis, run_id) or run).cancel_requested:
-        _finish(ctx, run, RunStatus.CANCELLED, "cancelled")
+        _finish(ctx, run, RunStatus.CANCELLED, RunEvent.CANCELLED)
         return
     hyper, note = hyperparameters(ctx, counts.get("train_new", 0), current)
     update_run(
@@ -683,12 +692,12 @@ def _build_and_start(ctx: LoopContext, run: Run, created: list[str]) -> None:
             ctx,
             run,
             RunStatus.FAILED,
-            "failed",
+            RunEvent.FAILED,
             error="another run took over meanwhile (lock or cursor moved); the job was cancelled",
         )
         return
     created.clear()  # recorded: from here on the poll follows it, whatever happens
-    _report(ctx, run_id, "started")
+    _report(ctx, run_id, RunEvent.STARTED)
     if (load_run(redis, run_id) or run).cancel_requested:
         trainer.cancel(job_id)
     _schedule_poll(ctx, run_id, now=True)
@@ -812,23 +821,35 @@ def poll(ctx: LoopContext, run_id: str, seq: int | None = None) -> JobStatus | N
     if state.status is JobStatus.SUCCEEDED:
         if not state.result_model:
             _hand_back_examples(ctx, run)
-            _finish(ctx, run, RunStatus.FAILED, "failed", error="the job succeeded without a model")
+            _finish(
+                ctx,
+                run,
+                RunStatus.FAILED,
+                RunEvent.FAILED,
+                error="the job succeeded without a model",
+            )
             return state.status
         _record_model(ctx, run, state.result_model, state.details)
         update_run(redis, run_id, status=RunStatus.EVALUATING, candidate_model=state.result_model)
-        _report(ctx, run_id, "trained")
+        _report(ctx, run_id, RunEvent.TRAINED)
         _enqueue_evaluation(ctx, run_id)
     elif state.status is JobStatus.FAILED:
         _hand_back_examples(ctx, run)
-        _finish(ctx, run, RunStatus.FAILED, "failed", error=(state.error or "the job failed")[:500])
+        _finish(
+            ctx,
+            run,
+            RunStatus.FAILED,
+            RunEvent.FAILED,
+            error=(state.error or "the job failed")[:500],
+        )
     elif state.status is JobStatus.CANCELLED:
         _hand_back_examples(ctx, run)
-        _finish(ctx, run, RunStatus.CANCELLED, "cancelled")
+        _finish(ctx, run, RunStatus.CANCELLED, RunEvent.CANCELLED)
     else:
         interval = ctx.settings.training.progress_post_interval_s
         if state.events and time.time() - run.last_post_at >= interval:
             update_run(redis, run_id, last_post_at=time.time())
-            _report(ctx, run_id, "progress")
+            _report(ctx, run_id, RunEvent.PROGRESS)
         _schedule_poll(ctx, run_id)
     return state.status
 
@@ -978,7 +999,9 @@ def evaluate_and_promote(ctx: LoopContext, run_id: str) -> None:
             markers=golden.decline_markers,
         )
     except Exception as exc:
-        _finish(ctx, run, RunStatus.HELD, "evaluated", error=f"evaluation failed: {exc}"[:500])
+        _finish(
+            ctx, run, RunStatus.HELD, RunEvent.EVALUATED, error=f"evaluation failed: {exc}"[:500]
+        )
         raise
     update_run(redis, run_id, evaluation=report.to_json())
     info = model_info(redis, run.candidate_model)
@@ -987,9 +1010,9 @@ def evaluate_and_promote(ctx: LoopContext, run_id: str) -> None:
         redis.hset(keys.MODELS, run.candidate_model, json.dumps(info))
     if report.passed:
         promote(redis, settings, run.candidate_model, by="evaluation gate", reason=run_id)
-        _finish(ctx, run, RunStatus.PROMOTED, "evaluated", promoted_by="evaluation gate")
+        _finish(ctx, run, RunStatus.PROMOTED, RunEvent.EVALUATED, promoted_by="evaluation gate")
     else:
-        _finish(ctx, run, RunStatus.HELD, "evaluated")
+        _finish(ctx, run, RunStatus.HELD, RunEvent.EVALUATED)
 
 
 # --- cancelling -------------------------------------------------------------------------------
@@ -1007,7 +1030,7 @@ def request_cancel(ctx: LoopContext, *, by: str) -> Run | None:
         except Exception:  # noqa: BLE001 - gone or already taken: the build sees the status
             logger.info("build job of %s could not be cancelled", run.run_id)
         _release_lock(ctx.redis, run.run_id)
-        _report(ctx, run.run_id, "cancelled")
+        _report(ctx, run.run_id, RunEvent.CANCELLED)
     elif run.status is RunStatus.TRAINING:
         _enqueue(ctx, CANCEL_JOB, run.run_id, by)
     return load_run(ctx.redis, run.run_id)
@@ -1067,11 +1090,11 @@ def promote_job(model: str, by: str, channel: str = "") -> None:
     _entry(f"promoting {model} for {by}", work)
 
 
-def _reply(ctx: LoopContext, channel: str, user: str, kind: str, **values: str) -> None:
-    """An ephemeral answer to the admin who asked (``bot.reporting.reply``)."""
+def _reply(ctx: LoopContext, channel: str, user: str, reply: str, **values: str) -> None:
+    """An ephemeral answer to the admin who asked, posted by the web processes."""
     if not channel:
         return
     try:
-        _enqueue(ctx, REPLY_JOB, channel, user, kind, json.dumps(values))
+        run_events.publish_reply(ctx.redis, channel, user, reply, values)
     except Exception:  # noqa: BLE001
-        logger.exception("could not enqueue a %s reply", kind)
+        logger.exception("could not record a %s reply", reply)

@@ -14,7 +14,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-from bot import ids, messages
+from bot import ids, messages, reporting
 from core import approved, keys
 from core.settings import TrainingMethod
 from tests import payloads
@@ -62,13 +62,15 @@ def command(bot: Bot, text: str, user: str = ADMIN, channel: str = "C1") -> dict
 
 
 def work(bot: Bot) -> None:
-    """Run every training job that is due, scheduled polls included, as a worker would."""
+    """Run every training job that is due, scheduled polls included, as a worker would,
+    then post the run events as the web process's periodic chore does."""
     queue = Queue(keys.QUEUE_TRAINING, connection=bot.redis)
     registry = ScheduledJobRegistry(queue=queue)
     for job_id in registry.get_job_ids():
         registry.remove(job_id)
         queue.enqueue_job(Job.fetch(job_id, connection=bot.redis))
     SimpleWorker([queue], connection=bot.redis).work(burst=True)
+    reporting.consume_run_events(bot.services)
 
 
 def seed(bot: Bot, n: int, *, start: int = 0, rejected: str | None = None) -> None:
@@ -520,3 +522,61 @@ def test_a_run_that_died_after_creating_its_job_is_adopted_not_repeated(
     assert approved.pending_count(bot.redis) == 0
     work(bot)
     assert len(bot.openai.jobs()) == 1
+
+
+def pending_reports(bot: Bot) -> int:
+    return bot.redis.xpending(keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP)["pending"]
+
+
+def test_a_broken_loss_curve_upload_never_holds_back_the_verdict_and_its_button(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(bot, 12)
+    bot.openai.answer_fn = lambda body: (
+        "I have no idea."
+        if body["model"].startswith("ft:")
+        else "Echo: " + body["messages"][-1]["content"]
+    )
+
+    def broken(points: list[dict[str, Any]], title: str) -> bytes:
+        raise RuntimeError("the plotting backend is broken")
+
+    monkeypatch.setattr(reporting, "loss_curve_png", broken)
+    command(bot, "retrain")
+    work(bot)
+    run = train(bot)
+    assert run.status is RunStatus.HELD
+    held = bot.slack.messages(run.channel, run.thread_ts)[-1]
+    assert "Not promoted" in held["text"]
+    assert held["blocks"][-1]["elements"][0]["action_id"] == ids.PROMOTE
+    assert bot.slack.uploaded_files() == []
+    assert pending_reports(bot) == 1, "the loss curve is kept to be tried again"
+
+    monkeypatch.undo()  # the plotting works again
+    assert reporting.consume_run_events(bot.services, retry_idle_s=0) == 1
+    (upload,) = bot.slack.uploaded_files()
+    assert upload["thread_ts"] == run.thread_ts and upload["content"].startswith(b"\x89PNG")
+    assert pending_reports(bot) == 0
+
+
+def test_a_verdict_slack_refused_is_posted_once_slack_is_back(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain")
+    work(bot)
+    run = only_run(bot)
+    while bot.openai.advance_job(run.job_id)["status"] != "succeeded":
+        work(bot)
+    # Slack is down while the run is evaluated: the "trained" note and the verdict fail.
+    bot.slack.fail_next("chat.postMessage", status=503, error="service_unavailable", times=2)
+    work(bot)
+    run = loop.load_run(bot.redis, run.run_id)
+    assert run.status is RunStatus.PROMOTED
+    assert not any("Promoted" in text for text in thread_texts(bot, run))
+    assert pending_reports(bot) == 2
+
+    assert reporting.consume_run_events(bot.services) == 0, "not before they are due again"
+    assert reporting.consume_run_events(bot.services, retry_idle_s=0) == 2
+    texts = thread_texts(bot, run)
+    assert texts[-2].startswith("Training finished") and "Promoted" in texts[-1]
+    assert pending_reports(bot) == 0
+    assert reporting.consume_run_events(bot.services, retry_idle_s=0) == 0, "posted once"
