@@ -19,8 +19,8 @@ from rq import Retry
 from bot.answering import JOB_FUNCTION, Question, answer
 from bot.reporting import consume_run_events
 from bot.runtime import Services
+from core.run_control import LoopContext, supervise_active
 from core.store import AnswerState
-from workers.loop import LoopContext, supervise_active
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def enqueue_answer(services: Services, question: Question, cut_off: Sequence[str
 
 def start_journal(services: Services) -> None:
     """Start this web process's heartbeat, recovery sweep and periodic checks (answers
-    in-process from then): the training run going is supervised, and its events posted
-to Slack, on the same beat."""
+        in-process from then): the training run going is supervised, and its events posted
+    to Slack, on the same beat."""
 
     def requeue(question: dict[str, Any], shown: list[str]) -> None:
         enqueue_answer(services, Question(**question), cut_off=shown)

@@ -31,10 +31,10 @@ from redis.exceptions import ResponseError
 
 from bot import blocks, messages
 from bot.runtime import Services, worker_services
-from core import keys
+from core import keys, run_control, runs
 from core.run_events import RunEvent
-from workers import loop, trainset
-from workers.loop import Run, RunStatus
+from core.runs import Run, RunStatus
+from workers import trainset
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _ephemeral(services: Services, channel: str, user: str, text: str) -> None:
 
 def _upload_loss_curve(services: Services, run: Run) -> None:
     """The run's loss curve into its thread (nothing without metric points); raises."""
-    points = loop.run_metrics(services.redis, run.run_id)
+    points = runs.run_metrics(services.redis, run.run_id)
     title = messages.RUN_LOSS_TITLE.format(run_id=run.run_id)
     png = loss_curve_png(points, title)
     if png is None:
@@ -240,7 +240,7 @@ def post_report(services: Services, run: Run, kind: RunEvent) -> None:
         if text:
             _post(services, run, text)
     elif kind is RunEvent.TRAINED:
-        current = loop.LoopContext(services.settings, services.redis).current_model()
+        current = run_control.LoopContext(services.settings, services.redis).current_model()
         _post(
             services, run, messages.RUN_TRAINED.format(model=run.candidate_model, current=current)
         )
@@ -279,7 +279,7 @@ def _post_entry(services: Services, fields: dict[str, str]) -> None:
         text = template[fields["reply"]].format(**json.loads(fields["values"]))
         _ephemeral(services, fields["channel"], fields["user"], text)
         return
-    run = loop.load_run(services.redis, fields["run_id"])
+    run = runs.load_run(services.redis, fields["run_id"])
     if run is None:
         logger.warning("no run %s to report %s on", fields["run_id"], kind.value)
         return

@@ -128,7 +128,7 @@ def local_job_cancel(job_id: str) -> str:
     return f"{PREFIX}local:job:{job_id}:cancel"
 
 
-# --- Training runs (workers/loop.py, workers/trainset.py, core/approval.py) -------
+# --- Training runs (core/runs.py, core/run_control.py, workers/trainset.py) --------
 RUN_LOCK = f"{PREFIX}run:lock"
 """STRING: id of the training run in progress (SET NX); absent when none is going."""
 SUPERVISE_LOCK = f"{PREFIX}run:supervise"

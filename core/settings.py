@@ -146,7 +146,7 @@ class TrainingSettings(_Frozen):
     pii: PiiSettings = PiiSettings()
     openai: OpenAITrainerSettings = OpenAITrainerSettings()
     local: LocalTrainerSettings = LocalTrainerSettings()
-    # --- learning loop (workers/trainset.py, workers/loop.py) ---
+    # --- learning loop (workers/trainset.py, workers/build.py, core/run_control.py) ---
     replay_max: Annotated[int, Field(ge=0)] = 2000
     max_validation_examples: Annotated[int, Field(ge=0)] = 500
     sets_dir: str = Field(default="data/trainsets", min_length=1)
