@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from rq import Retry
 
 from bot.answering import JOB_FUNCTION, Question, answer
-from bot.reporting import consume_run_events
+from bot.reporting import post_run_events_soon
 from bot.runtime import Services
 from core.run_control import LoopContext, supervise_active
 from core.store import AnswerState
@@ -109,5 +109,5 @@ def start_journal(services: Services) -> None:
 
     every_s = services.journal.interval_s
     ctx = LoopContext(services.settings, services.redis, services.llm)
-    chores = [lambda: supervise_active(ctx, every_s), lambda: consume_run_events(services)]
+    chores = [lambda: supervise_active(ctx, every_s), lambda: post_run_events_soon(services)]
     services.journal.start(requeue, chores=chores)

@@ -2,7 +2,8 @@
 
 The training workers never run this code: they append what happened to a run to the
 ``keys.RUN_EVENTS`` stream (:mod:`core.run_events`), and every web process consumes it
-on its periodic chore (:func:`consume_run_events`, one consumer group). Each entry
+on its periodic chore (:func:`post_run_events_soon`, on a thread of its own; one
+consumer group). Each entry
 becomes messages in the thread the run started in the admin's channel: the job's start,
 rate-limited progress, the evaluation verdict (with "promote anyway" when the model was
 held) and, as an entry of its own, the loss-curve PNG. Dry runs and the answers to one
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from bot import blocks, messages
 from bot.runtime import Services, worker_services
@@ -46,6 +47,8 @@ MAX_DELIVERIES = 8
 BATCH = 50
 CONSUMER = f"{socket.gethostname()}:{os.getpid()}"
 _consuming = threading.Lock()
+_starting = threading.Lock()
+_poster: threading.Thread | None = None
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -350,6 +353,29 @@ def consume_run_events(
             redis.xack(keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, entry_id)
             posted += 1
     return posted
+
+
+def post_run_events_soon(services: Services) -> None:
+    """The web process's periodic chore: post the run events on a thread of its own, so
+    a slow or unreachable Slack never delays the heartbeat the chore shares; nothing
+    happens while the previous round is still posting."""
+    global _poster
+    with _starting:
+        if _poster is not None and _poster.is_alive():
+            return
+        _poster = threading.Thread(
+            target=_post_round, args=(services,), name="run-events", daemon=True
+        )
+        _poster.start()
+
+
+def _post_round(services: Services) -> None:
+    try:
+        consume_run_events(services)
+    except RedisError:
+        logger.warning("Redis unavailable: run events are posted next time")
+    except Exception:
+        logger.exception("posting run events failed")
 
 
 def export_set(set_id: str, channel: str, user: str) -> None:

@@ -580,3 +580,21 @@ def test_a_verdict_slack_refused_is_posted_once_slack_is_back(bot: Bot) -> None:
     assert texts[-2].startswith("Training finished") and "Promoted" in texts[-1]
     assert pending_reports(bot) == 0
     assert reporting.consume_run_events(bot.services, retry_idle_s=0) == 0, "posted once"
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"recover_after_s": 3}}], indirect=True)
+def test_the_web_process_posts_what_the_workers_recorded_by_itself(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain")
+    queue = Queue(keys.QUEUE_TRAINING, connection=bot.redis)
+    SimpleWorker([queue], connection=bot.redis).work(burst=True)  # the build starts the job
+    run = only_run(bot)
+    assert run.status is RunStatus.TRAINING
+    # Nobody calls the consumer here: the web process's periodic chore (every second
+    # with this setting) posts the "started" report into the run's thread.
+    wait(
+        lambda: any(run.job_id in text for text in thread_texts(bot, run)),
+        timeout=15,
+        what="the web process to post the job's start",
+    )
+    wait(lambda: pending_reports(bot) == 0, what="the entry to be acknowledged")
