@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -61,17 +61,9 @@ CANCEL_JOB = "workers.jobs.cancel_job"
 PROMOTE_JOB = "workers.jobs.promote_job"
 """The training queue's entry points, enqueued by name (see :mod:`workers.jobs`)."""
 BUILD_TIMEOUT_S = 3 * 3600
-
-
 SHORT_TIMEOUT_S = 600
-
-
 EVALUATE_TIMEOUT_S = 3600
-
-
 RESULT_TTL_S = 86400
-
-
 FAILURE_TTL_S = 30 * 86400
 
 
@@ -87,13 +79,10 @@ class LoopContext:
     settings: Settings
     redis: Redis
     llm: OpenAI | None = None
-    trainer_factory: Callable[[], Trainer] | None = field(default=None, repr=False)
 
     @cached_property
     def trainer(self) -> Trainer:
         """The configured backend."""
-        if self.trainer_factory is not None:
-            return self.trainer_factory()
         from workers.training import make_trainer
 
         return make_trainer(self.settings, self.redis, self.llm)

@@ -203,6 +203,9 @@ class OpenAIEmulator(LoopbackServer):
         self.job_total_steps = 3
         self.lora_runtime_updating = True
         """vLLM started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (else no adapter routes)."""
+        self.lora_load_inplace = True
+        """A vLLM that knows ``load_inplace``; False: an older one, which refuses any name
+        already loaded (its serving_models.py had no such field)."""
         self._lock = threading.RLock()
         self._init_state()
 
@@ -246,6 +249,7 @@ class OpenAIEmulator(LoopbackServer):
             self.job_auto_advance = False
             self.job_total_steps = 3
             self.lora_runtime_updating = True
+            self.lora_load_inplace = True
 
     def requests(self, path: str | None = None) -> list[Recorded]:
         """Requests received so far (optionally for one path, e.g. "/v1/chat/completions")."""
@@ -1178,7 +1182,9 @@ class OpenAIEmulator(LoopbackServer):
     # as JSON with its error.code as the HTTP status; success is the plain message) and
     # vllm/entrypoints/openai/models/serving.py (OpenAIServingModels.load_lora_adapter,
     # unload_lora_adapter and their _check_* functions: the messages, types and codes
-    # below), with vllm/exceptions.py LoRAAdapterNotFoundError for a missing path.
+    # below), with vllm/exceptions.py LoRAAdapterNotFoundError for a missing path. With
+    # ``lora_load_inplace = False`` it answers as vLLM did before ``load_inplace`` existed
+    # (vllm/entrypoints/openai/serving_models.py: any loaded name refused).
     def _vllm_error(self, status: int, message: str, type_: str) -> _ApiError:
         """vLLM's ErrorResponse: {"error": {"message", "type", "param", "code": status}}."""
         error = _ApiError(status, message, type_=type_)
@@ -1204,7 +1210,14 @@ class OpenAIEmulator(LoopbackServer):
             )
         name, path = str(name), str(path)
         with self._lock:
-            if not body.get("load_inplace") and name in self._adapters:
+            if not self.lora_load_inplace:  # vLLM before load_inplace: the field is ignored
+                if name in self._adapters:
+                    raise self._vllm_error(
+                        400,
+                        f"The lora adapter '{name}' has already been loaded.",
+                        "InvalidUserInput",
+                    )
+            elif not body.get("load_inplace") and name in self._adapters:
                 raise self._vllm_error(
                     400,
                     f"The lora adapter '{name}' has already been loaded. If you want to load "

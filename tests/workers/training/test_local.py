@@ -337,6 +337,27 @@ def test_activate_replaces_stale_weights_loaded_under_the_same_name(
     assert openai_api.loaded_adapters() == {"tuneloop-1": str(path)}
 
 
+def test_activate_on_a_vllm_without_load_inplace_reloads_the_adapter(
+    redis_conn: Redis, tmp_path: Path, openai_api: OpenAIEmulator
+) -> None:
+    openai_api.lora_load_inplace = False
+    client = openai.OpenAI(api_key="sk-test", base_url=openai_api.url, max_retries=0)
+    stale = tmp_path / "elsewhere" / "tuneloop-1"
+    stale.mkdir(parents=True)
+    client.post(
+        "/load_lora_adapter", body={"lora_name": "tuneloop-1", "lora_path": str(stale)}, cast_to=str
+    )
+    trainer = LocalTrainer(
+        make_settings(tmp_path, "/models/base"), redis_conn, serving_client=client
+    )
+    path = _fake_adapter(tmp_path, "tuneloop-1")
+    trainer.activate("tuneloop-1")
+    assert openai_api.loaded_adapters() == {"tuneloop-1": str(path)}
+    assert [r.body["lora_name"] for r in openai_api.requests("/v1/unload_lora_adapter")] == [
+        "tuneloop-1"
+    ]
+
+
 def test_activate_loads_into_every_replica_or_fails(
     redis_conn: Redis, tmp_path: Path, openai_api: OpenAIEmulator
 ) -> None:
