@@ -24,7 +24,7 @@ from core.settings import (
     load_behaviour,
 )
 from tests.emulators.openai import OpenAIEmulator
-from workers import build, follow, jobs
+from workers import build, follow, gate, jobs
 from workers.training.base import RUN_METADATA_KEY, TrainingFiles
 
 BASE = "gpt-4o-mini-2024-07-18"
@@ -290,3 +290,32 @@ def test_every_job_the_loop_enqueues_is_an_entry_point_in_workers_jobs() -> None
         module, _, func = name.rpartition(".")
         assert module == "workers.jobs"
         assert callable(getattr(jobs, func)), name
+
+
+def test_a_promotion_a_replica_refuses_leaves_the_pointer_and_tells_the_admin(
+    ctx: LoopContext, tmp_path: Path, openai_api: OpenAIEmulator
+) -> None:
+    with OpenAIEmulator(api_key="sk-test") as second:
+        local = with_training(
+            ctx,
+            backend=TrainerBackend.LOCAL,
+            local=LocalTrainerSettings(
+                base_model="/models/base",
+                adapters_dir=str(tmp_path / "adapters"),
+                serving_urls=(openai_api.url, second.url),
+            ),
+        )
+        secrets = local.settings.secrets.model_copy(update={"openai_api_key": "sk-test"})
+        local = LoopContext(local.settings.model_copy(update={"secrets": secrets}), ctx.redis)
+        (tmp_path / "adapters" / "tuneloop-1").mkdir(parents=True)
+        (tmp_path / "adapters" / "tuneloop-1" / "adapter_config.json").write_text("{}")
+        record_model(ctx.redis, "tuneloop-1", 20, None)
+        second.lora_runtime_updating = False  # started without runtime adapter loading
+
+        with pytest.raises(TrainingError, match="1 of 2 replicas"):
+            gate.promote_manually(local, "tuneloop-1", by="UA", channel="C1")
+        assert local.current_model() == BASE
+        assert model_registry.history(ctx.redis) == []
+        ((_, reply),) = ctx.redis.xrange(keys.RUN_EVENTS)
+        assert reply[b"kind"] == b"reply" and reply[b"reply"] == b"promote_failed"
+        assert b"VLLM_ALLOW_RUNTIME_LORA_UPDATING" in reply[b"values"]
