@@ -1,6 +1,6 @@
 """Telling Slack how a training run goes: the web process posts the run events.
 
-The training workers never run this code: they append what happened to a run to the
+The training loop's jobs never run this code: they append what happened to a run to the
 ``keys.RUN_EVENTS`` stream (:mod:`core.run_events`), and every web process consumes it
 on its periodic chore (:func:`post_run_events_soon`, on a thread of its own; one
 consumer group). Each entry

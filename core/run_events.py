@@ -1,6 +1,6 @@
 """What happened to a training run, recorded for Slack: the ``keys.RUN_EVENTS`` stream.
 
-The training workers never talk to Slack and never run the bot's code. They append an
+The training loop's jobs never talk to Slack and never run the bot's code. They append an
 entry here (with the state change it reports, where there is one) and the web processes
 post it (:func:`bot.reporting.consume_run_events`, on their periodic chore). An entry is
 acknowledged only once it was posted, so one that failed (Slack down, an upload that

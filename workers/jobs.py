@@ -1,8 +1,8 @@
 """Every RQ entry point, in one place: what the workers run, by dotted name.
 
-Jobs take ids and strings, log and re-raise on failure (so they land in RQ's failed
-registry) and never run the bot's code: what Slack should hear is recorded in
-``keys.RUN_EVENTS`` and posted by the web processes (:mod:`bot.reporting`).
+Jobs take ids and strings and log and re-raise on failure (so they land in RQ's failed
+registry). The loop's jobs never run the bot's code: what Slack should hear is recorded
+in ``keys.RUN_EVENTS`` and posted by the web processes (:mod:`bot.reporting`).
 
 ``training`` queue (names in :mod:`core.run_control`, enqueued by the web process and by
 the jobs themselves):
@@ -13,7 +13,8 @@ the jobs themselves):
 * :func:`evaluate_job` - the evaluation gate (:mod:`workers.gate`)
 * :func:`promote_job` - promotion asked for by an admin (:mod:`workers.gate`)
 * ``bot.reporting.export_set`` - upload a set's files to Slack (the sets live where this
-  queue's worker runs; enqueued by ``/finetune export``)
+  queue's worker runs; enqueued by ``/finetune export``): the one bot function a worker
+  still runs by name
 
 ``gpu`` queue: ``workers.training.local.run_training_job`` - one LoRA training
 (:data:`workers.training.local.JOB_FUNC`).
