@@ -284,7 +284,7 @@ def supervise(ctx: LoopContext, run: Run) -> bool:
             run,
             RunStatus.FAILED,
             RunEvent.FAILED,
-            error=f"the worker stopped while the run was {run.status.value}; "
+            error=f"the run stopped while {run.status.value}; "
             "no fine-tuning job was created and no example was consumed",
         )
         return False

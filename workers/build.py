@@ -18,7 +18,12 @@ from core.run_control import LoopContext, finish, report, schedule_poll
 from core.run_events import RunEvent
 from core.runs import Run, RunStatus, commit_job, load_run, read_cursor, transition, update_run
 from workers import trainset
-from workers.training.base import RUN_METADATA_KEY, SET_METADATA_KEY, Lineage
+from workers.training.base import (
+    RUN_METADATA_KEY,
+    SET_METADATA_KEY,
+    Lineage,
+    StartUnconfirmed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,11 @@ def build_and_start(ctx: LoopContext, run_id: str) -> None:
     created: list[str] = []
     try:
         _build_and_start(ctx, run, created)
+    except StartUnconfirmed:
+        # The job may exist and train: the run keeps its lock, and the next check
+        # (supervise) adopts the job or, finding none, fails the run.
+        logger.warning("run %s: its job may exist; the next check adopts it or fails", run_id)
+        raise
     except Exception as exc:
         # Whatever broke, the run must not keep the lock; a job created before the
         # failure was recorded nowhere, so it is cancelled rather than left to train.

@@ -598,3 +598,49 @@ def test_the_web_process_posts_what_the_workers_recorded_by_itself(bot: Bot) -> 
         what="the web process to post the job's start",
     )
     wait(lambda: pending_reports(bot) == 0, what="the entry to be acknowledged")
+
+
+@pytest.mark.parametrize(
+    "bot_settings", [{"model": {"request_timeout_s": 0.5, "max_retries": 0}}], indirect=True
+)
+def test_a_job_created_without_an_answer_is_adopted_not_failed(bot: Bot) -> None:
+    seed(bot, 12)
+    # OpenAI creates the job, but only after the client stopped waiting for the answer.
+    bot.openai.fail_next("/v1/fine_tuning/jobs", hang_s=1.5)
+    command(bot, "retrain")
+    work(bot)  # the build: no answer to creating the job
+    run = only_run(bot)
+    assert run.status is RunStatus.STARTING, "not failed: the job may exist and train"
+    assert approved.pending_count(bot.redis) == 12, "nothing consumed yet"
+    wait(lambda: bot.openai.jobs(), what="the job OpenAI created after all")
+    assert len(bot.openai.files()) == 2, "its files were kept"
+
+    ctx = run_control.LoopContext(bot.settings, bot.redis, bot.services.llm)
+    assert run_control.supervise(ctx, only_run(bot))  # the web process's periodic check
+    adopted = only_run(bot)
+    assert adopted.status is RunStatus.TRAINING
+    assert adopted.job_id == bot.openai.jobs()[0]["id"]
+    assert approved.pending_count(bot.redis) == 0
+    assert train(bot).status is RunStatus.PROMOTED
+    assert len(bot.openai.jobs()) == 1
+
+
+@pytest.mark.parametrize(
+    "bot_settings", [{"model": {"request_timeout_s": 0.5, "max_retries": 0}}], indirect=True
+)
+def test_a_job_creation_without_an_answer_and_without_a_job_fails_at_the_next_check(
+    bot: Bot,
+) -> None:
+    seed(bot, 12)
+    # No answer in time, and OpenAI refused after all: there is no job.
+    bot.openai.fail_next("/v1/fine_tuning/jobs", status=500, hang_s=1.0)
+    command(bot, "retrain")
+    work(bot)
+    assert only_run(bot).status is RunStatus.STARTING
+    wait(lambda: bot.openai.requests("/v1/fine_tuning/jobs"), what="the refused creation")
+    ctx = run_control.LoopContext(bot.settings, bot.redis, bot.services.llm)
+    assert not run_control.supervise(ctx, only_run(bot))
+    failed = only_run(bot)
+    assert failed.status is RunStatus.FAILED and "no example was consumed" in failed.error
+    assert approved.pending_count(bot.redis) == 12 and bot.openai.jobs() == []
+    assert "started" in command(bot, "retrain")["text"], "the lock is free again"

@@ -12,12 +12,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.errors import TrainingError
 from core.settings import TrainingMethod, TrainingSettings
 
 RUN_METADATA_KEY = "tuneloop_run"
 """The job metadata naming the training run that started it (see :meth:`Trainer.find_job`)."""
 SET_METADATA_KEY = "tuneloop_set"
 """The job metadata naming the training set it trains on."""
+
+
+class StartUnconfirmed(TrainingError):
+    """:meth:`Trainer.start` got no answer to creating the job (a timeout, a dropped
+    connection): the job may exist and train. The run is not failed on it; the next check
+    adopts the job (:meth:`Trainer.find_job`) or, when there is none, fails the run."""
 
 
 class JobStatus(str, Enum):
@@ -129,7 +136,10 @@ class Trainer(Protocol):
         suffix: str,
         metadata: dict[str, str],
     ) -> str:
-        """Upload what is needed and start a job continuing from ``base_model``; its id."""
+        """Upload what is needed and start a job continuing from ``base_model``; its id.
+
+        Raises StartUnconfirmed when the job may have been created anyway, TrainingError
+        when it surely was not."""
         ...
 
     def find_job(self, run_id: str) -> str | None:

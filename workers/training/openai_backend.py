@@ -30,6 +30,7 @@ from workers.training.base import (
     JobStatus,
     Lineage,
     ProgressEvent,
+    StartUnconfirmed,
     TrainingFiles,
     lowered_learning_rate,
 )
@@ -144,7 +145,8 @@ class OpenAITrainer:
         """Upload the set's files and create the job; raises TrainingError on any refusal.
 
         Files uploaded before a refusal are deleted again (best effort) so a failed
-        start leaves nothing behind to pay for.
+        start leaves nothing behind to pay for; when creating the job got no answer they
+        are kept (the job may exist and need them) and StartUnconfirmed is raised.
         """
         uploaded: list[str] = []
         try:
@@ -167,7 +169,14 @@ class OpenAITrainer:
                 kwargs["validation_file"] = valid_id
             if self.seed is not None:
                 kwargs["seed"] = self.seed
-            job = self.client.fine_tuning.jobs.create(**kwargs)
+            try:
+                job = self.client.fine_tuning.jobs.create(**kwargs)
+            except openai.APIConnectionError as exc:
+                # No answer (timeouts included): OpenAI may have created the job, which
+                # needs the files; it is found again by its metadata.
+                raise StartUnconfirmed(
+                    f"no answer from OpenAI to creating the job, which may exist: {exc}"
+                ) from exc
         except openai.OpenAIError as exc:
             for file_id in uploaded:
                 try:
