@@ -17,9 +17,10 @@ from redis.exceptions import RedisError
 from rq import Retry
 
 from bot.answering import JOB_FUNCTION, Question, answer
+from bot.reporting import post_run_events_soon
 from bot.runtime import Services
+from core.run_control import LoopContext, supervise_active
 from core.store import AnswerState
-from workers.loop import LoopContext, supervise_active
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +101,13 @@ def enqueue_answer(services: Services, question: Question, cut_off: Sequence[str
 
 def start_journal(services: Services) -> None:
     """Start this web process's heartbeat, recovery sweep and periodic checks (answers
-    in-process from then): the training run going is supervised on the same beat."""
+        in-process from then): the training run going is supervised, and its events posted
+    to Slack, on the same beat."""
 
     def requeue(question: dict[str, Any], shown: list[str]) -> None:
         enqueue_answer(services, Question(**question), cut_off=shown)
 
     every_s = services.journal.interval_s
     ctx = LoopContext(services.settings, services.redis, services.llm)
-    services.journal.start(requeue, chores=[lambda: supervise_active(ctx, every_s)])
+    chores = [lambda: supervise_active(ctx, every_s), lambda: post_run_events_soon(services)]
+    services.journal.start(requeue, chores=chores)

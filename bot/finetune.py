@@ -22,11 +22,12 @@ from slack_sdk.errors import SlackApiError
 
 from bot import blocks, messages
 from bot.runtime import Services
-from core import approval, approved, forget, keys
+from core import approval, approved, audit, forget, keys, model_registry, run_control, runs
 from core.errors import TrainingError
-from workers import loop, trainset
+from core.run_control import LoopContext
+from core.runs import Run
+from workers import trainset
 from workers.forget import delete_training_data
-from workers.loop import LoopContext, Run
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _status(services: Services, user_id: str, channel_id: str, args: list[str]) 
             messages.STATUS_WAITING.format(count=approved.pending_count(redis)),
             messages.STATUS_REVIEW.format(count=approval.pending_count(redis)),
         ]
-        run = loop.active_run(redis)
+        run = runs.active_run(redis)
         if run is not None:
             lines.append(
                 messages.STATUS_RUN.format(
@@ -100,7 +101,7 @@ def _status(services: Services, user_id: str, channel_id: str, args: list[str]) 
                 lines.append(messages.STATUS_EVENT.format(event=event))
         else:
             lines.append(messages.STATUS_NO_RUN)
-            recent = loop.recent_runs(redis, 1)
+            recent = runs.recent_runs(redis, 1)
             if recent:
                 last = recent[0]
                 lines.append(
@@ -156,7 +157,7 @@ def _retrain(services: Services, user_id: str, channel_id: str, args: list[str])
     if unknown:
         return Reply(messages.FINETUNE_USAGE.format(usage="retrain [--dry-run]"))
     dry_run = "--dry-run" in args
-    request = loop.request_run(
+    request = run_control.request_run(
         context(services),
         admin=user_id,
         channel=channel_id,
@@ -180,7 +181,7 @@ def _retrain(services: Services, user_id: str, channel_id: str, args: list[str])
 
 
 def _cancel(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
-    run = loop.request_cancel(context(services), by=user_id)
+    run = run_control.request_cancel(context(services), by=user_id)
     if run is None:
         return Reply(messages.CANCEL_NONE)
     return Reply(messages.CANCEL_ASKED.format(run_id=run.run_id, status=run.status.value))
@@ -190,7 +191,7 @@ def _models(services: Services, user_id: str, channel_id: str, args: list[str]) 
     redis = services.redis
     current = services.store.current_model(services.settings.model.base_model)
     lines = [messages.MODELS_CURRENT.format(model=current)]
-    produced = loop.candidates(redis)
+    produced = model_registry.candidates(redis)
     if produced:
         lines.append(messages.MODELS_CANDIDATES)
         for info in produced:
@@ -206,7 +207,7 @@ def _models(services: Services, user_id: str, channel_id: str, args: list[str]) 
             )
     else:
         lines.append(messages.MODELS_NONE)
-    past = loop.history(redis)
+    past = model_registry.history(redis)
     if past:
         lines.append(messages.MODELS_HISTORY)
         for entry in past:
@@ -230,23 +231,23 @@ def _promote(services: Services, user_id: str, channel_id: str, args: list[str])
 
 def promote(services: Services, model: str, *, user_id: str, channel_id: str) -> Reply:
     """Queue a promotion (activating a model may be slow); the admin is answered later."""
-    if not loop.known_model(services.redis, services.settings, model):
+    if not model_registry.known_model(services.redis, services.settings, model):
         return Reply(messages.PROMOTE_UNKNOWN.format(model=model))
     services.training_queue.enqueue(
-        loop.PROMOTE_JOB,
+        run_control.PROMOTE_JOB,
         model,
         user_id,
         channel_id,
         job_timeout=JOB_TIMEOUT_S,
-        result_ttl=loop.RESULT_TTL_S,
-        failure_ttl=loop.FAILURE_TTL_S,
+        result_ttl=run_control.RESULT_TTL_S,
+        failure_ttl=run_control.FAILURE_TTL_S,
     )
     return Reply(messages.PROMOTE_ASKED.format(model=model))
 
 
 def _rollback(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
     try:
-        frm, to = loop.rollback(context(services), by=user_id)
+        frm, to = model_registry.rollback(context(services), by=user_id)
     except TrainingError as exc:
         return Reply(messages.ROLLBACK_NONE.format(reason=exc))
     return Reply(messages.ROLLED_BACK.format(frm=frm, to=to))
@@ -273,8 +274,8 @@ def _export(services: Services, user_id: str, channel_id: str, args: list[str]) 
         dm,
         user_id,
         job_timeout=JOB_TIMEOUT_S,
-        result_ttl=loop.RESULT_TTL_S,
-        failure_ttl=loop.FAILURE_TTL_S,
+        result_ttl=run_control.RESULT_TTL_S,
+        failure_ttl=run_control.FAILURE_TTL_S,
     )
     return Reply(messages.EXPORT_ASKED.format(set_id=set_id))
 
@@ -313,7 +314,7 @@ def _forget_me(services: Services, user_id: str, channel_id: str, args: list[str
     if args:
         return Reply(messages.FINETUNE_USAGE.format(usage="forget-me"))
     reply = _forget(services, user_id)
-    loop.audit(services.redis, forget.FORGOTTEN_USER, "/finetune forget-me")
+    audit.audit(services.redis, forget.FORGOTTEN_USER, "/finetune forget-me")
     return reply
 
 
@@ -322,7 +323,7 @@ def _forget_user(services: Services, user_id: str, channel_id: str, args: list[s
     if match is None:
         return Reply(messages.FINETUNE_USAGE.format(usage="forget @user"))
     reply = _forget(services, match.group(1) or match.group(2))
-    loop.audit(services.redis, user_id, "/finetune forget", forget.FORGOTTEN_USER)
+    audit.audit(services.redis, user_id, "/finetune forget", forget.FORGOTTEN_USER)
     return reply
 
 
@@ -380,9 +381,9 @@ def handle(
             return PUBLIC[name](services, user_id, channel_id, args)
         if not is_admin(services, user_id):
             logger.warning("non-admin %s tried /finetune %s", user_id, name)
-            loop.audit(services.redis, user_id, f"refused /finetune {name}", " ".join(args))
+            audit.audit(services.redis, user_id, f"refused /finetune {name}", " ".join(args))
             return Reply(messages.NOT_ADMIN)
-        loop.audit(services.redis, user_id, f"/finetune {name}", " ".join(args))
+        audit.audit(services.redis, user_id, f"/finetune {name}", " ".join(args))
         return ADMIN[name](services, user_id, channel_id, args)
     except RedisError:
         logger.exception("/finetune %s failed: storage unavailable", name)

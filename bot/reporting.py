@@ -1,10 +1,19 @@
-"""Telling Slack how a training run goes: RQ jobs the learning loop enqueues by name.
+"""Telling Slack how a training run goes: the web process posts the run events.
 
-``workers.loop`` never imports the bot; it enqueues ``bot.reporting.report_run`` with a
-run id and what happened, and this module turns the run record into messages in the
-thread the run started in the admin's channel: the job's start, rate-limited progress,
-the evaluation report and, at the end, a loss-curve PNG. Dry runs and the answers to
-one admin's command are ephemeral, to that admin only.
+The training loop's jobs never run this code: they append what happened to a run to the
+``keys.RUN_EVENTS`` stream (:mod:`core.run_events`), and every web process consumes it
+on its periodic chore (:func:`post_run_events_soon`, on a thread of its own; one
+consumer group). Each entry
+becomes messages in the thread the run started in the admin's channel: the job's start,
+rate-limited progress, the evaluation verdict (with "promote anyway" when the model was
+held) and, as an entry of its own, the loss-curve PNG. Dry runs and the answers to one
+admin's command are ephemeral, to that admin only.
+
+An entry is acknowledged only after it was posted. One that failed (Slack down, an
+upload that raised anything at all) stays pending and is claimed again after
+``RETRY_IDLE_S`` by whichever web process looks next, also when the process that took it
+died, up to ``MAX_DELIVERIES`` times; since the verdict and the loss curve are separate
+entries, a broken upload never holds back the verdict or its button.
 """
 
 from __future__ import annotations
@@ -12,17 +21,34 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
+from redis import Redis
+from redis.exceptions import RedisError, ResponseError
 
 from bot import blocks, messages
 from bot.runtime import Services, worker_services
-from workers import loop, trainset
-from workers.loop import Run, RunStatus
+from core import keys, run_control, runs
+from core.run_events import RunEvent
+from core.runs import Run, RunStatus
+from workers import trainset
 
 logger = logging.getLogger(__name__)
+
+RETRY_IDLE_S = 30.0
+"""An entry taken but not acknowledged this long ago (its post failed, or its web process
+died while posting) is taken again."""
+MAX_DELIVERIES = 8
+"""After this many failed posts an entry is given up (logged, acknowledged)."""
+BATCH = 50
+CONSUMER = f"{socket.gethostname()}:{os.getpid()}"
+_consuming = threading.Lock()
+_starting = threading.Lock()
+_poster: threading.Thread | None = None
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -164,23 +190,21 @@ def _ephemeral(services: Services, channel: str, user: str, text: str) -> None:
 
 
 def _upload_loss_curve(services: Services, run: Run) -> None:
-    points = loop.run_metrics(services.redis, run.run_id)
+    """The run's loss curve into its thread (nothing without metric points); raises."""
+    points = runs.run_metrics(services.redis, run.run_id)
     title = messages.RUN_LOSS_TITLE.format(run_id=run.run_id)
     png = loss_curve_png(points, title)
     if png is None:
         return
-    try:
-        services.slack.files_upload_v2(
-            channel=run.channel,
-            thread_ts=run.thread_ts or None,
-            content=png,
-            filename=f"{run.run_id}-loss.png",
-            title=title,
-            alt_txt=title,
-            request_file_info=False,
-        )
-    except SlackApiError:
-        logger.exception("uploading the loss curve of %s failed", run.run_id)
+    services.slack.files_upload_v2(
+        channel=run.channel,
+        thread_ts=run.thread_ts or None,
+        content=png,
+        filename=f"{run.run_id}-loss.png",
+        title=title,
+        alt_txt=title,
+        request_file_info=False,
+    )
 
 
 def _started_text(services: Services, run: Run) -> str:
@@ -198,11 +222,11 @@ def _started_text(services: Services, run: Run) -> str:
     )
 
 
-def post_report(services: Services, run: Run, kind: str) -> None:
-    """Turn one event of a run into Slack messages."""
-    if kind == "dry_run" or (kind == "too_few" and run.dry_run):
+def post_report(services: Services, run: Run, kind: RunEvent) -> None:
+    """Turn one event of a run into Slack messages; raises when Slack refused."""
+    if kind is RunEvent.DRY_RUN or (kind is RunEvent.TOO_FEW and run.dry_run):
         manifest = trainset.load_manifest(services.redis, run.set_id) if run.set_id else None
-        if kind == "too_few":
+        if kind is RunEvent.TOO_FEW:
             text = _too_few_text(run)
             if manifest:
                 text += "\n" + dry_run_text(manifest)
@@ -210,21 +234,20 @@ def post_report(services: Services, run: Run, kind: str) -> None:
             text = dry_run_text(manifest) if manifest else _too_few_text(run)
         _ephemeral(services, run.channel, run.admin, text)
         return
-    if kind == "too_few":
+    if kind is RunEvent.TOO_FEW:
         _post(services, run, _too_few_text(run))
-    elif kind == "started":
+    elif kind is RunEvent.STARTED:
         _post(services, run, _started_text(services, run))
-    elif kind == "progress":
+    elif kind is RunEvent.PROGRESS:
         text = progress_text(run)
         if text:
             _post(services, run, text)
-    elif kind == "trained":
-        current = loop.LoopContext(services.settings, services.redis).current_model()
+    elif kind is RunEvent.TRAINED:
+        current = run_control.LoopContext(services.settings, services.redis).current_model()
         _post(
             services, run, messages.RUN_TRAINED.format(model=run.candidate_model, current=current)
         )
-    elif kind == "evaluated":
-        _upload_loss_curve(services, run)
+    elif kind is RunEvent.EVALUATED:
         text = evaluation_text(run)
         if run.status is RunStatus.HELD:
             _post(
@@ -235,15 +258,15 @@ def post_report(services: Services, run: Run, kind: str) -> None:
             )
         else:
             _post(services, run, text)
-    elif kind == "failed":
-        _post(services, run, messages.RUN_FAILED.format(run_id=run.run_id, error=run.error or "?"))
+    elif kind is RunEvent.LOSS_CURVE:
         _upload_loss_curve(services, run)
-    elif kind == "cancelled":
+    elif kind is RunEvent.FAILED:
+        _post(services, run, messages.RUN_FAILED.format(run_id=run.run_id, error=run.error or "?"))
+    elif kind is RunEvent.CANCELLED:
         by = f" by <@{run.cancelled_by}>" if run.cancelled_by else ""
         _post(services, run, messages.RUN_CANCELLED.format(run_id=run.run_id, by=by))
-        _upload_loss_curve(services, run)
     else:
-        logger.warning("unknown report kind %r for %s", kind, run.run_id)
+        logger.warning("no report for %s of %s", kind.value, run.run_id)
 
 
 def _too_few_text(run: Run) -> str:
@@ -251,29 +274,108 @@ def _too_few_text(run: Run) -> str:
     return messages.RUN_TOO_FEW.format(new=run.n_new, needed=needed, missing=run.missing)
 
 
-def report_run(run_id: str, kind: str) -> None:
-    """RQ: post what happened to a run (``kind``) to Slack."""
+def _post_entry(services: Services, fields: dict[str, str]) -> None:
+    """Post one stream entry; raises when it could not be posted (it is tried again)."""
+    kind = RunEvent(fields["kind"])
+    if kind is RunEvent.REPLY:
+        template = {"promoted": messages.PROMOTED, "promote_failed": messages.PROMOTE_FAILED}
+        text = template[fields["reply"]].format(**json.loads(fields["values"]))
+        _ephemeral(services, fields["channel"], fields["user"], text)
+        return
+    run = runs.load_run(services.redis, fields["run_id"])
+    if run is None:
+        logger.warning("no run %s to report %s on", fields["run_id"], kind.value)
+        return
+    post_report(services, run, kind)
+
+
+def _ensure_group(redis: Redis) -> None:
+    """The consumer group, created from the start of the stream (entries may be older)."""
     try:
-        services = worker_services()
-        run = loop.load_run(services.redis, run_id)
-        if run is None:
-            logger.warning("no run %s to report on", run_id)
+        redis.xgroup_create(keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _entries_to_retry(redis: Redis, retry_idle_s: float, count: int) -> list[tuple[bytes, dict]]:
+    """Pending entries idle for ``retry_idle_s``, claimed for this process; the ones that
+    failed ``MAX_DELIVERIES`` times are given up."""
+    idle_ms = int(retry_idle_s * 1000)
+    pending = redis.xpending_range(
+        keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, min="-", max="+", count=count, idle=idle_ms
+    )
+    retry = []
+    for entry in pending:
+        if entry["times_delivered"] >= MAX_DELIVERIES:
+            logger.error(
+                "giving up posting run event %s after %d tries",
+                entry["message_id"].decode(),
+                entry["times_delivered"],
+            )
+            redis.xack(keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, entry["message_id"])
+        else:
+            retry.append(entry["message_id"])
+    if not retry:
+        return []
+    claimed = redis.xclaim(
+        keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, CONSUMER, min_idle_time=idle_ms, message_ids=retry
+    )
+    return [(entry_id, fields) for entry_id, fields in claimed if fields]
+
+
+def consume_run_events(
+    services: Services, *, retry_idle_s: float = RETRY_IDLE_S, count: int = BATCH
+) -> int:
+    """Post the run events nobody posted yet (the web process's periodic chore); how many
+    were posted. An entry is acknowledged only once posted; one that failed is left
+    pending and taken again after ``retry_idle_s``, by this process or another."""
+    redis = services.redis
+    posted = 0
+    with _consuming:
+        _ensure_group(redis)
+        entries = _entries_to_retry(redis, retry_idle_s, count)
+        for _, batch in redis.xreadgroup(
+            keys.RUN_EVENTS_GROUP, CONSUMER, {keys.RUN_EVENTS: ">"}, count=count
+        ):
+            entries.extend(batch)
+        for entry_id, raw in entries:
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            try:
+                _post_entry(services, fields)
+            except Exception:
+                logger.exception(
+                    "posting %s of %s failed; it is tried again later",
+                    fields.get("kind"),
+                    fields.get("run_id") or fields.get("user"),
+                )
+                continue
+            redis.xack(keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, entry_id)
+            posted += 1
+    return posted
+
+
+def post_run_events_soon(services: Services) -> None:
+    """The web process's periodic chore: post the run events on a thread of its own, so
+    a slow or unreachable Slack never delays the heartbeat the chore shares; nothing
+    happens while the previous round is still posting."""
+    global _poster
+    with _starting:
+        if _poster is not None and _poster.is_alive():
             return
-        post_report(services, run, kind)
-    except Exception:
-        logger.exception("reporting %s of run %s failed", kind, run_id)
-        raise
+        _poster = threading.Thread(
+            target=_post_round, args=(services,), name="run-events", daemon=True
+        )
+        _poster.start()
 
 
-def reply(channel: str, user: str, kind: str, values: str) -> None:
-    """RQ: an ephemeral answer to the admin who asked for something slow (e.g. promote)."""
+def _post_round(services: Services) -> None:
     try:
-        services = worker_services()
-        template = {"promoted": messages.PROMOTED, "promote_failed": messages.PROMOTE_FAILED}[kind]
-        _ephemeral(services, channel, user, template.format(**json.loads(values)))
+        consume_run_events(services)
+    except RedisError:
+        logger.warning("Redis unavailable: run events are posted next time")
     except Exception:
-        logger.exception("replying %s to %s failed", kind, user)
-        raise
+        logger.exception("posting run events failed")
 
 
 def export_set(set_id: str, channel: str, user: str) -> None:

@@ -122,12 +122,18 @@ def local_job_events(job_id: str) -> str:
     return f"{PREFIX}local:job:{job_id}:events"
 
 
+def local_run_job(run_id: str) -> str:
+    """STRING: the local training job a training run started (how a run whose worker
+    died finds its GPU job again instead of starting another)."""
+    return f"{PREFIX}local:run:{run_id}"
+
+
 def local_job_cancel(job_id: str) -> str:
     """STRING flag: cancellation asked for; the training callback stops at the next step."""
     return f"{PREFIX}local:job:{job_id}:cancel"
 
 
-# --- Training runs (workers/loop.py, workers/trainset.py, core/approval.py) -------
+# --- Training runs (core/runs.py, core/run_control.py, workers/trainset.py) --------
 RUN_LOCK = f"{PREFIX}run:lock"
 """STRING: id of the training run in progress (SET NX); absent when none is going."""
 SUPERVISE_LOCK = f"{PREFIX}run:supervise"
@@ -145,6 +151,12 @@ def run_metrics(run_id: str) -> str:
     """LIST: the run's metric points as JSON (step, losses, accuracy), oldest first."""
     return f"{PREFIX}run:{run_id}:metrics"
 
+
+RUN_EVENTS = f"{PREFIX}run:events"
+"""STREAM: what happened to training runs (field "kind", plus "run_id" or a reply's
+"channel", "user", "reply", "values"), for the web processes to post to Slack."""
+RUN_EVENTS_GROUP = "reporters"
+"""The consumer group of ``RUN_EVENTS``: an entry is acknowledged once it was posted."""
 
 TRAINSET_SEQ = f"{PREFIX}trainset:seq"
 """STRING counter: the last training-set version number given (set ids ``set-0007``)."""

@@ -125,6 +125,9 @@ class LocalTrainerSettings(_Frozen):
     max_seq_length: PositiveInt = 2048
     bf16: bool | None = None
     packing: bool = True
+    serving_urls: tuple[str, ...] = ()
+    """The /v1 URL of every vLLM replica; adapters are loaded into each one before the
+    bot's model moves. Empty: the one server at OPENAI_BASE_URL."""
 
 
 class TrainingSettings(_Frozen):
@@ -143,7 +146,7 @@ class TrainingSettings(_Frozen):
     pii: PiiSettings = PiiSettings()
     openai: OpenAITrainerSettings = OpenAITrainerSettings()
     local: LocalTrainerSettings = LocalTrainerSettings()
-    # --- learning loop (workers/trainset.py, workers/loop.py) ---
+    # --- learning loop (workers/trainset.py, workers/build.py, core/run_control.py) ---
     replay_max: Annotated[int, Field(ge=0)] = 2000
     max_validation_examples: Annotated[int, Field(ge=0)] = 500
     sets_dir: str = Field(default="data/trainsets", min_length=1)

@@ -19,8 +19,9 @@ import openai
 
 from core import keys
 from core.approved import position
+from core.run_control import LoopContext
+from core.runs import Run, load_run
 from workers import trainset
-from workers.loop import LoopContext, Run, load_run
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-from bot import ids, messages
-from core import approved, keys
+from bot import ids, messages, reporting
+from core import approved, audit, keys, model_registry, run_control, runs
+from core.runs import RunStatus
 from core.settings import TrainingMethod
 from tests import payloads
 from tests.bot.conftest import ADMIN, SIGNING_SECRET, Bot
-from workers import loop
-from workers.loop import RunStatus
+from workers.training import base
 from workers.training.base import TrainingFiles
 
 BASE = "gpt-4o-mini-2024-07-18"
@@ -62,13 +62,15 @@ def command(bot: Bot, text: str, user: str = ADMIN, channel: str = "C1") -> dict
 
 
 def work(bot: Bot) -> None:
-    """Run every training job that is due, scheduled polls included, as a worker would."""
+    """Run every training job that is due, scheduled polls included, as a worker would,
+    then post the run events as the web process's periodic chore does."""
     queue = Queue(keys.QUEUE_TRAINING, connection=bot.redis)
     registry = ScheduledJobRegistry(queue=queue)
     for job_id in registry.get_job_ids():
         registry.remove(job_id)
         queue.enqueue_job(Job.fetch(job_id, connection=bot.redis))
     SimpleWorker([queue], connection=bot.redis).work(burst=True)
+    reporting.consume_run_events(bot.services)
 
 
 def seed(bot: Bot, n: int, *, start: int = 0, rejected: str | None = None) -> None:
@@ -89,13 +91,13 @@ def seed(bot: Bot, n: int, *, start: int = 0, rejected: str | None = None) -> No
         assert approved.append(bot.redis, example)
 
 
-def only_run(bot: Bot) -> loop.Run:
-    runs = loop.recent_runs(bot.redis, 1)
-    assert runs, "no run was created"
-    return runs[0]
+def only_run(bot: Bot) -> runs.Run:
+    recent = runs.recent_runs(bot.redis, 1)
+    assert recent, "no run was created"
+    return recent[0]
 
 
-def train(bot: Bot, steps: int | None = None) -> loop.Run:
+def train(bot: Bot, steps: int | None = None) -> runs.Run:
     """Advance the newest emulated job (all the way, or ``steps`` stages) and poll."""
     run = only_run(bot)
     for _ in range(steps or 20):
@@ -103,11 +105,11 @@ def train(bot: Bot, steps: int | None = None) -> loop.Run:
             break
         bot.openai.advance_job(run.job_id)
         work(bot)
-        run = loop.load_run(bot.redis, run.run_id)
+        run = runs.load_run(bot.redis, run.run_id)
     return run
 
 
-def thread_texts(bot: Bot, run: loop.Run) -> list[str]:
+def thread_texts(bot: Bot, run: runs.Run) -> list[str]:
     return [m["text"] for m in bot.slack.messages(run.channel, run.thread_ts)]
 
 
@@ -148,8 +150,8 @@ def test_non_admins_are_refused_and_nothing_runs(bot: Bot, text: str) -> None:
     assert reply["response_type"] == "ephemeral"
     assert Queue(keys.QUEUE_TRAINING, connection=bot.redis).count == 0
     assert bot.redis.get(keys.RUN_LOCK) is None
-    assert loop.recent_runs(bot.redis) == []
-    refused = loop.audit_entries(bot.redis)[0]
+    assert runs.recent_runs(bot.redis) == []
+    refused = audit.audit_entries(bot.redis)[0]
     assert refused["user"] == "U2" and refused["action"].startswith("refused /finetune")
 
 
@@ -204,7 +206,7 @@ def test_full_loop_from_votes_to_a_promoted_model_the_next_answer_uses(bot: Bot)
     model = bot.openai.job(run.job_id)["fine_tuned_model"]
     assert run.candidate_model == model
     assert bot.services.store.current_model(BASE) == model
-    record = loop.history(bot.redis)[0]
+    record = model_registry.history(bot.redis)[0]
     assert record["action"] == "promote" and record["model"] == model
     assert record["previous"] == BASE
     assert record["run_id"] == run.run_id and record["set_id"] == run.set_id
@@ -246,7 +248,7 @@ def test_second_run_trains_only_the_new_examples_from_the_first_runs_model(bot: 
     assert questions == {f"How do I configure service {i}?" for i in range(100, 111)}
     second = train(bot)
     assert second.status is RunStatus.PROMOTED
-    assert loop.model_info(bot.redis, second.candidate_model)["parent"] == first_model
+    assert model_registry.model_info(bot.redis, second.candidate_model)["parent"] == first_model
 
 
 def test_failed_job_creation_consumes_nothing_and_the_next_run_does(bot: Bot) -> None:
@@ -278,7 +280,7 @@ def test_a_job_that_fails_hands_its_examples_back(bot: Bot) -> None:
     assert approved.pending_count(bot.redis) == 0
     bot.openai.fail_job(run.job_id)
     work(bot)
-    run = loop.load_run(bot.redis, run.run_id)
+    run = runs.load_run(bot.redis, run.run_id)
     assert run.status is RunStatus.FAILED
     assert approved.pending_count(bot.redis) == 12
     assert bot.services.store.current_model(BASE) == BASE
@@ -294,7 +296,7 @@ def test_two_retrains_at_once_start_one_run(bot: Bot) -> None:
     assert f"`{run.run_id}`" in busy
     work(bot)
     assert len(bot.openai.jobs()) == 1
-    assert len(loop.recent_runs(bot.redis)) == 1
+    assert len(runs.recent_runs(bot.redis)) == 1
 
 
 def test_too_few_examples_starts_nothing_and_says_how_many_more(bot: Bot) -> None:
@@ -366,7 +368,7 @@ def test_evaluation_gate_refuses_a_worse_model_and_the_admin_can_promote_it(bot:
     wait(lambda: Queue(keys.QUEUE_TRAINING, connection=bot.redis).count, what="a promote job")
     work(bot)
     assert bot.services.store.current_model(BASE) == run.candidate_model
-    assert loop.load_run(bot.redis, run.run_id).status is RunStatus.PROMOTED
+    assert runs.load_run(bot.redis, run.run_id).status is RunStatus.PROMOTED
 
 
 def test_promote_and_rollback_by_command(bot: Bot) -> None:
@@ -386,7 +388,7 @@ def test_promote_and_rollback_by_command(bot: Bot) -> None:
     work(bot)
     assert bot.services.store.current_model(BASE) == model
     assert "neither the base model" in command(bot, "promote ft:made-up:model")["text"]
-    actions = [h["action"] for h in loop.history(bot.redis)]
+    actions = [h["action"] for h in model_registry.history(bot.redis)]
     assert actions == ["promote", "rollback", "promote"]
     models = command(bot, "models")["text"]
     assert f"`{model}`" in models and "rollback" in models
@@ -401,7 +403,7 @@ def test_cancel_stops_the_job_and_hands_the_examples_back(bot: Bot) -> None:
     assert f"`{run.run_id}`" in status and f"`{run.job_id}`" in status
     assert "Cancelling" in command(bot, "cancel")["text"]
     work(bot)
-    run = loop.load_run(bot.redis, run.run_id)
+    run = runs.load_run(bot.redis, run.run_id)
     assert run.status is RunStatus.CANCELLED
     assert bot.openai.job(run.job_id)["status"] == "cancelled"
     assert approved.pending_count(bot.redis) == 12
@@ -414,7 +416,7 @@ def test_cancel_before_the_build_starts_builds_nothing(bot: Bot) -> None:
     run = only_run(bot)
     assert "Cancelling" in command(bot, "cancel")["text"]
     work(bot)
-    run = loop.load_run(bot.redis, run.run_id)
+    run = runs.load_run(bot.redis, run.run_id)
     assert run.status is RunStatus.CANCELLED and run.set_id == ""
     assert bot.openai.jobs() == [] and bot.redis.get(keys.RUN_LOCK) is None
     assert any("was cancelled by <@UADMIN>" in t for t in thread_texts(bot, run))
@@ -441,7 +443,7 @@ def test_following_the_job_survives_a_provider_error(bot: Bot) -> None:
     run = only_run(bot)
     bot.openai.fail_next(f"/v1/fine_tuning/jobs/{run.job_id}", status=400, message="hiccup")
     work(bot)  # this poll fails (and is logged), the next one is already scheduled
-    assert loop.load_run(bot.redis, run.run_id).status is RunStatus.TRAINING
+    assert runs.load_run(bot.redis, run.run_id).status is RunStatus.TRAINING
     assert train(bot).status is RunStatus.PROMOTED
 
 
@@ -457,7 +459,7 @@ def test_progress_is_posted_to_the_thread_as_the_job_runs(bot: Bot) -> None:
     assert any(t.startswith("Step 2/3") for t in texts)
     status = command(bot, "status")["text"]
     assert "Step 2/3" in status
-    assert len(loop.run_metrics(bot.redis, run.run_id)) == 2
+    assert len(runs.run_metrics(bot.redis, run.run_id)) == 2
 
 
 def test_export_typed_in_a_channel_goes_only_to_the_admins_dm(bot: Bot) -> None:
@@ -485,12 +487,12 @@ def test_a_run_whose_worker_died_is_cleaned_up_by_the_next_retrain(bot: Bot) -> 
     command(bot, "retrain")
     dead = only_run(bot)
     # The worker died while building: its job is gone, the run still holds the lock.
-    loop.update_run(bot.redis, dead.run_id, status=RunStatus.BUILDING)
+    runs.update_run(bot.redis, dead.run_id, status=RunStatus.BUILDING)
     Job.fetch(f"build-{dead.run_id}", connection=bot.redis).delete()
 
     reply = command(bot, "retrain")["text"]
     assert "started" in reply
-    assert loop.load_run(bot.redis, dead.run_id).status is RunStatus.FAILED
+    assert runs.load_run(bot.redis, dead.run_id).status is RunStatus.FAILED
     work(bot)
     assert len(bot.openai.jobs()) == 1
     assert approved.pending_count(bot.redis) == 0
@@ -507,20 +509,20 @@ def test_a_run_that_died_after_creating_its_job_is_adopted_not_repeated(
     orphan_set = tmp_path / "orphan.jsonl"
     line = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     orphan_set.write_text((json.dumps(line) + "\n") * 10)
-    ctx = loop.LoopContext(bot.settings, bot.redis, bot.services.llm)
+    ctx = run_control.LoopContext(bot.settings, bot.redis, bot.services.llm)
     orphan = ctx.trainer.start(
         TrainingFiles("set-x", TrainingMethod.SUPERVISED, orphan_set, None, 10, 0),
         base_model=BASE,
         hyperparameters={},
         suffix="t",
-        metadata={loop.RUN_METADATA_KEY: dead.run_id},
+        metadata={base.RUN_METADATA_KEY: dead.run_id},
     )
     newest = bot.redis.xrevrange(keys.APPROVED_LOG, count=1)[0][0].decode()
-    loop.update_run(bot.redis, dead.run_id, status=RunStatus.STARTING, cursor_to=newest)
+    runs.update_run(bot.redis, dead.run_id, status=RunStatus.STARTING, cursor_to=newest)
 
     reply = command(bot, "retrain")["text"]
     assert "already going" in reply and dead.run_id in reply
-    adopted = loop.load_run(bot.redis, dead.run_id)
+    adopted = runs.load_run(bot.redis, dead.run_id)
     assert adopted.status is RunStatus.TRAINING and adopted.job_id == orphan
     assert approved.pending_count(bot.redis) == 0
     work(bot)
@@ -546,3 +548,125 @@ def test_a_replayed_export_command_runs_once(bot: Bot) -> None:
     assert len(bot.slack.uploaded_files()) == 3, "one set's three files, uploaded once"
     fresh = command(bot, "export")["text"]
     assert "direct message" in fresh, "a new invocation (new trigger id) runs"
+
+
+def pending_reports(bot: Bot) -> int:
+    return bot.redis.xpending(keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP)["pending"]
+
+
+def test_a_broken_loss_curve_upload_never_holds_back_the_verdict_and_its_button(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(bot, 12)
+    bot.openai.answer_fn = lambda body: (
+        "I have no idea."
+        if body["model"].startswith("ft:")
+        else "Echo: " + body["messages"][-1]["content"]
+    )
+
+    def broken(points: list[dict[str, Any]], title: str) -> bytes:
+        raise RuntimeError("the plotting backend is broken")
+
+    monkeypatch.setattr(reporting, "loss_curve_png", broken)
+    command(bot, "retrain")
+    work(bot)
+    run = train(bot)
+    assert run.status is RunStatus.HELD
+    held = bot.slack.messages(run.channel, run.thread_ts)[-1]
+    assert "Not promoted" in held["text"]
+    assert held["blocks"][-1]["elements"][0]["action_id"] == ids.PROMOTE
+    assert bot.slack.uploaded_files() == []
+    assert pending_reports(bot) == 1, "the loss curve is kept to be tried again"
+
+    monkeypatch.undo()  # the plotting works again
+    assert reporting.consume_run_events(bot.services, retry_idle_s=0) == 1
+    (upload,) = bot.slack.uploaded_files()
+    assert upload["thread_ts"] == run.thread_ts and upload["content"].startswith(b"\x89PNG")
+    assert pending_reports(bot) == 0
+
+
+def test_a_verdict_slack_refused_is_posted_once_slack_is_back(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain")
+    work(bot)
+    run = only_run(bot)
+    while bot.openai.advance_job(run.job_id)["status"] != "succeeded":
+        work(bot)
+    # Slack is down while the run is evaluated: the "trained" note and the verdict fail.
+    bot.slack.fail_next("chat.postMessage", status=503, error="service_unavailable", times=2)
+    work(bot)
+    run = runs.load_run(bot.redis, run.run_id)
+    assert run.status is RunStatus.PROMOTED
+    assert not any("Promoted" in text for text in thread_texts(bot, run))
+    assert pending_reports(bot) == 2
+
+    assert reporting.consume_run_events(bot.services) == 0, "not before they are due again"
+    assert reporting.consume_run_events(bot.services, retry_idle_s=0) == 2
+    texts = thread_texts(bot, run)
+    assert texts[-2].startswith("Training finished") and "Promoted" in texts[-1]
+    assert pending_reports(bot) == 0
+    assert reporting.consume_run_events(bot.services, retry_idle_s=0) == 0, "posted once"
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"recover_after_s": 3}}], indirect=True)
+def test_the_web_process_posts_what_the_workers_recorded_by_itself(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain")
+    queue = Queue(keys.QUEUE_TRAINING, connection=bot.redis)
+    SimpleWorker([queue], connection=bot.redis).work(burst=True)  # the build starts the job
+    run = only_run(bot)
+    assert run.status is RunStatus.TRAINING
+    # Nobody calls the consumer here: the web process's periodic chore (every second
+    # with this setting) posts the "started" report into the run's thread.
+    wait(
+        lambda: any(run.job_id in text for text in thread_texts(bot, run)),
+        timeout=15,
+        what="the web process to post the job's start",
+    )
+    wait(lambda: pending_reports(bot) == 0, what="the entry to be acknowledged")
+
+
+@pytest.mark.parametrize(
+    "bot_settings", [{"model": {"request_timeout_s": 0.5, "max_retries": 0}}], indirect=True
+)
+def test_a_job_created_without_an_answer_is_adopted_not_failed(bot: Bot) -> None:
+    seed(bot, 12)
+    # OpenAI creates the job, but only after the client stopped waiting for the answer.
+    bot.openai.fail_next("/v1/fine_tuning/jobs", hang_s=1.5)
+    command(bot, "retrain")
+    work(bot)  # the build: no answer to creating the job
+    run = only_run(bot)
+    assert run.status is RunStatus.STARTING, "not failed: the job may exist and train"
+    assert approved.pending_count(bot.redis) == 12, "nothing consumed yet"
+    wait(lambda: bot.openai.jobs(), what="the job OpenAI created after all")
+    assert len(bot.openai.files()) == 2, "its files were kept"
+
+    ctx = run_control.LoopContext(bot.settings, bot.redis, bot.services.llm)
+    assert run_control.supervise(ctx, only_run(bot))  # the web process's periodic check
+    adopted = only_run(bot)
+    assert adopted.status is RunStatus.TRAINING
+    assert adopted.job_id == bot.openai.jobs()[0]["id"]
+    assert approved.pending_count(bot.redis) == 0
+    assert train(bot).status is RunStatus.PROMOTED
+    assert len(bot.openai.jobs()) == 1
+
+
+@pytest.mark.parametrize(
+    "bot_settings", [{"model": {"request_timeout_s": 0.5, "max_retries": 0}}], indirect=True
+)
+def test_a_job_creation_without_an_answer_and_without_a_job_fails_at_the_next_check(
+    bot: Bot,
+) -> None:
+    seed(bot, 12)
+    # No answer in time, and OpenAI refused after all: there is no job.
+    bot.openai.fail_next("/v1/fine_tuning/jobs", status=500, hang_s=1.0)
+    command(bot, "retrain")
+    work(bot)
+    assert only_run(bot).status is RunStatus.STARTING
+    wait(lambda: bot.openai.requests("/v1/fine_tuning/jobs"), what="the refused creation")
+    ctx = run_control.LoopContext(bot.settings, bot.redis, bot.services.llm)
+    assert not run_control.supervise(ctx, only_run(bot))
+    failed = only_run(bot)
+    assert failed.status is RunStatus.FAILED and "no example was consumed" in failed.error
+    assert approved.pending_count(bot.redis) == 12 and bot.openai.jobs() == []
+    assert "started" in command(bot, "retrain")["text"], "the lock is free again"

@@ -11,12 +11,11 @@ import pytest
 from redis import Redis
 
 from bot import ids
-from core import approval, approved, forget, keys
+from core import approval, approved, audit, forget, keys
 from core.store import Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
 from tests.bot.test_finetune import command, seed, work
-from workers import loop
 
 
 @pytest.fixture
@@ -79,7 +78,7 @@ def test_admins_can_forget_a_user_and_others_cannot(bot: Bot) -> None:
     done = command(bot, "forget <@U2|someone>", user=ADMIN)
     assert "<@U2>" in done["text"]
     assert bot.services.store.get_answer(answer) is None
-    log = loop.audit_entries(bot.redis)
+    log = audit.audit_entries(bot.redis)
     assert not [e for e in log if "U2" in json.dumps(e)], "the admin log forgets them too"
     assert (log[0]["user"], log[0]["detail"]) == (ADMIN, forget.FORGOTTEN_USER)
     usage = command(bot, "forget everyone", user=ADMIN)

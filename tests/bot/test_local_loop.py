@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 from rq import Queue, SimpleWorker
 
-from core import keys
+from core import keys, model_registry, runs
+from core.runs import RunStatus
 from tests.bot.conftest import Bot
 from tests.bot.test_finetune import command, only_run, seed, work
 from tests.workers.training.conftest import all_texts, build_tiny_model
-from workers import loop
-from workers.loop import RunStatus
 
 pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -80,7 +79,7 @@ def test_local_run_is_promoted_into_vllm_and_the_next_answer_uses_the_adapter(
     assert (adapter_dir / "tuneloop.json").exists()
     assert bot.openai.loaded_adapters() == {adapter: str(adapter_dir)}
     assert bot.redis.get(keys.CURRENT_MODEL).decode() == adapter
-    points = loop.run_metrics(bot.redis, run.run_id)
+    points = runs.run_metrics(bot.redis, run.run_id)
     assert any(p["train_loss"] is not None for p in points), "training losses were recorded"
     assert any(p["valid_loss"] is not None for p in points), "validation losses too"
     uploads = bot.slack.uploaded_files()
@@ -94,4 +93,4 @@ def test_local_run_is_promoted_into_vllm_and_the_next_answer_uses_the_adapter(
     assert adapter in reply["text"]
     bot.ask(bot.says("and now?", mention=True))
     assert bot.openai.completions()[-1]["model"] == bot.settings.model.base_model
-    assert loop.history(bot.redis)[0]["action"] == "rollback"
+    assert model_registry.history(bot.redis)[0]["action"] == "rollback"

@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 
 from bot import ids, messages
-from core import approval, approved, keys
+from core import approval, approved, audit, keys
 from core.store import answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
 from tests.bot.test_finetune import command, seed, training_lines, wait, work
-from workers import loop
 
 
 @pytest.fixture
@@ -125,7 +124,7 @@ def test_approving_logs_the_example_once_and_refreshes_the_list(bot: Bot) -> Non
     [example] = _logged(bot)
     assert example.approved_by == ADMIN and example.answer_id == answer_id
     assert approval.decision_of(bot.redis, answer_id)["decision"] == "approved"
-    assert loop.audit_entries(bot.redis)[0]["action"] == "review approved"
+    assert audit.audit_entries(bot.redis)[0]["action"] == "review approved"
 
     again = _click(bot, ids.REVIEW_REJECT, answer_id)
     assert "already decided" in wait(lambda: bot.slack.responses(again))[0]["text"]

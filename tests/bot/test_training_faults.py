@@ -26,7 +26,8 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from bot import messages
 from bot.dispatch import start_journal
 from bot.journal import AnswerJournal
-from core import approved, keys
+from core import approved, keys, run_control, runs
+from core.runs import RunStatus
 from core.settings import ROOT
 from tests.bot import test_faults
 from tests.bot.conftest import Bot
@@ -40,8 +41,6 @@ from tests.bot.test_finetune import (
     wait,
     work,
 )
-from workers import loop
-from workers.loop import RunStatus
 
 own_redis = test_faults.own_redis  # a redis-server of the test's own, AOF on, restartable
 
@@ -127,11 +126,11 @@ def asked(start: int, n: int) -> set[str]:
     return {f"How do I configure service {i}?" for i in range(start, start + n)}
 
 
-def finish(bot: Bot, run: loop.Run) -> loop.Run:
+def finish(bot: Bot, run: runs.Run) -> runs.Run:
     """Let the provider finish the run's job; one worker pass polls, evaluates, promotes."""
     bot.openai.finish_job(run.job_id)
     work(bot)
-    return loop.load_run(bot.redis, run.run_id)
+    return runs.load_run(bot.redis, run.run_id)
 
 
 def retrain_too_few(bot: Bot, new: int) -> None:
@@ -170,11 +169,11 @@ def test_redis_restart_mid_training_run_resumes_and_consumes_each_example_once(
     queue = training_queue(bot)
     scheduled = ScheduledJobRegistry(queue=queue)
 
-    def run() -> loop.Run:
-        return loop.load_run(bot.redis, run_id)
+    def run() -> runs.Run:
+        return runs.load_run(bot.redis, run_id)
 
     def steps() -> int:
-        return len(loop.run_metrics(bot.redis, run_id))
+        return len(runs.run_metrics(bot.redis, run_id))
 
     quiet_since: dict[str, float] = {}
 
@@ -218,8 +217,8 @@ def test_redis_restart_mid_training_run_resumes_and_consumes_each_example_once(
         assert run().status is RunStatus.TRAINING
         assert bot.redis.get(keys.RUN_LOCK).decode() == run_id
         assert cursor(bot) == consumed_upto
-        ctx = loop.LoopContext(bot.settings, bot.redis, bot.services.llm)
-        assert loop.supervise(ctx, run()), "the run is alive"
+        ctx = run_control.LoopContext(bot.settings, bot.redis, bot.services.llm)
+        assert run_control.supervise(ctx, run()), "the run is alive"
         assert f"poll-{run_id}-{run().poll_seq}" == link, "and followed: no second chain"
         seed(bot, 3, start=100)  # approved right after the restart: for the next run
 
@@ -231,7 +230,7 @@ def test_redis_restart_mid_training_run_resumes_and_consumes_each_example_once(
         assert worker.poll() is None, "the worker rode out the restart"
 
     done = run()
-    assert [m["step"] for m in loop.run_metrics(bot.redis, run_id)] == [1, 2, 3]
+    assert [m["step"] for m in runs.run_metrics(bot.redis, run_id)] == [1, 2, 3]
     assert bot.services.store.current_model(BASE) == done.candidate_model
     assert queue.failed_job_registry.get_job_ids() == [], "no job of the run failed"
     # Nothing approved was lost, nothing was trained twice.
@@ -383,7 +382,7 @@ def test_a_worker_killed_while_creating_the_job_frees_the_lock_and_consumes_once
         wait(lambda: bot.openai.requests(JOBS), timeout=15, what="the job creation request")
         kill_worker(worker)
 
-    stuck = loop.load_run(bot.redis, dead.run_id)
+    stuck = runs.load_run(bot.redis, dead.run_id)
     assert stuck.status is RunStatus.STARTING and stuck.job_id == ""
     assert bot.redis.get(keys.RUN_LOCK).decode() == dead.run_id
     assert cursor(bot) is None and approved.pending_count(bot.redis) == 12
@@ -393,7 +392,7 @@ def test_a_worker_killed_while_creating_the_job_frees_the_lock_and_consumes_once
     # While RQ still counts the job as running (heartbeat not expired), nothing is decided.
     busy = command(bot, "retrain")["text"]
     assert f"`{dead.run_id}` is already going (starting" in busy
-    assert loop.load_run(bot.redis, dead.run_id).status is RunStatus.STARTING
+    assert runs.load_run(bot.redis, dead.run_id).status is RunStatus.STARTING
 
     # The killed worker's heartbeat expires: RQ marks the build job failed.
     registry = StartedJobRegistry(queue=training_queue(bot))
@@ -407,7 +406,7 @@ def test_a_worker_killed_while_creating_the_job_frees_the_lock_and_consumes_once
         # The job the dead worker created is found by its metadata and adopted.
         assert f"`{dead.run_id}` is already going (training" in reply
         (job,) = bot.openai.jobs()
-        adopted = loop.load_run(bot.redis, dead.run_id)
+        adopted = runs.load_run(bot.redis, dead.run_id)
         assert adopted.status is RunStatus.TRAINING and adopted.job_id == job["id"]
         assert cursor(bot) == adopted.cursor_to == newest_id(bot)
         assert approved.pending_count(bot.redis) == 0
@@ -418,7 +417,7 @@ def test_a_worker_killed_while_creating_the_job_frees_the_lock_and_consumes_once
     else:
         # No job exists: the dead run is failed, its examples stay pending, a new run starts.
         assert reply == messages.RETRAIN_STARTED.format(run_id=only_run(bot).run_id, channel="C1")
-        failed = loop.load_run(bot.redis, dead.run_id)
+        failed = runs.load_run(bot.redis, dead.run_id)
         assert failed.status is RunStatus.FAILED
         assert "no fine-tuning job was created" in failed.error
         assert cursor(bot) is None and approved.pending_count(bot.redis) == 12
@@ -454,17 +453,17 @@ def test_a_worker_killed_while_polling_is_replaced_by_the_next_retrain(
         wait(lambda: len(bot.openai.requests(path)) > polled, timeout=15, what="the next poll")
         kill_worker(worker)
 
-    link = f"poll-{run.run_id}-{loop.load_run(bot.redis, run.run_id).poll_seq}"
+    link = f"poll-{run.run_id}-{runs.load_run(bot.redis, run.run_id).poll_seq}"
     assert Job.fetch(link, connection=bot.redis).get_status() is RQStatus.STARTED
     # A retrain before the worker's heartbeat expired: the poll still counts as running.
     assert f"`{run.run_id}` is already going (training" in command(bot, "retrain")["text"]
-    assert f"poll-{run.run_id}-{loop.load_run(bot.redis, run.run_id).poll_seq}" == link
+    assert f"poll-{run.run_id}-{runs.load_run(bot.redis, run.run_id).poll_seq}" == link
 
     StartedJobRegistry(queue=training_queue(bot)).cleanup(timestamp=time.time() + 3600)
     assert Job.fetch(link, connection=bot.redis).get_status() is RQStatus.FAILED
     # The chain is broken; the next retrain notices it and starts a new one.
     assert f"`{run.run_id}` is already going (training" in command(bot, "retrain")["text"]
-    assert loop.load_run(bot.redis, run.run_id).poll_seq == run.poll_seq + 1
+    assert runs.load_run(bot.redis, run.run_id).poll_seq == run.poll_seq + 1
 
     done = finish(bot, run)
     assert done.status is RunStatus.PROMOTED
@@ -489,7 +488,7 @@ def test_a_broken_poll_chain_resumes_by_itself_through_the_web_process_check(bot
     Job.fetch(f"poll-{run.run_id}-{run.poll_seq}", connection=bot.redis).delete()
 
     wait(
-        lambda: loop.load_run(bot.redis, run.run_id).poll_seq > run.poll_seq,
+        lambda: runs.load_run(bot.redis, run.run_id).poll_seq > run.poll_seq,
         timeout=15,
         what="the periodic check to start a new poll",
     )

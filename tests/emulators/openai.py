@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.emulators import LoopbackServer, MultipartPart, Request, Responder
@@ -61,6 +62,8 @@ _EMBEDDING_MODELS = frozenset(
 _FILE_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ORG_ID = "org-tuneloop"
+_PLAIN = "text/plain; charset=utf-8"
+"""vLLM answers a LoRA load or unload with the bare message (Starlette sends no media type)."""
 _ALNUM = string.ascii_letters + string.digits
 
 
@@ -174,6 +177,19 @@ def _page(items: list[dict], after: str | None, limit: int) -> tuple[list[dict],
     return page, start + limit < len(items)
 
 
+def _top_level_hyperparameters(method_type: str, hyper: dict) -> dict | None:
+    """The deprecated top-level ``hyperparameters`` of a job: "only returned when running
+    supervised jobs" (the SDK's ``FineTuningJob``); DPO jobs carry theirs under
+    ``method.dpo.hyperparameters`` only."""
+    if method_type != "supervised":
+        return None
+    return {
+        k: v
+        for k, v in hyper.items()
+        if k in ("batch_size", "learning_rate_multiplier", "n_epochs")
+    }
+
+
 class OpenAIEmulator(LoopbackServer):
     """In-memory OpenAI API served on ``http://127.0.0.1:PORT/v1``."""
 
@@ -185,6 +201,11 @@ class OpenAIEmulator(LoopbackServer):
         self.first_token_delay_s = 0.0
         self.job_auto_advance = False
         self.job_total_steps = 3
+        self.lora_runtime_updating = True
+        """vLLM started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (else no adapter routes)."""
+        self.lora_load_inplace = True
+        """A vLLM that knows ``load_inplace``; False: an older one, which refuses any name
+        already loaded (its serving_models.py had no such field)."""
         self._lock = threading.RLock()
         self._init_state()
 
@@ -227,6 +248,8 @@ class OpenAIEmulator(LoopbackServer):
             self.first_token_delay_s = 0.0
             self.job_auto_advance = False
             self.job_total_steps = 3
+            self.lora_runtime_updating = True
+            self.lora_load_inplace = True
 
     def requests(self, path: str | None = None) -> list[Recorded]:
         """Requests received so far (optionally for one path, e.g. "/v1/chat/completions")."""
@@ -936,11 +959,7 @@ class OpenAIEmulator(LoopbackServer):
                 "status": "validating_files",
                 "validation_file": body.get("validation_file"),
                 "training_file": body["training_file"],
-                "hyperparameters": {
-                    k: v
-                    for k, v in hyper.items()
-                    if k in ("batch_size", "learning_rate_multiplier", "n_epochs")
-                },
+                "hyperparameters": _top_level_hyperparameters(mtype, hyper),
                 "trained_tokens": None,
                 "error": None,
                 "user_provided_suffix": suffix,
@@ -1067,7 +1086,8 @@ class OpenAIEmulator(LoopbackServer):
                 tokens += len(str(example.get("prompt", "")).split()) + len(
                     str(example.get("completion", "")).split()
                 )
-        epochs = j.job["hyperparameters"].get("n_epochs")
+        method = j.job["method"]
+        epochs = method[method["type"]]["hyperparameters"].get("n_epochs")
         return tokens * (epochs if isinstance(epochs, int) else 3)
 
     def _advance(self, j: _Job) -> None:
@@ -1088,11 +1108,7 @@ class OpenAIEmulator(LoopbackServer):
             for k, v in list(hyper.items()):
                 if v == "auto" and k in resolved:
                     hyper[k] = resolved[k]
-            job["hyperparameters"] = {
-                k: v
-                for k, v in hyper.items()
-                if k in ("batch_size", "learning_rate_multiplier", "n_epochs")
-            }
+            job["hyperparameters"] = _top_level_hyperparameters(mtype, hyper)
             j.total_steps = max(1, int(self.job_total_steps))
             job["status"] = "running"
             job["estimated_finish"] = int(time.time()) + 60 * j.total_steps
@@ -1161,18 +1177,56 @@ class OpenAIEmulator(LoopbackServer):
             self._event(j, "The job has successfully completed")
 
     # -- vLLM -------------------------------------------------------------------------
+    # Behaves as vLLM's own handlers do: vllm/entrypoints/serve/lora/api_router.py (the
+    # routes exist only with VLLM_ALLOW_RUNTIME_LORA_UPDATING; an ErrorResponse is sent
+    # as JSON with its error.code as the HTTP status; success is the plain message) and
+    # vllm/entrypoints/openai/models/serving.py (OpenAIServingModels.load_lora_adapter,
+    # unload_lora_adapter and their _check_* functions: the messages, types and codes
+    # below), with vllm/exceptions.py LoRAAdapterNotFoundError for a missing path. With
+    # ``lora_load_inplace = False`` it answers as vLLM did before ``load_inplace`` existed
+    # (vllm/entrypoints/openai/serving_models.py: any loaded name refused).
+    def _vllm_error(self, status: int, message: str, type_: str) -> _ApiError:
+        """vLLM's ErrorResponse: {"error": {"message", "type", "param", "code": status}}."""
+        error = _ApiError(status, message, type_=type_)
+        error.body = {"error": {"message": message, "type": type_, "param": None, "code": status}}
+        return error
+
+    def _vllm_route_missing(self, resp: Responder) -> bool:
+        """Without VLLM_ALLOW_RUNTIME_LORA_UPDATING the routes are not registered at all:
+        FastAPI answers 404 {"detail": "Not Found"}."""
+        if self.lora_runtime_updating:
+            return False
+        resp.send_json(404, {"detail": "Not Found"})
+        return True
+
     def _load_adapter(self, body: Any, resp: Responder) -> None:
-        if not isinstance(body, dict) or not body.get("lora_name") or not body.get("lora_path"):
-            raise _ApiError(
-                400, "Both 'lora_name' and 'lora_path' must be provided.", type_="BadRequestError"
+        if self._vllm_route_missing(resp):
+            return
+        body = body if isinstance(body, dict) else {}
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not name or not path:
+            raise self._vllm_error(
+                400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput"
             )
-        name, path = str(body["lora_name"]), str(body["lora_path"])
+        name, path = str(name), str(path)
         with self._lock:
-            if name in self._adapters and self._adapters[name] != path:
-                raise _ApiError(
+            if not self.lora_load_inplace:  # vLLM before load_inplace: the field is ignored
+                if name in self._adapters:
+                    raise self._vllm_error(
+                        400,
+                        f"The lora adapter '{name}' has already been loaded.",
+                        "InvalidUserInput",
+                    )
+            elif not body.get("load_inplace") and name in self._adapters:
+                raise self._vllm_error(
                     400,
-                    f"The lora adapter '{name}' has already been loaded.",
-                    type_="BadRequestError",
+                    f"The lora adapter '{name}' has already been loaded. If you want to load "
+                    "the adapter in place, set 'load_inplace' to True.",
+                    "InvalidUserInput",
+                )
+            if not Path(path).is_dir():
+                raise self._vllm_error(
+                    404, f"Loading lora {name} failed: No adapter found for {path}", "NotFoundError"
                 )
             self._adapters[name] = path
             self._models[name] = {
@@ -1183,25 +1237,24 @@ class OpenAIEmulator(LoopbackServer):
                 "root": path,
                 "parent": None,
             }
-        resp.send(
-            200,
-            f"Success: LoRA adapter '{name}' added successfully.".encode(),
-            "text/plain; charset=utf-8",
-        )
+        resp.send(200, f"Success: LoRA adapter '{name}' added successfully.".encode(), _PLAIN)
 
     def _unload_adapter(self, body: Any, resp: Responder) -> None:
-        if not isinstance(body, dict) or not body.get("lora_name"):
-            raise _ApiError(400, "'lora_name' must be provided.", type_="BadRequestError")
-        name = str(body["lora_name"])
+        if self._vllm_route_missing(resp):
+            return
+        name = body.get("lora_name") if isinstance(body, dict) else None
+        if not name:
+            raise self._vllm_error(
+                400,
+                "'lora_name' needs to be provided to unload a LoRA adapter.",
+                "InvalidUserInput",
+            )
+        name = str(name)
         with self._lock:
             if name not in self._adapters:
-                raise _ApiError(
-                    404, f"The lora adapter '{name}' cannot be found.", type_="NotFoundError"
+                raise self._vllm_error(
+                    404, f"The lora adapter '{name}' cannot be found.", "NotFoundError"
                 )
             del self._adapters[name]
             self._models.pop(name, None)
-        resp.send(
-            200,
-            f"Success: LoRA adapter '{name}' removed successfully.".encode(),
-            "text/plain; charset=utf-8",
-        )
+        resp.send(200, f"Success: LoRA adapter '{name}' removed successfully.".encode(), _PLAIN)

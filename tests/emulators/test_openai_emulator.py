@@ -6,6 +6,7 @@ import json
 import math
 import re
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -343,19 +344,33 @@ def test_fine_tuning_validation_cancel_fail_and_auto_advance(
     assert statuses == ["queued", "running", "running", "running", "running", "succeeded"]
 
 
-def test_vllm_lora_adapters(openai_api: OpenAIEmulator, client: OpenAI) -> None:
+def test_vllm_lora_adapters(openai_api: OpenAIEmulator, client: OpenAI, tmp_path: Path) -> None:
     def post(path: str, body: dict) -> str:
         return client.post(path, body=body, cast_to=str)
 
-    assert "added" in post(
-        "/load_lora_adapter", {"lora_name": "support-v1", "lora_path": "/models/a"}
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    assert post("/load_lora_adapter", {"lora_name": "support-v1", "lora_path": str(a)}) == (
+        "Success: LoRA adapter 'support-v1' added successfully."
     )
+    with pytest.raises(openai.BadRequestError) as refused:  # even the same path
+        post("/load_lora_adapter", {"lora_name": "support-v1", "lora_path": str(a)})
+    assert refused.value.body == {
+        "message": "The lora adapter 'support-v1' has already been loaded. If you want to "
+        "load the adapter in place, set 'load_inplace' to True.",
+        "type": "InvalidUserInput",
+        "param": None,
+        "code": 400,
+    }
     post(
-        "/load_lora_adapter", {"lora_name": "support-v1", "lora_path": "/models/a"}
-    )  # same path: fine
-    with pytest.raises(openai.BadRequestError):
-        post("/load_lora_adapter", {"lora_name": "support-v1", "lora_path": "/models/b"})
-    assert openai_api.loaded_adapters() == {"support-v1": "/models/a"}
+        "/load_lora_adapter", {"lora_name": "support-v1", "lora_path": str(b), "load_inplace": True}
+    )
+    assert openai_api.loaded_adapters() == {"support-v1": str(b)}, "new weights, same name"
+    with pytest.raises(openai.NotFoundError, match="No adapter found for /nowhere"):
+        post("/load_lora_adapter", {"lora_name": "other", "lora_path": "/nowhere"})
+    with pytest.raises(openai.BadRequestError, match="must be provided"):
+        post("/load_lora_adapter", {"lora_name": "other"})
     chat = client.chat.completions.create(
         model="support-v1", messages=[{"role": "user", "content": "hey"}]
     )
@@ -367,8 +382,13 @@ def test_vllm_lora_adapters(openai_api: OpenAIEmulator, client: OpenAI) -> None:
         client.chat.completions.create(
             model="support-v1", messages=[{"role": "user", "content": "hey"}]
         )
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError, match="cannot be found"):
         post("/unload_lora_adapter", {"lora_name": "support-v1"})
+
+    openai_api.lora_runtime_updating = False  # VLLM_ALLOW_RUNTIME_LORA_UPDATING unset
+    with pytest.raises(openai.NotFoundError) as missing:
+        post("/load_lora_adapter", {"lora_name": "support-v1", "lora_path": str(a)})
+    assert missing.value.body == {"detail": "Not Found"}
 
 
 def test_reset(openai_api: OpenAIEmulator, client: OpenAI) -> None:

@@ -10,13 +10,22 @@ import pytest
 from openai import OpenAI
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 
-from core import keys
+from core import audit, keys, model_registry, run_control, runs
 from core.errors import TrainingError
-from core.settings import Settings, TrainerBackend, load_behaviour
+from core.run_control import LoopContext
+from core.runs import RunStatus
+from core.settings import (
+    LocalTrainerSettings,
+    Settings,
+    TrainerBackend,
+    TrainingMethod,
+    load_behaviour,
+)
 from tests.emulators.openai import OpenAIEmulator
-from workers import loop
-from workers.loop import LoopContext, RunStatus
+from workers import build, follow, gate, jobs
+from workers.training.base import RUN_METADATA_KEY, TrainingFiles
 
 BASE = "gpt-4o-mini-2024-07-18"
 
@@ -56,12 +65,12 @@ def record_model(redis: Redis, model: str, trained: int, lr: float | None) -> No
 
 
 def test_concurrent_requests_start_exactly_one_run(ctx: LoopContext) -> None:
-    results: list[loop.RunRequest] = []
+    results: list[run_control.RunRequest] = []
     barrier = threading.Barrier(8)
 
     def ask() -> None:
         barrier.wait()
-        results.append(loop.request_run(ctx, admin="UA", channel="C1"))
+        results.append(run_control.request_run(ctx, admin="UA", channel="C1"))
 
     threads = [threading.Thread(target=ask) for _ in range(8)]
     for thread in threads:
@@ -75,9 +84,9 @@ def test_concurrent_requests_start_exactly_one_run(ctx: LoopContext) -> None:
     )
     assert ctx.redis.get(keys.RUN_LOCK).decode() == started[0].run_id
     assert Queue(keys.QUEUE_TRAINING, connection=ctx.redis).count == 1
-    assert len(loop.recent_runs(ctx.redis)) == 1
+    assert len(runs.recent_runs(ctx.redis)) == 1
 
-    dry = loop.request_run(ctx, admin="UA", channel="C1", dry_run=True)
+    dry = run_control.request_run(ctx, admin="UA", channel="C1", dry_run=True)
     assert dry.run is not None, "a dry run takes no lock"
 
 
@@ -85,11 +94,11 @@ def test_the_learning_rate_is_lowered_for_a_small_increment(ctx: LoopContext) ->
     current = "ft:gpt-4o-mini-2024-07-18:org:tuneloop:one"
     record_model(ctx.redis, current, trained=1000, lr=1.8)
 
-    hyper, note = loop.hyperparameters(ctx, 50, current)
+    hyper, note = build.hyperparameters(ctx, 50, current)
     assert hyper == {"learning_rate_multiplier": 0.6}
     assert "50 new examples next to 1000" in note
 
-    big, note = loop.hyperparameters(ctx, 500, current)
+    big, note = build.hyperparameters(ctx, 500, current)
     assert big == {} and note == ""
 
     configured = with_training(
@@ -99,15 +108,15 @@ def test_the_learning_rate_is_lowered_for_a_small_increment(ctx: LoopContext) ->
         ),
         lr_reduction_factor=4.0,
     )
-    hyper, _ = loop.hyperparameters(configured, 10, current)
+    hyper, _ = build.hyperparameters(configured, 10, current)
     assert hyper == {"learning_rate_multiplier": 0.5, "n_epochs": 2}
 
-    first, note = loop.hyperparameters(ctx, 10, BASE)
+    first, note = build.hyperparameters(ctx, 10, BASE)
     assert first == {} and note == "", "nothing was trained before the base model"
 
     local = with_training(ctx, backend=TrainerBackend.LOCAL)
     record_model(ctx.redis, "tuneloop-1", trained=100, lr=None)
-    hyper, _ = loop.hyperparameters(local, 5, "tuneloop-1")
+    hyper, _ = build.hyperparameters(local, 5, "tuneloop-1")
     assert hyper == {"learning_rate_multiplier": round(1 / 3, 6)}, "of the local learning rate"
 
 
@@ -119,22 +128,24 @@ def test_promotion_history_and_rollback_step_back_one_model_at_a_time(
     openai_api.add_model(one)
     record_model(redis, one, 20, None)
     record_model(redis, two, 40, None)
-    assert loop.known_model(redis, settings, one) and loop.known_model(redis, settings, BASE)
-    assert not loop.known_model(redis, settings, "ft:unknown")
+    assert model_registry.known_model(redis, settings, one) and model_registry.known_model(
+        redis, settings, BASE
+    )
+    assert not model_registry.known_model(redis, settings, "ft:unknown")
 
-    assert loop.promote(redis, settings, one, by="UA") == BASE
-    assert loop.promote(redis, settings, two, by="UA") == one
+    assert model_registry.promote(redis, settings, one, by="UA") == BASE
+    assert model_registry.promote(redis, settings, two, by="UA") == one
     assert ctx.current_model() == two
-    assert loop.history(redis)[0]["set_id"] == "set-0001"
-    assert loop.history(redis)[0]["trained_examples"] == 40
+    assert model_registry.history(redis)[0]["set_id"] == "set-0001"
+    assert model_registry.history(redis)[0]["trained_examples"] == 40
 
-    assert loop.rollback(ctx, by="UB") == (two, one)
+    assert model_registry.rollback(ctx, by="UB") == (two, one)
     assert ctx.current_model() == one
-    assert loop.rollback(ctx, by="UB") == (one, BASE)
+    assert model_registry.rollback(ctx, by="UB") == (one, BASE)
     assert redis.get(keys.CURRENT_MODEL) is None, "the base model is the absent pointer"
     with pytest.raises(TrainingError, match="nothing to roll back to"):
-        loop.rollback(ctx, by="UB")
-    assert [h["action"] for h in loop.history(redis)] == [
+        model_registry.rollback(ctx, by="UB")
+    assert [h["action"] for h in model_registry.history(redis)] == [
         "rollback",
         "rollback",
         "promote",
@@ -143,32 +154,32 @@ def test_promotion_history_and_rollback_step_back_one_model_at_a_time(
 
 
 def test_a_superseded_poll_chain_stops(ctx: LoopContext) -> None:
-    run = loop.request_run(ctx, admin="UA", channel="C1").run
+    run = run_control.request_run(ctx, admin="UA", channel="C1").run
     assert run is not None
-    loop.update_run(
+    runs.update_run(
         ctx.redis, run.run_id, status=RunStatus.TRAINING, job_id="ftjob-none", poll_seq=5
     )
-    assert loop.poll(ctx, run.run_id, seq=4) is None, "an older chain does nothing"
+    assert follow.poll(ctx, run.run_id, seq=4) is None, "an older chain does nothing"
 
 
 def test_a_training_run_without_a_follower_gets_one_and_stays_the_running_run(
     ctx: LoopContext,
 ) -> None:
-    run = loop.request_run(ctx, admin="UA", channel="C1").run
+    run = run_control.request_run(ctx, admin="UA", channel="C1").run
     assert run is not None
-    loop.update_run(ctx.redis, run.run_id, status=RunStatus.TRAINING, job_id="ftjob-x", poll_seq=3)
+    runs.update_run(ctx.redis, run.run_id, status=RunStatus.TRAINING, job_id="ftjob-x", poll_seq=3)
     queue = Queue(keys.QUEUE_TRAINING, connection=ctx.redis)
     before = queue.count
-    busy = loop.request_run(ctx, admin="UB", channel="C1")
+    busy = run_control.request_run(ctx, admin="UB", channel="C1")
     assert busy.run is None and busy.busy is not None and busy.busy.run_id == run.run_id
     assert queue.count == before + 1
     assert f"poll-{run.run_id}-4" in queue.job_ids
 
 
 def test_the_admin_log_keeps_who_did_what_when(ctx: LoopContext) -> None:
-    loop.audit(ctx.redis, "UA", "/finetune retrain", "--dry-run")
-    loop.audit(ctx.redis, "UB", "review approved", "C1-1")
-    newest, older = loop.audit_entries(ctx.redis, 2)
+    audit.audit(ctx.redis, "UA", "/finetune retrain", "--dry-run")
+    audit.audit(ctx.redis, "UB", "review approved", "C1-1")
+    newest, older = audit.audit_entries(ctx.redis, 2)
     assert (newest["user"], newest["action"], newest["detail"]) == ("UB", "review approved", "C1-1")
     assert older["user"] == "UA" and float(older["at"]) > 0
 
@@ -179,8 +190,132 @@ def test_rollback_to_a_model_the_server_no_longer_serves_leaves_the_pointer(
     gone, current = "ft:gpt-4o-mini-2024-07-18:org:t:gone", "ft:gpt-4o-mini-2024-07-18:org:t:now"
     record_model(ctx.redis, gone, 20, None)
     record_model(ctx.redis, current, 40, None)
-    loop.promote(ctx.redis, ctx.settings, gone, by="UA")
-    loop.promote(ctx.redis, ctx.settings, current, by="UA")
+    model_registry.promote(ctx.redis, ctx.settings, gone, by="UA")
+    model_registry.promote(ctx.redis, ctx.settings, current, by="UA")
     with pytest.raises(TrainingError, match="does not exist"):
-        loop.rollback(ctx, by="UB")
+        model_registry.rollback(ctx, by="UB")
     assert ctx.current_model() == current
+
+
+def test_a_local_run_that_died_after_starting_its_gpu_job_adopts_it(
+    ctx: LoopContext, tmp_path: Path
+) -> None:
+    local = with_training(
+        ctx,
+        backend=TrainerBackend.LOCAL,
+        local=LocalTrainerSettings(base_model="/models/base", adapters_dir=str(tmp_path / "a")),
+    )
+    run = run_control.request_run(local, admin="UA", channel="C1").run
+    assert run is not None
+    # The build worker started the GPU job, then died before recording it.
+    Job.fetch(f"build-{run.run_id}", connection=ctx.redis).delete()
+    train = tmp_path / "train.jsonl"
+    line = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    train.write_text((json.dumps(line) + "\n") * 10)
+    gpu_job = local.trainer.start(
+        TrainingFiles("set-x", TrainingMethod.SUPERVISED, train, None, 10, 0),
+        base_model=local.base_model,
+        hyperparameters={},
+        suffix="t",
+        metadata={RUN_METADATA_KEY: run.run_id},
+    )
+    runs.update_run(ctx.redis, run.run_id, status=RunStatus.STARTING)
+
+    assert run_control.supervise(local, runs.load_run(ctx.redis, run.run_id))
+    adopted = runs.load_run(ctx.redis, run.run_id)
+    assert adopted.status is RunStatus.TRAINING and adopted.job_id == gpu_job
+    assert Queue(keys.QUEUE_GPU, connection=ctx.redis).job_ids == [gpu_job], "still to train"
+
+
+def test_a_run_is_not_failed_while_its_job_cannot_be_looked_for(
+    ctx: LoopContext, openai_api: OpenAIEmulator
+) -> None:
+    run = run_control.request_run(ctx, admin="UA", channel="C1").run
+    assert run is not None
+    Job.fetch(f"build-{run.run_id}", connection=ctx.redis).delete()
+    runs.update_run(ctx.redis, run.run_id, status=RunStatus.STARTING)
+    openai_api.fail_next("/v1/fine_tuning/jobs", status=500)
+
+    assert run_control.supervise(ctx, runs.load_run(ctx.redis, run.run_id)), "still going"
+    assert runs.load_run(ctx.redis, run.run_id).status is RunStatus.STARTING
+    assert runs.active_run(ctx.redis).run_id == run.run_id
+
+    assert not run_control.supervise(ctx, runs.load_run(ctx.redis, run.run_id)), "no job: dead"
+    assert runs.load_run(ctx.redis, run.run_id).status is RunStatus.FAILED
+
+
+def test_promotion_and_rollback_load_the_adapter_into_every_vllm_replica(
+    ctx: LoopContext, tmp_path: Path, openai_api: OpenAIEmulator
+) -> None:
+    with OpenAIEmulator(api_key="sk-test") as second:
+        local = with_training(
+            ctx,
+            backend=TrainerBackend.LOCAL,
+            local=LocalTrainerSettings(
+                base_model="/models/base",
+                adapters_dir=str(tmp_path / "adapters"),
+                serving_urls=(openai_api.url, second.url),
+            ),
+        )
+        secrets = local.settings.secrets.model_copy(update={"openai_api_key": "sk-test"})
+        local = LoopContext(local.settings.model_copy(update={"secrets": secrets}), ctx.redis)
+        for model in ("tuneloop-1", "tuneloop-2"):
+            (tmp_path / "adapters" / model).mkdir(parents=True)
+            (tmp_path / "adapters" / model / "adapter_config.json").write_text("{}")
+            record_model(ctx.redis, model, 20, None)
+            local.trainer.activate(model)
+            model_registry.promote(ctx.redis, local.settings, model, by="UA")
+        for replica in (openai_api, second):
+            replica.reset()  # both replicas restarted: nothing loaded
+
+        second.fail_next("/v1/load_lora_adapter", status=500, times=2)
+        with pytest.raises(TrainingError, match="1 of 2 replicas"):
+            model_registry.rollback(local, by="UB")
+        assert local.current_model() == "tuneloop-2", "one replica failed: the pointer stays"
+
+        assert model_registry.rollback(local, by="UB") == ("tuneloop-2", "tuneloop-1")
+        served = str(tmp_path / "adapters" / "tuneloop-1")
+        assert openai_api.loaded_adapters() == second.loaded_adapters() == {"tuneloop-1": served}
+
+
+def test_every_job_the_loop_enqueues_is_an_entry_point_in_workers_jobs() -> None:
+    names = [
+        run_control.BUILD_JOB,
+        run_control.POLL_JOB,
+        run_control.EVALUATE_JOB,
+        run_control.CANCEL_JOB,
+        run_control.PROMOTE_JOB,
+    ]
+    for name in names:
+        module, _, func = name.rpartition(".")
+        assert module == "workers.jobs"
+        assert callable(getattr(jobs, func)), name
+
+
+def test_a_promotion_a_replica_refuses_leaves_the_pointer_and_tells_the_admin(
+    ctx: LoopContext, tmp_path: Path, openai_api: OpenAIEmulator
+) -> None:
+    with OpenAIEmulator(api_key="sk-test") as second:
+        local = with_training(
+            ctx,
+            backend=TrainerBackend.LOCAL,
+            local=LocalTrainerSettings(
+                base_model="/models/base",
+                adapters_dir=str(tmp_path / "adapters"),
+                serving_urls=(openai_api.url, second.url),
+            ),
+        )
+        secrets = local.settings.secrets.model_copy(update={"openai_api_key": "sk-test"})
+        local = LoopContext(local.settings.model_copy(update={"secrets": secrets}), ctx.redis)
+        (tmp_path / "adapters" / "tuneloop-1").mkdir(parents=True)
+        (tmp_path / "adapters" / "tuneloop-1" / "adapter_config.json").write_text("{}")
+        record_model(ctx.redis, "tuneloop-1", 20, None)
+        second.lora_runtime_updating = False  # started without runtime adapter loading
+
+        with pytest.raises(TrainingError, match="1 of 2 replicas"):
+            gate.promote_manually(local, "tuneloop-1", by="UA", channel="C1")
+        assert local.current_model() == BASE
+        assert model_registry.history(ctx.redis) == []
+        ((_, reply),) = ctx.redis.xrange(keys.RUN_EVENTS)
+        assert reply[b"kind"] == b"reply" and reply[b"reply"] == b"promote_failed"
+        assert b"VLLM_ALLOW_RUNTIME_LORA_UPDATING" in reply[b"values"]

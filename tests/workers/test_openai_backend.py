@@ -136,3 +136,23 @@ def test_failures_and_cancellation_are_reported(
     trainer.cancel(cancelled)
     assert trainer.poll(cancelled).status is JobStatus.CANCELLED
     trainer.cancel(cancelled)  # already ended: nothing to do, no error
+
+
+def test_a_dpo_job_reports_the_hyperparameters_it_ran_with_from_its_method(
+    trainer: OpenAITrainer, files: TrainingFiles, openai_api: OpenAIEmulator
+) -> None:
+    dpo = TrainingFiles("s", TrainingMethod.DPO, files.train_path, None, 10, 0)
+    job_id = trainer.start(
+        dpo, base_model=BASE, hyperparameters={"beta": 0.2}, suffix="x", metadata={}
+    )
+    for _ in range(2):  # validating -> queued -> running: "auto" values are resolved
+        openai_api.advance_job(job_id)
+    assert openai_api.job(job_id)["hyperparameters"] is None, "supervised jobs only"
+    state = trainer.poll(job_id)
+    assert state.status is JobStatus.RUNNING
+    assert state.details["hyperparameters"] == {
+        "beta": 0.2,
+        "batch_size": 1,
+        "learning_rate_multiplier": 1.8,
+        "n_epochs": 3,
+    }

@@ -24,4 +24,4 @@ def make_trainer(settings: Settings, redis: Redis, llm: OpenAI | None) -> Traine
 
     if llm is None:
         raise ValueError("the openai trainer needs an OpenAI client")
-    return OpenAITrainer(llm, seed=settings.training.seed)
+    return OpenAITrainer(llm, seed=settings.training.seed, training=settings.training)

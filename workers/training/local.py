@@ -7,7 +7,8 @@ with :func:`workers.training.lora.train_adapter`, and writes progress events and
 state back to Redis, where ``poll`` reads them. ``cancel`` sets a flag the training
 callback checks every step. ``activate`` loads a finished adapter into the running vLLM
 server (``POST /v1/load_lora_adapter``), after which its model id can be used as
-``model`` in chat completions.
+``model`` in chat completions. With several vLLM replicas
+(``training.local.serving_urls``) it is loaded into each one, in place.
 
 Adapters live in ``training.local.adapters_dir/<model id>/`` with model ids
 ``<suffix>-<n>`` (e.g. ``tuneloop-3``); each holds a ``tuneloop.json`` naming its parent.
@@ -38,7 +39,15 @@ from rq.job import JobStatus as RQStatus
 from core import keys
 from core.errors import TrainingError
 from core.settings import ROOT, LocalTrainerSettings, Settings, TrainingMethod
-from workers.training.base import JobState, JobStatus, ProgressEvent, TrainingFiles
+from workers.training.base import (
+    RUN_METADATA_KEY,
+    JobState,
+    JobStatus,
+    Lineage,
+    ProgressEvent,
+    TrainingFiles,
+    lowered_learning_rate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,9 @@ METADATA_FILE = "tuneloop.json"
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SUFFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RENAMED = {"n_epochs": "epochs"}
-_NOT_OVERRIDABLE = {"base_model", "adapters_dir"}
+_NOT_OVERRIDABLE = {"base_model", "adapters_dir", "serving_urls"}
+SERVING_TIMEOUT_S = 120.0
+"""Loading an adapter reads its weights onto the GPU: allow for a slow disk."""
 
 
 def adapters_root(local: LocalTrainerSettings) -> Path:
@@ -186,9 +197,19 @@ class LocalTrainer:
         self.settings = settings
         self.local = settings.training.local
         self.redis = redis
-        self.serving = serving_client
+        self.serving = self._serving_clients(serving_client)
         self.min_examples = settings.training.min_examples
         self.queue = Queue(keys.QUEUE_GPU, connection=redis)
+
+    def _serving_clients(self, default: openai.OpenAI | None) -> list[openai.OpenAI]:
+        """One client per vLLM replica (``training.local.serving_urls``), else ``default``."""
+        if not self.local.serving_urls:
+            return [default] if default is not None else []
+        key = self.settings.secrets.openai_api_key
+        return [
+            openai.OpenAI(api_key=key, base_url=url, timeout=SERVING_TIMEOUT_S, max_retries=1)
+            for url in self.local.serving_urls
+        ]
 
     # -- paths and names --
     @property
@@ -256,6 +277,37 @@ class LocalTrainer:
         return merged, extras
 
     # -- the Trainer protocol --
+    def hyperparameters(self, n_train_new: int, prior: Lineage) -> tuple[dict[str, Any], str]:
+        """Nothing beyond ``training.local`` unless the increment is small: then the
+        learning-rate multiplier of the configured learning rate (1.0) is lowered; DPO
+        runs pass ``training.openai.dpo_beta`` when it is set."""
+        hyper: dict[str, Any] = {}
+        if self.settings.training.method is TrainingMethod.DPO:
+            hyper["beta"] = self.settings.training.openai.dpo_beta
+        lowered, note = lowered_learning_rate(self.settings.training, 1.0, n_train_new, prior)
+        if lowered is not None:
+            hyper["learning_rate_multiplier"] = lowered
+        return {k: v for k, v in hyper.items() if v is not None}, note
+
+    def find_job(self, run_id: str) -> str | None:
+        """The GPU job ``run_id`` started, if it reached the gpu queue.
+
+        A job recorded but never enqueued (the worker died in between) is ended FAILED
+        here and not returned: nobody would ever train it.
+        """
+        raw = self.redis.get(keys.local_run_job(run_id))
+        if raw is None:
+            return None
+        job_id = raw.decode()
+        store = _JobStore(self.redis, job_id)
+        record = store.record()
+        if not record:
+            return None
+        if JobStatus(record["status"]) is JobStatus.PENDING and self._rq_status(job_id) is None:
+            store.finish(JobStatus.FAILED, "Failed: it never reached the gpu queue", error="lost")
+            return None
+        return job_id
+
     def start(
         self,
         files: TrainingFiles,
@@ -298,6 +350,9 @@ class LocalTrainer:
             metadata=json.dumps(metadata),
             created_at=time.time(),
         )
+        run_id = metadata.get(RUN_METADATA_KEY)
+        if run_id:
+            self.redis.set(keys.local_run_job(run_id), job_id, ex=RECORD_TTL_S)
         start_from = f"adapter {parent.name}" if parent else f"base model {self.local.base_model}"
         store.add_event(
             f"Queued: {files.n_train} training examples ({files.method.value}) from "
@@ -383,38 +438,68 @@ class LocalTrainer:
         log.info("cancellation asked for local training %s", job_id)
 
     def activate(self, model_id: str) -> None:
-        """Load the adapter into the running vLLM server; "already loaded" is success."""
+        """Load the adapter into every vLLM replica, in place, so each serves these weights.
+
+        ``load_inplace`` makes a replica that already has an adapter of that name (an
+        older file, or a name reused after the adapters were wiped) load the files again
+        instead of keeping stale weights; a vLLM too old to know it refuses the name with
+        "already been loaded", and then the adapter is unloaded and loaded again. Every
+        replica is tried; if any failed a TrainingError names them all and the caller does
+        not move the bot's model (the replicas that did load it simply hold one more
+        adapter, unused until a later activation succeeds everywhere).
+        """
         path = self.adapter_path(model_id)
         if not _is_adapter_dir(path):
             raise TrainingError(f"no adapter {model_id} in {self.adapters_dir}")
-        if self.serving is None:
+        if not self.serving:
             raise TrainingError(
-                "activating a local adapter needs the vLLM server: set OPENAI_BASE_URL to its /v1 URL"
+                "activating a local adapter needs the vLLM server: set OPENAI_BASE_URL to its "
+                "/v1 URL, or training.local.serving_urls to every replica's"
             )
-        body = {"lora_name": model_id, "lora_path": str(path)}
-        try:
-            self.serving.post("/load_lora_adapter", body=body, cast_to=object)
-        except openai.APIStatusError as exc:
-            text = str(exc)
-            if exc.status_code == 400 and "already" in text and "loaded" in text:
-                log.info("adapter %s was already loaded in vLLM", model_id)
-                return
-            hint = ""
-            if exc.status_code in (404, 405):
-                hint = (
-                    " (is vLLM started with --enable-lora and "
-                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)"
-                )
-            raise TrainingError(f"vLLM did not load adapter {model_id}: {text}{hint}") from exc
-        except openai.APIError as exc:
-            raise TrainingError(f"vLLM did not load adapter {model_id}: {exc}") from exc
-        log.info("loaded adapter %s from %s into vLLM", model_id, path)
+        failures = []
+        for client in self.serving:
+            try:
+                _load_adapter(client, model_id, path)
+            except TrainingError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise TrainingError(
+                f"vLLM did not load adapter {model_id} on {len(failures)} of "
+                f"{len(self.serving)} replicas: " + "; ".join(failures)
+            )
+        log.info(
+            "loaded adapter %s from %s into %d vLLM replicas", model_id, path, len(self.serving)
+        )
 
     def _rq_status(self, job_id: str) -> RQStatus | None:
         try:
             return Job.fetch(job_id, connection=self.redis).get_status()
         except NoSuchJobError:
             return None
+
+
+def _load_adapter(client: openai.OpenAI, model_id: str, path: Path) -> None:
+    """POST /v1/load_lora_adapter on one replica (in place); TrainingError if refused."""
+    where = str(client.base_url).rstrip("/")
+    body = {"lora_name": model_id, "lora_path": str(path), "load_inplace": True}
+    try:
+        try:
+            client.post("/load_lora_adapter", body=body, cast_to=str)
+        except openai.BadRequestError as exc:
+            if "already been loaded" not in str(exc):
+                raise
+            # A vLLM without load_inplace: take the old weights out, then load these.
+            client.post("/unload_lora_adapter", body={"lora_name": model_id}, cast_to=str)
+            client.post("/load_lora_adapter", body=body, cast_to=str)
+    except openai.APIStatusError as exc:
+        hint = ""
+        if exc.status_code in (404, 405) and "No adapter found" not in str(exc):
+            hint = (
+                " (is vLLM started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)"
+            )
+        raise TrainingError(f"{where}: {exc}{hint}") from exc
+    except openai.APIError as exc:
+        raise TrainingError(f"{where}: {exc}") from exc
 
 
 # --- the job the GPU worker runs ----------------------------------------------------------

@@ -6,6 +6,11 @@ the given model, with hyper-parameters passed through ``method`` (the top-level
 newer than the last one seen; the API lists events newest first with cursor paging, so
 we page from the top until we reach the known event. Nothing here blocks: the learning
 loop polls with short RQ jobs.
+
+The hyper-parameters a job ran with are read where the API puts them for its method:
+``method.<type>.hyperparameters`` (the top-level ``hyperparameters`` field is only
+returned for supervised jobs; DPO jobs carry theirs, ``beta`` included, under
+``method.dpo``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,17 @@ import openai
 from openai import OpenAI
 
 from core.errors import TrainingError
-from workers.training.base import JobState, JobStatus, ProgressEvent, TrainingFiles
+from core.settings import TrainingMethod, TrainingSettings
+from workers.training.base import (
+    RUN_METADATA_KEY,
+    JobState,
+    JobStatus,
+    Lineage,
+    ProgressEvent,
+    StartUnconfirmed,
+    TrainingFiles,
+    lowered_learning_rate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +49,7 @@ _STATUS = {
     "failed": JobStatus.FAILED,
     "cancelled": JobStatus.CANCELLED,
 }
-RUN_METADATA_KEY = "tuneloop_run"
-"""Job metadata naming the training run: lets a restarted run find a job it created."""
+__all__ = ["RUN_METADATA_KEY", "OpenAITrainer"]
 
 
 def _event(raw: Any) -> ProgressEvent:
@@ -66,15 +80,54 @@ def _event(raw: Any) -> ProgressEvent:
     )
 
 
+def _hyperparameters(job: Any) -> dict[str, Any]:
+    """What the job ran with, from ``method.<type>.hyperparameters`` (the deprecated
+    top-level field only for supervised jobs that have no method block)."""
+    method = getattr(job, "method", None)
+    config = getattr(method, method.type, None) if method is not None else None
+    hyper = getattr(config, "hyperparameters", None) if config is not None else None
+    if hyper is None and (method is None or method.type == "supervised"):
+        hyper = job.hyperparameters
+    return hyper.model_dump(exclude_none=True) if hyper is not None else {}
+
+
 class OpenAITrainer:
     """Fine-tuning through the OpenAI API; one per job, built from the settings."""
 
     name = "openai"
     min_examples = MIN_EXAMPLES
 
-    def __init__(self, client: OpenAI, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        client: OpenAI,
+        *,
+        seed: int | None = None,
+        training: TrainingSettings | None = None,
+    ) -> None:
         self.client = client
         self.seed = seed
+        self.training = training or TrainingSettings()
+
+    def hyperparameters(self, n_train_new: int, prior: Lineage) -> tuple[dict[str, Any], str]:
+        """``training.openai`` as configured (None: the provider chooses); on a small
+        increment the learning-rate multiplier (configured, else the one the current model
+        was trained with) is lowered."""
+        configured = self.training.openai
+        hyper: dict[str, Any] = {
+            "n_epochs": configured.n_epochs,
+            "batch_size": configured.batch_size,
+            "learning_rate_multiplier": configured.learning_rate_multiplier,
+        }
+        if self.training.method is TrainingMethod.DPO:
+            hyper["beta"] = configured.dpo_beta
+        base_lr = configured.learning_rate_multiplier
+        if base_lr is None:
+            used = prior.hyperparameters.get("learning_rate_multiplier")
+            base_lr = float(used) if isinstance(used, int | float) else None
+        lowered, note = lowered_learning_rate(self.training, base_lr, n_train_new, prior)
+        if lowered is not None:
+            hyper["learning_rate_multiplier"] = lowered
+        return {k: v for k, v in hyper.items() if v is not None}, note
 
     def _upload(self, path: Path) -> str:
         with Path(path).open("rb") as f:
@@ -92,7 +145,8 @@ class OpenAITrainer:
         """Upload the set's files and create the job; raises TrainingError on any refusal.
 
         Files uploaded before a refusal are deleted again (best effort) so a failed
-        start leaves nothing behind to pay for.
+        start leaves nothing behind to pay for; when creating the job got no answer they
+        are kept (the job may exist and need them) and StartUnconfirmed is raised.
         """
         uploaded: list[str] = []
         try:
@@ -115,7 +169,14 @@ class OpenAITrainer:
                 kwargs["validation_file"] = valid_id
             if self.seed is not None:
                 kwargs["seed"] = self.seed
-            job = self.client.fine_tuning.jobs.create(**kwargs)
+            try:
+                job = self.client.fine_tuning.jobs.create(**kwargs)
+            except openai.APIConnectionError as exc:
+                # No answer (timeouts included): OpenAI may have created the job, which
+                # needs the files; it is found again by its metadata.
+                raise StartUnconfirmed(
+                    f"no answer from OpenAI to creating the job, which may exist: {exc}"
+                ) from exc
         except openai.OpenAIError as exc:
             for file_id in uploaded:
                 try:
@@ -167,7 +228,6 @@ class OpenAITrainer:
         error = None
         if job.error is not None and (job.error.message or job.error.code):
             error = f"{job.error.code or 'error'}: {job.error.message or ''}".strip()
-        hyper = job.hyperparameters.model_dump() if job.hyperparameters is not None else {}
         return JobState(
             job_id=job.id,
             status=status,
@@ -178,7 +238,7 @@ class OpenAITrainer:
             details={
                 "provider_status": job.status,
                 "model": job.model,
-                "hyperparameters": hyper,
+                "hyperparameters": _hyperparameters(job),
                 "result_files": list(job.result_files or []),
             },
         )

@@ -17,9 +17,8 @@ from slack_bolt import Ack, App, Respond
 from bot import blocks, ids, messages
 from bot.finetune import is_admin, promote, review_reply
 from bot.runtime import Services
-from core import approval
+from core import approval, audit
 from core.approval import Decision, Outcome
-from workers import loop
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def register(app: App, services: Services) -> None:
             result = approval.decide(
                 services.store, str(answer_id), _DECISIONS[action_id], by=user_id
             )
-            loop.audit(
+            audit.audit(
                 services.redis, user_id, f"review {_DECISIONS[action_id].value}", str(answer_id)
             )
             refresh(services, respond, outcome_text(result))
@@ -132,6 +131,6 @@ def register(app: App, services: Services) -> None:
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
             "channel_id", ""
         )
-        loop.audit(services.redis, user_id, "promote (button)", model)
+        audit.audit(services.redis, user_id, "promote (button)", model)
         reply = promote(services, model, user_id=user_id, channel_id=channel)
         client.chat_postEphemeral(channel=channel, user=user_id, text=reply.text)

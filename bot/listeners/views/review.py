@@ -14,9 +14,8 @@ from bot import blocks, ids, messages
 from bot.finetune import is_admin, review_reply
 from bot.listeners.actions.review import outcome_text
 from bot.runtime import Services
-from core import approval
+from core import approval, audit
 from core.approval import Decision
-from workers import loop
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def register(app: App, services: Services) -> None:
             result = approval.decide(
                 services.store, answer_id, Decision.EDITED, by=user_id, text=text
             )
-            loop.audit(services.redis, user_id, "review edited", answer_id)
+            audit.audit(services.redis, user_id, "review edited", answer_id)
         except RedisError:
             logger.exception("recording an edited approval failed")
             ack(response_action="errors", errors={ids.REVIEW_EDIT_BLOCK: messages.STORAGE_DOWN})

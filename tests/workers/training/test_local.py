@@ -26,8 +26,9 @@ from core.settings import (
     TrainingMethod,
     TrainingSettings,
 )
+from tests.emulators.openai import OpenAIEmulator
 from tests.workers.training.conftest import FACTS, chat_example, write_jsonl
-from workers.training.base import JobStatus, TrainingFiles
+from workers.training.base import RUN_METADATA_KEY, JobStatus, Lineage, TrainingFiles
 from workers.training.local import JOB_FUNC, LocalTrainer
 
 # transformers 5 warns about its own renamed attribute when PEFT/TRL read it.
@@ -310,28 +311,74 @@ def test_activate_loads_the_adapter_into_vllm(
     trainer.activate("tuneloop-1")
     assert openai_api.loaded_adapters() == {"tuneloop-1": str(path)}
     (request,) = openai_api.requests("/v1/load_lora_adapter")
-    assert request.body == {"lora_name": "tuneloop-1", "lora_path": str(path)}
+    assert request.body == {"lora_name": "tuneloop-1", "lora_path": str(path), "load_inplace": True}
 
     trainer.activate("tuneloop-1")  # again: fine
     assert openai_api.loaded_adapters() == {"tuneloop-1": str(path)}
 
 
-def test_activate_treats_already_loaded_as_success(
+def test_activate_replaces_stale_weights_loaded_under_the_same_name(
     redis_conn: Redis, tmp_path: Path, openai_api
 ) -> None:
     client = openai.OpenAI(api_key="sk-test", base_url=openai_api.url, max_retries=0)
+    stale = tmp_path / "elsewhere" / "tuneloop-1"
+    stale.mkdir(parents=True)
     client.post(
         "/load_lora_adapter",
-        body={"lora_name": "tuneloop-1", "lora_path": "/elsewhere/tuneloop-1"},
-        cast_to=object,
+        body={"lora_name": "tuneloop-1", "lora_path": str(stale)},
+        cast_to=str,
     )
     trainer = LocalTrainer(
         make_settings(tmp_path, "/models/base"), redis_conn, serving_client=client
     )
-    _fake_adapter(tmp_path, "tuneloop-1")
-    trainer.activate("tuneloop-1")  # vLLM answers 400 "already been loaded": success
+    path = _fake_adapter(tmp_path, "tuneloop-1")
+    trainer.activate("tuneloop-1")  # loaded in place: these weights, not the old ones
     assert len(openai_api.requests("/v1/load_lora_adapter")) == 2
-    assert openai_api.loaded_adapters() == {"tuneloop-1": "/elsewhere/tuneloop-1"}
+    assert openai_api.loaded_adapters() == {"tuneloop-1": str(path)}
+
+
+def test_activate_on_a_vllm_without_load_inplace_reloads_the_adapter(
+    redis_conn: Redis, tmp_path: Path, openai_api: OpenAIEmulator
+) -> None:
+    openai_api.lora_load_inplace = False
+    client = openai.OpenAI(api_key="sk-test", base_url=openai_api.url, max_retries=0)
+    stale = tmp_path / "elsewhere" / "tuneloop-1"
+    stale.mkdir(parents=True)
+    client.post(
+        "/load_lora_adapter", body={"lora_name": "tuneloop-1", "lora_path": str(stale)}, cast_to=str
+    )
+    trainer = LocalTrainer(
+        make_settings(tmp_path, "/models/base"), redis_conn, serving_client=client
+    )
+    path = _fake_adapter(tmp_path, "tuneloop-1")
+    trainer.activate("tuneloop-1")
+    assert openai_api.loaded_adapters() == {"tuneloop-1": str(path)}
+    assert [r.body["lora_name"] for r in openai_api.requests("/v1/unload_lora_adapter")] == [
+        "tuneloop-1"
+    ]
+
+
+def test_activate_loads_into_every_replica_or_fails(
+    redis_conn: Redis, tmp_path: Path, openai_api: OpenAIEmulator
+) -> None:
+    with OpenAIEmulator(api_key="sk-test") as second:
+        settings = make_settings(
+            tmp_path, "/models/base", serving_urls=(openai_api.url, second.url)
+        )
+        trainer = LocalTrainer(settings, redis_conn, serving_client=None)
+        path = _fake_adapter(tmp_path, "tuneloop-1")
+        trainer.activate("tuneloop-1")
+        assert openai_api.loaded_adapters() == second.loaded_adapters() == {"tuneloop-1": str(path)}
+
+        _fake_adapter(tmp_path, "tuneloop-2")
+        second.fail_next("/v1/load_lora_adapter", status=500, times=2)  # the SDK retries once
+        with pytest.raises(TrainingError, match=f"1 of 2 replicas: {second.url}"):
+            trainer.activate("tuneloop-2")
+        assert "tuneloop-2" not in second.loaded_adapters()
+
+        second.lora_runtime_updating = False
+        with pytest.raises(TrainingError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
+            trainer.activate("tuneloop-2")
 
 
 def test_activate_errors(redis_conn: Redis, tmp_path: Path, openai_api) -> None:
@@ -352,3 +399,34 @@ def test_activate_errors(redis_conn: Redis, tmp_path: Path, openai_api) -> None:
     offline = LocalTrainer(make_settings(tmp_path, "/models/base"), redis_conn, serving_client=None)
     with pytest.raises(TrainingError, match="needs the vLLM server"):
         offline.activate("tuneloop-7")
+
+
+def test_the_job_a_run_started_is_found_again_by_its_run(redis_conn: Redis, tmp_path: Path) -> None:
+    trainer = LocalTrainer(make_settings(tmp_path, "/models/base"), redis_conn, serving_client=None)
+    job_id = trainer.start(
+        make_files(tmp_path),
+        base_model=SERVED_BASE,
+        hyperparameters={},
+        suffix="tuneloop",
+        metadata={RUN_METADATA_KEY: "run-1"},
+    )
+    assert trainer.find_job("run-1") == job_id
+    assert trainer.find_job("run-2") is None
+
+    # A job recorded but never enqueued (the worker died in between) is not adopted:
+    # nobody would ever train it.
+    Job.fetch(job_id, connection=redis_conn).delete()
+    assert trainer.find_job("run-1") is None
+    assert trainer.poll(job_id).status is JobStatus.FAILED
+
+
+def test_a_small_increment_lowers_the_local_learning_rate(
+    redis_conn: Redis, tmp_path: Path
+) -> None:
+    trainer = LocalTrainer(make_settings(tmp_path, "/models/base"), redis_conn, serving_client=None)
+    assert trainer.hyperparameters(500, Lineage(trained_examples=1000)) == ({}, "")
+    hyper, note = trainer.hyperparameters(10, Lineage(trained_examples=1000))
+    assert hyper == {"learning_rate_multiplier": round(1 / 3, 6)}
+    assert "10 new examples next to 1000" in note
+    local, _ = trainer._settings_with(hyper)
+    assert local.learning_rate == pytest.approx(3e-2 / 3, rel=1e-5), "of the configured rate"

@@ -1,0 +1,82 @@
+"""What happened to a training run, recorded for Slack: the ``keys.RUN_EVENTS`` stream.
+
+The training loop's jobs never talk to Slack and never run the bot's code. They append an
+entry here (with the state change it reports, where there is one) and the web processes
+post it (:func:`bot.reporting.consume_run_events`, on their periodic chore). An entry is
+acknowledged only once it was posted, so one that failed (Slack down, an upload that
+broke) is posted again later, and each entry is posted on its own: a loss curve that
+cannot be uploaded never holds back the verdict next to it.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+
+from redis import Redis
+from redis.client import Pipeline
+
+from core import keys
+
+MAXLEN = 10_000
+"""Entries kept (approximately); posted ones are history, pending ones are far fewer."""
+
+
+class RunEvent(str, Enum):
+    """The kinds of entry; each becomes one Slack message (or upload)."""
+
+    STARTED = "started"
+    PROGRESS = "progress"
+    TRAINED = "trained"
+    EVALUATED = "evaluated"
+    """The gate's verdict (with the "promote anyway" button when the model was held)."""
+    LOSS_CURVE = "loss_curve"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TOO_FEW = "too_few"
+    DRY_RUN = "dry_run"
+    REPLY = "reply"
+    """An ephemeral answer to the admin who asked for something slow (e.g. promote)."""
+
+
+CURVE_BEFORE = frozenset({RunEvent.EVALUATED})
+"""The verdict comes after the loss curve it sums up (and stays the thread's last message,
+with its button)..."""
+CURVE_AFTER = frozenset({RunEvent.FAILED, RunEvent.CANCELLED})
+"""...while a failure or a cancellation is said first."""
+
+
+def publish(redis: Redis | Pipeline, run_id: str, kind: RunEvent) -> None:
+    """Append what happened to ``run_id`` (with the loss curve, an entry of its own, when
+    the run ended). Give a transaction pipeline to record the entries with the state
+    change they report."""
+    kinds = [kind]
+    if kind in CURVE_BEFORE:
+        kinds.insert(0, RunEvent.LOSS_CURVE)
+    elif kind in CURVE_AFTER:
+        kinds.append(RunEvent.LOSS_CURVE)
+    for each in kinds:
+        redis.xadd(
+            keys.RUN_EVENTS,
+            {"kind": each.value, "run_id": run_id},
+            maxlen=MAXLEN,
+            approximate=True,
+        )
+
+
+def publish_reply(
+    redis: Redis, channel: str, user: str, reply: str, values: dict[str, str]
+) -> None:
+    """Append an ephemeral answer for ``user`` in ``channel`` (``reply`` names its text)."""
+    redis.xadd(
+        keys.RUN_EVENTS,
+        {
+            "kind": RunEvent.REPLY.value,
+            "channel": channel,
+            "user": user,
+            "reply": reply,
+            "values": json.dumps(values),
+        },
+        maxlen=MAXLEN,
+        approximate=True,
+    )
