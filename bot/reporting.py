@@ -29,10 +29,12 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import StreamIdT
 
 from bot import blocks, messages
 from bot.runtime import Services, worker_services
 from core import keys, run_control, runs
+from core.replies import Entry, entries, group_entries, pending
 from core.run_events import RunEvent
 from core.runs import Run, RunStatus
 from workers import trainset
@@ -298,30 +300,37 @@ def _ensure_group(redis: Redis) -> None:
             raise
 
 
-def _entries_to_retry(redis: Redis, retry_idle_s: float, count: int) -> list[tuple[bytes, dict]]:
+def _entries_to_retry(redis: Redis, retry_idle_s: float, count: int) -> list[Entry]:
     """Pending entries idle for ``retry_idle_s``, claimed for this process; the ones that
     failed ``MAX_DELIVERIES`` times are given up."""
     idle_ms = int(retry_idle_s * 1000)
-    pending = redis.xpending_range(
-        keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, min="-", max="+", count=count, idle=idle_ms
+    idle = pending(
+        redis.xpending_range(
+            keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, min="-", max="+", count=count, idle=idle_ms
+        )
     )
-    retry = []
-    for entry in pending:
-        if entry["times_delivered"] >= MAX_DELIVERIES:
+    retry: list[StreamIdT] = []
+    for entry in idle:
+        if entry.times_delivered >= MAX_DELIVERIES:
             logger.error(
                 "giving up posting run event %s after %d tries",
-                entry["message_id"].decode(),
-                entry["times_delivered"],
+                entry.message_id,
+                entry.times_delivered,
             )
-            redis.xack(keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, entry["message_id"])
+            redis.xack(keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, entry.message_id)
         else:
-            retry.append(entry["message_id"])
+            retry.append(entry.message_id)
     if not retry:
         return []
-    claimed = redis.xclaim(
-        keys.RUN_EVENTS, keys.RUN_EVENTS_GROUP, CONSUMER, min_idle_time=idle_ms, message_ids=retry
+    return entries(
+        redis.xclaim(
+            keys.RUN_EVENTS,
+            keys.RUN_EVENTS_GROUP,
+            CONSUMER,
+            min_idle_time=idle_ms,
+            message_ids=retry,
+        )
     )
-    return [(entry_id, fields) for entry_id, fields in claimed if fields]
 
 
 def consume_run_events(
@@ -334,13 +343,15 @@ def consume_run_events(
     posted = 0
     with _consuming:
         _ensure_group(redis)
-        entries = _entries_to_retry(redis, retry_idle_s, count)
-        for _, batch in redis.xreadgroup(
-            keys.RUN_EVENTS_GROUP, CONSUMER, {keys.RUN_EVENTS: ">"}, count=count
-        ):
-            entries.extend(batch)
-        for entry_id, raw in entries:
-            fields = {k.decode(): v.decode() for k, v in raw.items()}
+        todo = _entries_to_retry(redis, retry_idle_s, count)
+        todo.extend(
+            group_entries(
+                redis.xreadgroup(
+                    keys.RUN_EVENTS_GROUP, CONSUMER, {keys.RUN_EVENTS: ">"}, count=count
+                )
+            )
+        )
+        for entry_id, fields in todo:
             try:
                 _post_entry(services, fields)
             except Exception:

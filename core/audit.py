@@ -7,6 +7,7 @@ import time
 from redis import Redis
 
 from core import keys
+from core.replies import entries
 
 AUDIT_MAXLEN = 10_000
 
@@ -23,7 +24,5 @@ def audit(redis: Redis, user: str, action: str, detail: str = "") -> None:
 
 def audit_entries(redis: Redis, count: int = 20) -> list[dict[str, str]]:
     """The newest admin actions first."""
-    entries = redis.xrevrange(keys.ADMIN_LOG, count=count)
-    return [
-        {"id": i.decode(), **{k.decode(): v.decode() for k, v in f.items()}} for i, f in entries
-    ]
+    newest = entries(redis.xrevrange(keys.ADMIN_LOG, count=count))
+    return [{"id": entry_id, **fields} for entry_id, fields in newest]

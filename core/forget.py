@@ -25,6 +25,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from core import approved, keys
+from core.replies import binary, entries, text, text_or_none
 from core.store import AnswerRecord, Store
 
 REMOVED = "[removed]"
@@ -56,13 +57,13 @@ class Forgotten:
 def _paragraph_of(content: str, texts: Iterable[str]) -> bool:
     """Whether ``content`` is one of ``texts`` or holds one as a whole paragraph
     (consecutive messages of one role are joined with blank lines in the prompt)."""
-    for text in texts:
-        if content == text or (
-            text
+    for known in texts:
+        if content == known or (
+            known
             and (
-                content.startswith(text + "\n\n")
-                or content.endswith("\n\n" + text)
-                or f"\n\n{text}\n\n" in content
+                content.startswith(known + "\n\n")
+                or content.endswith("\n\n" + known)
+                or f"\n\n{known}\n\n" in content
             )
         ):
             return True
@@ -97,7 +98,7 @@ def _answer_ids(redis: Redis, pattern_key: str) -> Iterable[tuple[str, str]]:
     """(key, answer id) of every key made by one of the ``keys`` answer-id functions."""
     prefix = pattern_key[:-1]
     for raw in redis.scan_iter(match=pattern_key, count=1000):
-        key = raw.decode()
+        key = text(raw)
         yield key, key[len(prefix) :]
 
 
@@ -108,7 +109,7 @@ def forget_user(store: Store, user_id: str) -> Forgotten:
     is rare, and it must find their data wherever it was copied to.
     """
     redis = store.redis
-    touched = {m.decode() for m in redis.smembers(keys.user_answers(user_id))}
+    touched = {text(m) for m in redis.smembers(keys.user_answers(user_id))}
     for pattern in (keys.votes("*"), keys.vote_sources("*"), keys.corrections("*")):
         for key, answer_id in _answer_ids(redis, pattern):
             if redis.hexists(key, user_id):
@@ -181,7 +182,7 @@ def _scrub_transcripts(store: Store, threads: set[tuple[str, str]], texts: _Text
     changed = 0
     for key, _ in _answer_ids(redis, keys.answer("*")):
         channel, thread, raw = redis.hmget(key, "channel_id", "thread_ts", "messages")
-        if raw is None or (channel.decode(), thread.decode()) not in threads:
+        if raw is None or (text_or_none(channel), text_or_none(thread)) not in threads:
             continue
         messages = json.loads(raw)
         hits = texts.in_messages(messages)
@@ -197,8 +198,8 @@ def _scrub_transcripts(store: Store, threads: set[tuple[str, str]], texts: _Text
 def _remove_examples(redis: Redis, asked: set[str], texts: _Texts) -> tuple[int, str | None]:
     """Delete every approved example from the user's transcripts or holding their texts,
     whether or not a run consumed it; (how many, the oldest consumed one's id)."""
-    cursor = redis.get(keys.APPROVED_CURSOR)
-    consumed_upto = approved.position(cursor.decode()) if cursor else None
+    cursor = text_or_none(redis.get(keys.APPROVED_CURSOR))
+    consumed_upto = approved.position(cursor) if cursor else None
     doomed = [
         (entry_id, example)
         for entry_id, example in approved.read_after(redis)
@@ -220,8 +221,8 @@ def _remove_admin_log_entries(redis: Redis, user_id: str) -> None:
     deletion itself is logged under :data:`FORGOTTEN_USER`)."""
     naming = [
         entry_id
-        for entry_id, fields in redis.xrange(keys.ADMIN_LOG)
-        if any(user_id.encode() in value for value in fields.values())
+        for entry_id, fields in entries(redis.xrange(keys.ADMIN_LOG))
+        if any(user_id in value for value in fields.values())
     ]
     if naming:
         redis.xdel(keys.ADMIN_LOG, *naming)
@@ -232,11 +233,11 @@ def _remove_finished_jobs(redis: Redis, user_id: str, texts: _Texts) -> None:
     the user's id or texts. Jobs still queued or running are left to finish."""
     needles = [user_id, *texts.questions, *texts.corrections]
     for raw in redis.scan_iter(match="rq:job:*", count=1000):
-        key = raw.decode()
+        key = text(raw)
         if key.count(":") != 2:  # the job hash only (rq:job:<id>), not its sub-keys
             continue
         fields = redis.hgetall(key)
-        blob = b" ".join(_readable(v) for v in fields.values())
+        blob = b" ".join(_readable(binary(v)) for v in fields.values())
         if not any(n.encode() in blob for n in needles):
             continue
         job = Job.fetch(key.split(":", 2)[2], connection=redis)

@@ -19,6 +19,7 @@ from redis.exceptions import WatchError
 
 from core import keys
 from core.errors import TrainingError
+from core.replies import text_or_none
 from core.runs import Run, RunStatus, load_run, update_run
 from core.settings import Settings
 
@@ -81,8 +82,7 @@ def _switch(redis: Redis, settings: Settings, model: str, record: dict[str, Any]
         while True:
             try:
                 pipe.watch(keys.CURRENT_MODEL)
-                raw = pipe.get(keys.CURRENT_MODEL)
-                previous = raw.decode() if raw else settings.model.base_model
+                previous = text_or_none(pipe.get(keys.CURRENT_MODEL)) or settings.model.base_model
                 pipe.multi()
                 if model == settings.model.base_model:
                     pipe.delete(keys.CURRENT_MODEL)

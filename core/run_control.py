@@ -33,6 +33,7 @@ from rq.job import JobStatus as RQStatus
 
 from core import keys, metrics, run_events
 from core.errors import TuneloopError
+from core.replies import Fields
 from core.run_events import RunEvent
 from core.runs import (
     Run,
@@ -167,7 +168,7 @@ def enqueue_evaluation(ctx: LoopContext, run_id: str) -> None:
 
 def finish(ctx: LoopContext, run: Run, status: RunStatus, kind: RunEvent, **fields: Any) -> None:
     """End a run: final status and its report recorded together, lock released."""
-    values = {name: to_str(value) for name, value in fields.items()}
+    values: Fields = {name: to_str(value) for name, value in fields.items()}
     with ctx.redis.pipeline() as pipe:
         pipe.hset(
             keys.run(run.run_id),

@@ -17,7 +17,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 
 from core import keys
+from core.replies import Fields, members, text_hash, text_or_none
 
 if TYPE_CHECKING:
     from workers.evaluation import EvalReport
@@ -109,14 +110,15 @@ class Run:
     promoted_by: str = ""
     finished_at: float = 0.0
 
-    def to_hash(self) -> dict[str, str]:
+    def to_hash(self) -> Fields:
         """Flat strings for HSET."""
         return {f.name: to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> Run:
-        """Inverse of :meth:`to_hash`; unknown fields are ignored, missing ones default."""
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Run:
+        """Inverse of :meth:`to_hash` (from HGETALL's reply); unknown fields are ignored,
+        missing ones default."""
+        data = text_hash(raw)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name in data:
@@ -169,7 +171,7 @@ def load_run(redis: Redis, run_id: str) -> Run | None:
 
 def update_run(redis: Redis, run_id: str, **fields: Any) -> None:
     """Set some fields of a run (and its heartbeat)."""
-    values = {name: to_str(value) for name, value in fields.items()}
+    values: Fields = {name: to_str(value) for name, value in fields.items()}
     values.setdefault("updated_at", str(time.time()))
     redis.hset(keys.run(run_id), mapping=values)
 
@@ -181,11 +183,11 @@ def transition(redis: Redis, run_id: str, frm: RunStatus, to: RunStatus, **field
         while True:
             try:
                 pipe.watch(key)
-                if pipe.hget(key, "status") != frm.value.encode():
+                if text_or_none(pipe.hget(key, "status")) != frm.value:
                     pipe.unwatch()
                     return False
                 pipe.multi()
-                values = {name: to_str(value) for name, value in fields.items()}
+                values: Fields = {name: to_str(value) for name, value in fields.items()}
                 pipe.hset(
                     key, mapping={**values, "status": to.value, "updated_at": str(time.time())}
                 )
@@ -197,14 +199,14 @@ def transition(redis: Redis, run_id: str, frm: RunStatus, to: RunStatus, **field
 
 def active_run(redis: Redis) -> Run | None:
     """The run holding the lock, if any."""
-    holder = redis.get(keys.RUN_LOCK)
-    return load_run(redis, holder.decode()) if holder else None
+    holder = text_or_none(redis.get(keys.RUN_LOCK))
+    return load_run(redis, holder) if holder else None
 
 
 def recent_runs(redis: Redis, count: int = 10) -> list[Run]:
     """The newest runs first."""
-    ids = redis.zrevrange(keys.RUNS, 0, count - 1)
-    runs = [load_run(redis, i.decode()) for i in ids]
+    ids = members(redis.zrevrange(keys.RUNS, 0, count - 1))
+    runs = [load_run(redis, i) for i in ids]
     return [r for r in runs if r is not None]
 
 
@@ -226,8 +228,7 @@ def release_lock(redis: Redis, run_id: str) -> None:
 
 def read_cursor(redis: Redis) -> str:
     """The consumed position in the approved log ("" before any run consumed it)."""
-    raw = redis.get(keys.APPROVED_CURSOR)
-    return raw.decode() if raw else ""
+    return text_or_none(redis.get(keys.APPROVED_CURSOR)) or ""
 
 
 def commit_job(redis: Redis, run: Run, job_id: str, heldout: list[str]) -> bool:
@@ -237,24 +238,24 @@ def commit_job(redis: Redis, run: Run, job_id: str, heldout: list[str]) -> bool:
         while True:
             try:
                 pipe.watch(keys.APPROVED_CURSOR, run_key, keys.RUN_LOCK)
-                cursor = pipe.get(keys.APPROVED_CURSOR)
-                status = pipe.hget(run_key, "status")
-                holder = pipe.get(keys.RUN_LOCK)
-                if holder != run.run_id.encode():
+                cursor = text_or_none(pipe.get(keys.APPROVED_CURSOR)) or ""
+                status = text_or_none(pipe.hget(run_key, "status"))
+                holder = text_or_none(pipe.get(keys.RUN_LOCK))
+                if holder != run.run_id:
                     pipe.unwatch()
                     return False
                 if (
-                    status == RunStatus.TRAINING.value.encode()
-                    and pipe.hget(run_key, "job_id") == job_id.encode()
+                    status == RunStatus.TRAINING.value
+                    and text_or_none(pipe.hget(run_key, "job_id")) == job_id
                 ):
                     # This very commit went through but its reply was lost (the connection
                     # dropped after EXEC; redis-py raises WatchError): it is done.
                     pipe.unwatch()
                     logger.warning("run %s: job %s was already recorded", run.run_id, job_id)
                     return True
-                if (cursor.decode() if cursor else "") != run.cursor_from or status not in (
-                    RunStatus.STARTING.value.encode(),
-                    RunStatus.BUILDING.value.encode(),
+                if cursor != run.cursor_from or status not in (
+                    RunStatus.STARTING.value,
+                    RunStatus.BUILDING.value,
                 ):
                     pipe.unwatch()
                     return False
@@ -288,8 +289,8 @@ def hand_back_examples(redis: Redis, run: Run) -> bool:
         while True:
             try:
                 pipe.watch(keys.APPROVED_CURSOR)
-                cursor = pipe.get(keys.APPROVED_CURSOR)
-                if (cursor.decode() if cursor else "") != run.cursor_to:
+                cursor = text_or_none(pipe.get(keys.APPROVED_CURSOR)) or ""
+                if cursor != run.cursor_to:
                     pipe.unwatch()
                     return False
                 pipe.multi()

@@ -19,6 +19,7 @@ import openai
 
 from core import keys
 from core.approved import position
+from core.replies import members
 from core.run_control import LoopContext
 from core.runs import Run, load_run
 from workers import trainset
@@ -47,8 +48,8 @@ class TrainingData:
 def runs_since(ctx: LoopContext, since: str) -> list[Run]:
     """Runs whose set was built after the approved-log id ``since`` existed."""
     runs = []
-    for raw in ctx.redis.zrange(keys.RUNS, 0, -1):
-        run = load_run(ctx.redis, raw.decode())
+    for run_id in members(ctx.redis.zrange(keys.RUNS, 0, -1)):
+        run = load_run(ctx.redis, run_id)
         if run is not None and run.cursor_to and position(run.cursor_to) >= position(since):
             runs.append(run)
     return runs

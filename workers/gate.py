@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from core import keys, run_events
-from core.errors import TuneloopError
+from core.errors import TrainingError, TuneloopError
 from core.model_registry import model_info, promote
 from core.run_control import LoopContext, finish
 from core.run_events import RunEvent
@@ -32,6 +32,9 @@ def evaluate_and_promote(ctx: LoopContext, run_id: str) -> None:
     current = ctx.current_model()
     settings = ctx.settings
     try:
+        llm = ctx.llm
+        if llm is None:
+            raise TrainingError("evaluation needs an OpenAI client and the job context has none")
         ctx.trainer.activate(run.candidate_model)
         golden = evaluation.load_golden(settings.evaluation.eval_file, settings.model.system_prompt)
         manifest = trainset.load_manifest(redis, run.set_id) or {}
@@ -43,7 +46,7 @@ def evaluate_and_promote(ctx: LoopContext, run_id: str) -> None:
         )
         items = evaluation.validation_items(lines) + list(golden.items)
         report = evaluation.evaluate(
-            ctx.llm,
+            llm,
             settings,
             candidate=run.candidate_model,
             current=current,

@@ -51,7 +51,7 @@ def job_context() -> LoopContext:
     return LoopContext(settings, redis, make_client(settings))
 
 
-def _entry(name: str, func: Callable[[LoopContext], None]) -> None:
+def _entry(name: str, func: Callable[[LoopContext], object]) -> None:
     try:
         func(job_context())
     except Exception:

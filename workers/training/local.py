@@ -38,6 +38,7 @@ from rq.job import JobStatus as RQStatus
 
 from core import keys
 from core.errors import TrainingError
+from core.replies import text_hash, text_or_none
 from core.settings import ROOT, LocalTrainerSettings, Settings, TrainingMethod
 from workers.training.base import (
     RUN_METADATA_KEY,
@@ -95,10 +96,6 @@ def _seq_of(event_id: str | None) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _decode(record: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in record.items()}
-
-
 # --- the job record, shared by the trainer and the job ----------------------------------
 class _JobStore:
     """Reads and writes one job's record and events in Redis."""
@@ -111,7 +108,7 @@ class _JobStore:
         self.cancel_key = keys.local_job_cancel(job_id)
 
     def record(self) -> dict[str, str]:
-        return _decode(self.redis.hgetall(self.key))
+        return text_hash(self.redis.hgetall(self.key))
 
     def update(self, **fields: Any) -> None:
         self.redis.hset(
@@ -159,8 +156,8 @@ class _JobStore:
             while True:
                 try:
                     pipe.watch(self.key)
-                    current = pipe.hget(self.key, "status")
-                    if current is None or JobStatus(current.decode()) not in allowed:
+                    current = text_or_none(pipe.hget(self.key, "status"))
+                    if current is None or JobStatus(current) not in allowed:
                         pipe.unwatch()
                         return False
                     pipe.multi()
@@ -295,10 +292,9 @@ class LocalTrainer:
         A job recorded but never enqueued (the worker died in between) is ended FAILED
         here and not returned: nobody would ever train it.
         """
-        raw = self.redis.get(keys.local_run_job(run_id))
-        if raw is None:
+        job_id = text_or_none(self.redis.get(keys.local_run_job(run_id)))
+        if job_id is None:
             return None
-        job_id = raw.decode()
         store = _JobStore(self.redis, job_id)
         record = store.record()
         if not record:
