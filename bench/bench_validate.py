@@ -5,7 +5,7 @@ line, every user and assistant text unique, about 1% duplicated lines and 0.5% b
 ones), then validated in the same run by:
 
 * ``baseline``: what one writes first: ``json.loads`` per line, the same per-example
-  checks (:func:`workers.datasets.checks.examine_chat`) with the same token counter
+  checks (:func:`core.examples.examine_chat`) with the same token counter
   (:func:`core.tokens.counter_for_model`), everything collected in lists, then
   duplicates, errors and the token distribution computed from the lists;
 * ``prepare``: :func:`workers.datasets.analysis.analyze` as ``prepare`` and ``load``
@@ -166,7 +166,7 @@ def _rss_kib() -> int:
 def run_baseline(path: Path) -> dict[str, Any]:
     """json.loads per line, the same checks and counter, everything kept in lists."""
     from core.tokens import counter_for_model
-    from workers.datasets.checks import DROP_CODES, Severity, examine_chat
+    from core.examples import DROP_CODES, Severity, examine_chat
 
     counter = counter_for_model(MODEL)
     counter.count("warm up")
@@ -209,7 +209,7 @@ def run_streaming(path: Path, jobs: int, count_all: bool) -> dict[str, Any]:
     """The validator ``prepare`` (count_all False) and ``stats`` (True) use."""
     from core.tokens import counter_for_model
     from workers.datasets.analysis import analyze
-    from workers.datasets.checks import CachedCounter
+    from core.examples import CachedCounter
 
     counter = CachedCounter(counter_for_model(MODEL))
     start_rss = _rss_kib()

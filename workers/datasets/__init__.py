@@ -1,11 +1,11 @@
 """Dataset tools: import tables, validate and repair fine-tuning files, estimate cost.
 
 Run ``python -m workers.datasets --help``. The per-example checks the learning loop
-reuses live in :mod:`workers.datasets.checks` and are re-exported here. Nothing in this
+reuses live in :mod:`core.examples` and are re-exported here. Nothing in this
 package imports Slack.
 """
 
-from workers.datasets.checks import (
+from core.examples import (
     DROP_CODES,
     FIXES,
     CachedCounter,

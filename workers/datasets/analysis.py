@@ -23,15 +23,19 @@ from dataclasses import dataclass, field
 from os.path import commonprefix
 from typing import Any
 
-from workers.datasets.checks import (
+from core.examples import (
     DROP_CODES,
     FIXES,
+    MIN_EXAMPLES,
     Code,
     Finding,
+    Format,
     Severity,
     TokenCounter,
+    completion_fields,
     examine_chat,
     examine_completion,
+    examine_preference,
     severity,
 )
 from workers.datasets.dedup import DuplicateFinder, Duplicates, resolve
@@ -44,7 +48,6 @@ from workers.datasets.readers import (
     split_ranges,
 )
 
-MIN_EXAMPLES = 10  # OpenAI refuses files with fewer
 FEW_EXAMPLES = 200  # "at least a few hundred" is the advice; fewer gets a warning
 SHOWN_LINES = 3
 MAX_PROMPT_PREFIX = 12  # longer common prompt prefixes are reported (legacy tool)
@@ -121,6 +124,9 @@ class Analysis:
         self.lines = 0
         self.invalid = 0
         self.dropped = 0
+        self.over_limit = 0
+        """Examples whose only reason to be dropped is their length (OpenAI truncates
+        them, and the cookbook counts them when it picks the epochs)."""
         self.kept = 0
         self.kept_lines: list[int] = []
         self.tallies: dict[Code, Tally] = {}
@@ -157,7 +163,9 @@ class Analysis:
     # --- feeding -----------------------------------------------------------------------
     def feeder(self) -> Callable[[int, Any], bool]:
         """The per-example function for this file's format."""
-        return self.feed_chat if self.fmt == "chat" else self.feed_completion
+        if self.fmt == Format.COMPLETION:
+            return self.feed_completion
+        return self.feed_preference if self.fmt == Format.PREFERENCE else self.feed_chat
 
     def _tally(self, line: int, findings: list[Finding]) -> bool:
         """Count the findings of one example; True when a full ``--fix`` drops it."""
@@ -183,6 +191,8 @@ class Analysis:
             self.invalid += 1
         if drop:
             self.dropped += 1
+            if seen & DROP_CODES == {Code.TOO_MANY_TOKENS}:
+                self.over_limit += 1
         return drop
 
     def _keep(self, line: int, fingerprint: int | None, label: str | None) -> None:
@@ -204,10 +214,19 @@ class Analysis:
 
     def feed_chat(self, line: int, obj: Any) -> bool:
         """Check one chat example and fold it into the totals; False when a fix drops it."""
-        self.examples += 1
-        findings, tokens, trained, fingerprint, label = examine_chat(
-            obj, self.counter, self.max_tokens, count_all=self.count_all
+        return self._feed(
+            line, examine_chat(obj, self.counter, self.max_tokens, count_all=self.count_all)
         )
+
+    def feed_preference(self, line: int, obj: Any) -> bool:
+        """Check one preference (DPO) example and fold it in; False when a fix drops it."""
+        return self._feed(
+            line, examine_preference(obj, self.counter, self.max_tokens, count_all=self.count_all)
+        )
+
+    def _feed(self, line: int, facts: Any) -> bool:
+        self.examples += 1
+        findings, tokens, trained, fingerprint, label = facts
         if tokens >= 0:
             hist = self.token_hist
             hist[tokens] = hist.get(tokens, 0) + 1
@@ -231,7 +250,11 @@ class Analysis:
             self.trained_total += trained
         if findings and self._tally(line, findings):
             return False
-        prompt, completion = obj["prompt"], obj["completion"]
+        if len(obj) == 2 and "prompt" in obj and "completion" in obj:
+            prompt, completion = obj["prompt"], obj["completion"]
+        else:
+            keys, _ = completion_fields(obj)
+            prompt, completion = obj[keys["prompt"]], obj[keys["completion"]]
         if type(prompt) is str and type(completion) is str:
             self._aggregate(prompt, completion)
         self._keep(line, fingerprint, label)
@@ -282,6 +305,7 @@ class Analysis:
         self.examples += other.examples
         self.invalid += other.invalid
         self.dropped += other.dropped
+        self.over_limit += other.over_limit
         self.kept += other.kept
         self.kept_lines = sorted(self.kept_lines + [n + offset for n in other.kept_lines])[
             :SHOWN_LINES
@@ -568,7 +592,8 @@ class Analysis:
         for line, obj in records:
             if not isinstance(obj, dict):
                 continue
-            prompt, completion = obj.get("prompt"), obj.get("completion")
+            keys, _ = completion_fields(obj)
+            prompt, completion = obj.get(keys.get("prompt")), obj.get(keys.get("completion"))
             if separator and type(prompt) is str and separator in prompt[: -len(separator)]:
                 inside_p.count += 1
                 if len(inside_p.lines) < SHOWN_LINES:

@@ -33,13 +33,18 @@ from workers.datasets.analysis import (
     marker_of,
     show,
 )
-from workers.datasets.checks import (
+from core.examples import (
     FIXES,
     CachedCounter,
     Code,
+    Format,
     Severity,
+    completion_fields,
+    detect_format,
     examine_chat,
-    examine_completion,
+    example_limit,
+    examiner,
+    format_problem,
 )
 from workers.datasets.importers import (
     QaStats,
@@ -55,11 +60,11 @@ from workers.datasets.output import AtomicOutputs, dumps
 from workers.datasets.prepare import Plan, blocking, output_paths, write_prepared
 from workers.datasets.readers import ProgressFn, Records, Table
 from workers.datasets.seed import DEFAULT_REDIS_URL, connect, seed, source_of
-from workers.datasets.stats import render, summary, token_limit
+from workers.datasets.stats import render, summary
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
-FORMATS = click.Choice(["auto", "chat", "completion"])
+FORMATS = click.Choice(["auto", *(fmt.value for fmt in Format)])
 _FILE_CODES = frozenset({Code.EMPTY_FILE, Code.TOO_FEW_EXAMPLES, Code.FEW_EXAMPLES})
 
 
@@ -141,7 +146,8 @@ def _counter(model: str) -> CachedCounter:
 
 
 def _detect_format(path: Path, delimiter: str | None, requested: str) -> str:
-    """``chat`` or ``completion``, from the option or the first example / the columns."""
+    """``chat``, ``preference`` or ``completion``, from the option or the first example /
+    the columns."""
     if requested != "auto":
         return requested
     records = Records(path, delimiter)
@@ -154,10 +160,7 @@ def _detect_format(path: Path, delimiter: str | None, requested: str) -> str:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-    obj = first[1] if first else None
-    if isinstance(obj, dict) and "messages" not in obj and ("prompt" in obj or "completion" in obj):
-        return "completion"
-    return "chat"
+    return detect_format(first[1] if first else None).value
 
 
 def _where(lines: list[int], count: int) -> str:
@@ -210,7 +213,7 @@ def _analyze(
     count_all: bool,
 ) -> Analysis:
     with _progress(progress, path, f"checking {path.name}") as update:
-        return analyze(
+        analysis = analyze(
             path,
             fmt,
             _counter(model),
@@ -220,6 +223,16 @@ def _analyze(
             progress=update,
             count_all=count_all,
         )
+    problem = format_problem(model, Format(fmt))
+    if problem and analysis.examples:
+        analysis.tallies[Code.FORMAT_NOT_FOR_MODEL] = Tally(
+            Code.FORMAT_NOT_FOR_MODEL,
+            analysis.examples,
+            [],
+            f"{problem}: OpenAI refuses it for this model; pass --model for the model "
+            "you mean to train",
+        )
+    return analysis
 
 
 def _common(function: Any) -> Any:
@@ -231,7 +244,8 @@ def _common(function: Any) -> Any:
             type=FORMATS,
             default="auto",
             show_default=True,
-            help="chat ({'messages': [...]}) or completion ({'prompt', 'completion'}); "
+            help="chat ({'messages': [...]}), preference ({'input', 'preferred_output', "
+            "'non_preferred_output'}) or completion ({'prompt', 'completion'}); "
             "auto looks at the first example or the columns.",
         ),
         click.option(
@@ -267,7 +281,7 @@ def _common(function: Any) -> Any:
 def _model_and_limit(model: str | None, max_tokens: int | None) -> tuple[str, int]:
     settings = _state().settings
     model = model or settings.model.base_model
-    return model, max_tokens or token_limit(model, settings.training.max_example_tokens)
+    return model, max_tokens or example_limit(model, settings.training.max_example_tokens)
 
 
 def _redis_options(function: Any) -> Any:
@@ -806,8 +820,13 @@ def load(
     leading space. Content already in the log is not added again.
     """
     model, limit = _model_and_limit(model, max_tokens)
-    redis = connect(redis_url)
     fmt = _detect_format(file, csv_delimiter, fmt)
+    if fmt == Format.PREFERENCE.value:
+        raise click.ClickException(
+            f"{file.name} holds preference pairs: load takes chat or prompt/completion files "
+            "(the log's examples become pairs when a correction is approved)"
+        )
+    redis = connect(redis_url)
     analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress, count_all=False)
     invalid = analysis.invalid  # examples with errors of their own (file-wide ones do not matter)
     if invalid:
@@ -830,7 +849,7 @@ def load(
             if analysis.prompt_prefix is not None
             else ""
         )
-    examine = examine_chat if fmt == "chat" else examine_completion
+    examine = examiner(Format(fmt))
     counter = analysis.counter
 
     def chats(update: ProgressFn | None) -> Iterator[list[dict[str, Any]]]:
@@ -840,8 +859,9 @@ def load(
             if fmt == "chat":
                 yield obj["messages"]
             else:
+                keys, _ = completion_fields(obj)
                 yield completion_to_messages(
-                    obj["prompt"], obj["completion"], system_prompt, separator, stop
+                    obj[keys["prompt"]], obj[keys["completion"]], system_prompt, separator, stop
                 )
 
     with _progress(progress, file, f"loading {file.name}") as update:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.tokens import counter_for_model
 from workers.datasets.analysis import analyze
-from workers.datasets.checks import CachedCounter
+from core.examples import CachedCounter
 
 
 def _generate(path: Path, n: int, *, defects: bool = False) -> Path:

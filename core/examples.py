@@ -1,33 +1,186 @@
-"""Per-example checks of fine-tuning examples, shared by the dataset CLI and the loop.
+"""The training-data contract: example formats, their checks, token counting and limits.
 
-These are pure functions of one parsed example, a token counter and a token limit: no
-I/O, no global state. The dataset tool runs them on every line of a file; the learning
-loop's training-set builder runs the same ones on approved examples before it uploads a
-file, so both agree on what OpenAI will reject.
+Every part of tuneloop that makes, checks or trains on fine-tuning examples uses this
+module, and only this one: the dataset tool (``python -m workers.datasets``), the
+training-set builder (:mod:`workers.trainset`) and both trainers (OpenAI and the local
+LoRA trainer). So a line the dataset tool accepts is a line the set builder keeps and the
+trainer it is meant for can train on.
+
+It defines:
+
+* the three formats (:class:`Format`): chat SFT (``{"messages": [...]}`` with optional
+  ``weight``, ``tools`` and ``tool_calls``), DPO preference pairs (``input`` /
+  ``preferred_output`` / ``non_preferred_output``) and legacy prompt/completion;
+* the roles and keys allowed, and what each trainer can train on (:class:`TrainerRules`);
+* token counting of a whole example, tool calls and tool definitions included;
+* the per-model limits (``config/model_limits.yaml``: training-example context and
+  formats of each base model, with source and date) and OpenAI's minimum of examples.
 
 Entry points:
 
-* :func:`check_chat_example` / :func:`check_completion_example` return the findings
-  (a list of :class:`Finding`, empty when the example is fine);
-* :func:`examine_chat` / :func:`examine_completion` return the same findings plus the
-  facts a validator needs anyway (tokens, assistant tokens, a duplicate fingerprint, the
-  label), so a file is walked once;
-* :func:`repair_chat_example` / :func:`repair_completion_example` apply the repairs a
-  user accepted, or tell that the example has to be dropped.
+* :func:`examine_chat` / :func:`examine_preference` / :func:`examine_completion` return
+  the findings (a list of :class:`Finding`, empty when the example is fine) plus the
+  facts a validator needs anyway (tokens, trained tokens, a duplicate fingerprint, the
+  label), so a file is walked once; ``check_*_example`` return only the findings;
+* ``repair_*_example`` apply the repairs a user accepted, or tell that the example has
+  to be dropped.
 
 Codes of chat findings use the names of the OpenAI cookbook's data-preparation notebook
-(``data_type``, ``missing_messages_list``, ...), so a user can look them up there.
+(``data_type``, ``missing_messages_list``, ...), so a user can look them up there. The
+checks are pure functions of one parsed example, a token counter and a limit.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from core.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, Tokenizer
+import yaml
+
+from core.errors import ConfigError
+from core.settings import ROOT, TrainerBackend
+from core.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, Tokenizer, json_text
+
+MIN_EXAMPLES = 10
+"""OpenAI refuses a training file with fewer examples; the local trainer keeps the rule."""
+LIMITS_FILE = ROOT / "config" / "model_limits.yaml"
+
+
+class Format(str, Enum):
+    """The shapes of a fine-tuning line."""
+
+    CHAT = "chat"
+    """``{"messages": [...], "tools": [...]?}``: supervised fine-tuning of chat models."""
+    PREFERENCE = "preference"
+    """``{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output":
+    [...]}``: DPO."""
+    COMPLETION = "completion"
+    """``{"prompt", "completion"}``: babbage-002 / davinci-002."""
+
+
+# --- per-model limits ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a base model accepts as training data, from ``config/model_limits.yaml``."""
+
+    model: str
+    example_tokens: int
+    """Training-example context: the most tokens one example may have."""
+    formats: frozenset[Format]
+    as_of: dt.date
+    source: str
+
+
+@lru_cache(maxsize=4)
+def _limits_table(path: Path) -> tuple[dict[str, ModelLimits], tuple[str, ...]]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: it holds the per-model limits") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict) or not models:
+        raise ConfigError(f"{path}: expected a mapping of base models under 'models'")
+    table: dict[str, ModelLimits] = {}
+    for name, entry in models.items():
+        try:
+            formats = frozenset(Format(value) for value in entry["formats"])
+            as_of = entry["as_of"]
+            table[str(name)] = ModelLimits(
+                str(name),
+                int(entry["example_tokens"]),
+                formats,
+                as_of if isinstance(as_of, dt.date) else dt.date.fromisoformat(str(as_of)),
+                str(entry["source"]).strip(),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{path}: model {name!r} needs example_tokens, formats (chat, preference, "
+                f"completion), as_of (a date) and source ({exc})"
+            ) from None
+    return table, tuple(sorted(table, key=len, reverse=True))
+
+
+def base_model_name(model: str) -> str:
+    """``ft:gpt-4o-mini-2024-07-18:org:x:id`` -> ``gpt-4o-mini-2024-07-18``; others as given."""
+    return model.split(":", 2)[1] if model.startswith("ft:") else model
+
+
+def limits_for(model: str, path: Path = LIMITS_FILE) -> ModelLimits | None:
+    """A model's limits: by exact name, else the longest name it starts with followed by
+    ``-`` (a dated snapshot of a family); ``ft:`` models as their base. None when the
+    table does not know the model (a self-hosted one: the configured limit applies)."""
+    table, by_length = _limits_table(path)
+    name = base_model_name(model)
+    if name in table:
+        return table[name]
+    for candidate in by_length:
+        if name.startswith(candidate + "-"):
+            return table[candidate]
+    return None
+
+
+def example_limit(model: str, configured: int) -> int:
+    """The per-example token limit to enforce: the configured one, lowered to the model's
+    training-example context when the table knows it (a larger setting would let through
+    examples OpenAI refuses)."""
+    limits = limits_for(model)
+    return min(configured, limits.example_tokens) if limits else configured
+
+
+def format_problem(model: str, fmt: Format) -> str | None:
+    """Why ``model`` cannot train on data of ``fmt`` (None when it can, or is unknown)."""
+    limits = limits_for(model)
+    if limits is None or fmt in limits.formats:
+        return None
+    wanted = " or ".join(sorted(f.value for f in limits.formats))
+    if fmt is Format.COMPLETION:
+        what = "prompt/completion data (for babbage-002/davinci-002)"
+    else:
+        what = f"{fmt.value} data"
+    return f"{limits.model} trains on {wanted} examples only, and this is {what}"
+
+
+# --- what each trainer can train on ---------------------------------------------------------
+@dataclass(frozen=True)
+class TrainerRules:
+    """What a trainer accepts beyond the format: the roles and whether tool calls."""
+
+    name: str
+    roles: frozenset[str]
+    tool_calls: bool
+
+
+OPENAI_RULES = TrainerRules(
+    "OpenAI", frozenset({"system", "user", "assistant", "tool", "function"}), True
+)
+LOCAL_RULES = TrainerRules(
+    "the local LoRA trainer", frozenset({"system", "user", "assistant"}), False
+)
+"""The local trainer turns each message into ``{"role", "content"}`` for the chat template:
+tool turns and tool calls would be lost, so they are refused before a set is built."""
+
+
+def rules_for(backend: TrainerBackend) -> TrainerRules:
+    """The rules of a configured trainer backend."""
+    return LOCAL_RULES if backend is TrainerBackend.LOCAL else OPENAI_RULES
+
+
+def unsupported(message: dict[str, Any], rules: TrainerRules) -> str | None:
+    """Why ``rules``' trainer cannot train on this message (None when it can)."""
+    role = message.get("role")
+    if isinstance(role, str) and role not in rules.roles:
+        return f"role {role!r} cannot be trained by {rules.name}"
+    if not rules.tool_calls and any(message.get(key) for key in _TOOL_KEYS):
+        return f"tool calls cannot be trained by {rules.name}"
+    return None
 
 
 class Severity(str, Enum):
@@ -51,6 +204,10 @@ class Code(str, Enum):
     CONTENT_WRONG_TYPE = "content_wrong_type"
     INVALID_WEIGHT = "invalid_weight"
     EXAMPLE_MISSING_ASSISTANT_MESSAGE = "example_missing_assistant_message"
+    NOT_TRAINABLE = "not_trainable_by_trainer"
+    INVALID_TEXT = "invalid_text"
+    # Preference (DPO) examples.
+    INVALID_PREFERENCE_OUTPUT = "invalid_preference_output"
     MISSING_SYSTEM_MESSAGE = "missing_system_message"
     MISSING_USER_MESSAGE = "missing_user_message"
     # Both formats.
@@ -58,10 +215,12 @@ class Code(str, Enum):
     TOO_MANY_TOKENS = "too_many_tokens"
     # Prompt/completion examples: the legacy prepare_data tool's checks.
     MISSING_KEY = "missing_key"
+    KEY_CASE = "key_case"
     EMPTY_COMPLETION = "empty_completion"
     COMPLETION_LEADING_SPACE = "completion_missing_leading_space"
     # Whole-file findings (computed by the validator, listed here so codes stay unique).
     EMPTY_FILE = "empty_file"
+    FORMAT_NOT_FOR_MODEL = "format_not_for_model"
     TOO_FEW_EXAMPLES = "too_few_examples"
     FEW_EXAMPLES = "few_examples"
     DUPLICATE_EXAMPLE = "duplicate_example"
@@ -80,6 +239,9 @@ class Code(str, Enum):
 
 _WARNINGS = frozenset(
     {
+        # A warning, not an error: the same file is right for another base model, and the
+        # model checked against is often only the configured default.
+        Code.FORMAT_NOT_FOR_MODEL,
         Code.MISSING_SYSTEM_MESSAGE,
         Code.MISSING_USER_MESSAGE,
         Code.COMPLETION_LEADING_SPACE,
@@ -116,6 +278,10 @@ FIXES: dict[Code, str] = {
     Code.CONTENT_WRONG_TYPE: "convert numbers and text parts to text, drop the rest",
     Code.INVALID_WEIGHT: "remove the invalid weights",
     Code.EXAMPLE_MISSING_ASSISTANT_MESSAGE: "drop these examples",
+    Code.NOT_TRAINABLE: "drop these examples",
+    Code.INVALID_TEXT: "drop these examples",
+    Code.INVALID_PREFERENCE_OUTPUT: "drop these examples",
+    Code.KEY_CASE: "write the keys in lower case",
     Code.MISSING_SYSTEM_MESSAGE: "add the configured system prompt",
     Code.UNRECOGNIZED_KEY: "remove the extra keys/columns",
     Code.TOO_MANY_TOKENS: "drop these examples",
@@ -328,18 +494,50 @@ def _message_problems(index: int, message: dict[str, Any], findings: list[Findin
             )
 
 
+def _invalid_text(text: str) -> bool:
+    """True when ``text`` cannot be written as UTF-8: a lone surrogate (``\\ud800``) that
+    JSON's escapes allow but no training file can hold."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _role_of(role: Any) -> str | None:
+    """The role a message plays: an allowed role, or the one a known synonym maps to."""
+    if type(role) is str:
+        if role in ROLES:
+            return role
+        return ROLE_SYNONYMS.get(role.strip().lower())
+    return None
+
+
 def examine_chat(
-    obj: Any, counter: TokenCounter, max_tokens: int, *, count_all: bool = True
+    obj: Any,
+    counter: TokenCounter,
+    max_tokens: int,
+    *,
+    count_all: bool = True,
+    rules: TrainerRules = OPENAI_RULES,
 ) -> ExampleFacts:
     """Check one chat example (``{"messages": [...]}``) and count its tokens.
 
     Tokens are counted as :meth:`core.tokens.Tokenizer.count_messages` does (framing
-    included) so the limit check matches what the training run is billed for. With
+    included), plus the compact JSON of tool calls and of the ``tools``/``functions``
+    definitions, which OpenAI bills and counts against the limit too. With
     ``count_all=False`` they are only counted when the example could be over the limit:
     a token covers at least one UTF-8 byte and a character at most four, so an example
     of fewer than ``max_tokens / 4`` characters cannot be; ``tokens`` is then -1. The
     fingerprint is the hash of the (role, text) pairs: two lines with the same
     conversation are duplicates whatever their key order or weights.
+
+    A role written as a known synonym (human, ai, ...) is reported as unrecognised (the
+    fix maps it) but counts as the role it stands for, so a file that uses synonyms is
+    repaired, not dropped for lacking an assistant message. ``rules`` says which trainer
+    the data is for: the local trainer cannot train on tool turns.
     """
     if not isinstance(obj, dict):
         message = f"expected a JSON object, got {_type_name(obj)}"
@@ -351,17 +549,47 @@ def examine_chat(
             what = "the messages list is empty"
         return ExampleFacts([Finding(Code.MISSING_MESSAGES_LIST, what)], -1, 0, None, None)
     findings: list[Finding] = []
+    tool_defs = ""
     if len(obj) > 1:
         extra = [key for key in obj if key not in CHAT_KEYS]
         if extra:
             findings.append(
                 Finding(Code.UNRECOGNIZED_KEY, f"unknown keys {', '.join(map(repr, extra))}")
             )
-    has_system = has_user = has_assistant = False
-    label = None
-    parts: list[str] = []  # role, text, role, text, ...
-    names: list[str] | None = None
-    size = 0
+        tools = obj.get("tools") or obj.get("functions")
+        if tools:
+            tool_defs = json_text(tools)
+    findings.extend(_message_findings(messages, rules))
+    parts, names, size, label, roles = _chat_facts(messages)
+    if "assistant" not in roles:
+        findings.append(
+            Finding(Code.EXAMPLE_MISSING_ASSISTANT_MESSAGE, "no assistant message to learn from")
+        )
+    else:
+        if "system" not in roles:
+            findings.append(Finding(Code.MISSING_SYSTEM_MESSAGE, "no system message"))
+        if "user" not in roles:
+            findings.append(Finding(Code.MISSING_USER_MESSAGE, "no user message"))
+    size += len(tool_defs)
+    bound = REPLY_PRIMING + len(parts) * (TOKENS_PER_MESSAGE + TOKENS_PER_NAME) + 4 * size
+    tokens, trained = -1, 0
+    if count_all or bound > max_tokens:
+        tokens, trained = _count_chat(parts, names, counter)
+        if tool_defs:
+            tokens += counter.count(tool_defs)
+        if tokens > max_tokens:
+            findings.append(
+                Finding(
+                    Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}"
+                )
+            )
+    fingerprint = hash((tuple(parts), tool_defs)) if tool_defs else hash(tuple(parts))
+    return ExampleFacts(findings, tokens, trained, fingerprint, label)
+
+
+def _message_findings(messages: list[Any], rules: TrainerRules) -> list[Finding]:
+    """The per-message findings of a messages list (chat lines and preference inputs)."""
+    findings: list[Finding] = []
     for index, message in enumerate(messages, 1):
         if not isinstance(message, dict):
             findings.append(
@@ -376,33 +604,66 @@ def examine_chat(
         role = message.get("role")
         content = message.get("content")
         if type(content) is str:
-            text = content
-            if not text and not (role == "assistant" and any(message.get(k) for k in _TOOL_KEYS)):
+            if not content and not (
+                role == "assistant" and any(message.get(k) for k in _TOOL_KEYS)
+            ):
                 findings.append(Finding(Code.MISSING_CONTENT, f"message {index} has empty content"))
+            elif _invalid_text(content):
+                findings.append(
+                    Finding(
+                        Code.INVALID_TEXT,
+                        f"message {index} content holds a lone surrogate escape (like \\ud800), "
+                        "which is not text",
+                    )
+                )
         elif content is None:
-            text = ""
             if not any(message.get(k) for k in _TOOL_KEYS) and "content" in message:
                 findings.append(Finding(Code.MISSING_CONTENT, f"message {index} has null content"))
-        elif isinstance(content, list) and role != "assistant" and _parts_ok(content):
-            text = _text_of(content)
-        else:
-            text = _text_of(content)
+        elif not (isinstance(content, list) and role != "assistant" and _parts_ok(content)):
             findings.append(
                 Finding(
                     Code.CONTENT_WRONG_TYPE,
                     f"message {index} content is {_type_name(content)}, expected a string",
                 )
             )
-        if role == "assistant":
-            has_assistant = True
-            label = text
-        elif role == "user":
-            has_user = True
-        elif role == "system":
-            has_system = True
-        elif not isinstance(role, str) or role not in ROLES:
+        if role not in ("assistant", "user", "system") and (
+            not isinstance(role, str) or role not in ROLES
+        ):
             findings.append(Finding(Code.UNRECOGNIZED_ROLE, f"message {index} has role {role!r}"))
-        role_text = role if type(role) is str else str(message.get("role", ""))
+        if rules is not OPENAI_RULES:
+            why = unsupported(message, rules)
+            if why:
+                findings.append(Finding(Code.NOT_TRAINABLE, f"message {index}: {why}"))
+    return findings
+
+
+def _chat_facts(
+    messages: list[Any],
+) -> tuple[list[str], list[str] | None, int, str | None, set[str]]:
+    """(role/text parts, names, characters, label, roles played) of a messages list.
+
+    Tool calls are part of their message's text (the model learns to write them).
+    """
+    parts: list[str] = []  # role, text, role, text, ...
+    names: list[str] | None = None
+    size = 0
+    label = None
+    roles: set[str] = set()
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        text = _text_of(message.get("content"))
+        if len(message) > 2:
+            call = message.get("tool_calls") or message.get("function_call")
+            if call:
+                text += json_text(call)
+        played = _role_of(role)
+        if played is not None:
+            roles.add(played)
+            if played == "assistant":
+                label = text
+        role_text = played or (role if type(role) is str else str(message.get("role", "")))
         parts.append(role_text)
         parts.append(text)
         size += len(role_text) + len(text)
@@ -413,26 +674,7 @@ def examine_chat(
             if names is None:
                 names = []
             names.append(name)
-    if not has_assistant:
-        findings.append(
-            Finding(Code.EXAMPLE_MISSING_ASSISTANT_MESSAGE, "no assistant message to learn from")
-        )
-    else:
-        if not has_system:
-            findings.append(Finding(Code.MISSING_SYSTEM_MESSAGE, "no system message"))
-        if not has_user:
-            findings.append(Finding(Code.MISSING_USER_MESSAGE, "no user message"))
-    bound = REPLY_PRIMING + len(parts) * (TOKENS_PER_MESSAGE + TOKENS_PER_NAME) + 4 * size
-    tokens, trained = -1, 0
-    if count_all or bound > max_tokens:
-        tokens, trained = _count_chat(parts, names, counter)
-        if tokens > max_tokens:
-            findings.append(
-                Finding(
-                    Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}"
-                )
-            )
-    return ExampleFacts(findings, tokens, trained, hash(tuple(parts)), label)
+    return parts, names, size, label, roles
 
 
 def _count_chat(
@@ -458,6 +700,16 @@ def _count_chat(
     return tokens, trained
 
 
+def count_chat_tokens(
+    messages: list[dict[str, Any]], counter: TokenCounter, tools: Any = None
+) -> int:
+    """Tokens of a chat example as :func:`examine_chat` counts them (tool calls and tool
+    definitions included): what the limit is checked against and what is billed."""
+    parts, names, _, _, _ = _chat_facts(messages)
+    tokens, _ = _count_chat(parts, names, counter)
+    return tokens + counter.count(json_text(tools)) if tools else tokens
+
+
 def check_chat_example(obj: Any, counter: TokenCounter, max_tokens: int) -> list[Finding]:
     """Findings for one chat example; an empty list means OpenAI accepts it as is.
 
@@ -467,6 +719,25 @@ def check_chat_example(obj: Any, counter: TokenCounter, max_tokens: int) -> list
     warnings (no system/user message) make training worse. Pure: no I/O, no state.
     """
     return examine_chat(obj, counter, max_tokens).findings
+
+
+def completion_fields(obj: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """Which keys of ``obj`` hold the prompt and the completion, and the extra keys.
+
+    Keys are matched without regard to case (``Prompt``/``Completion``, as table headers
+    are), so such a file is checked as what it is; the caller reports the case.
+    """
+    found: dict[str, str] = {}
+    extra: list[str] = []
+    for key in obj:
+        folded = key.lower() if isinstance(key, str) else key
+        if folded in COMPLETION_KEYS and (folded not in found or key == folded):
+            if folded in found:
+                extra.append(found[folded])
+            found[folded] = key
+        else:
+            extra.append(key)
+    return found, extra
 
 
 def examine_completion(
@@ -485,15 +756,24 @@ def examine_completion(
     prompt = obj.get("prompt")
     completion = obj.get("completion")
     if len(obj) != 2 or prompt is None or completion is None:
-        missing = [key for key in COMPLETION_KEYS if key not in obj]
+        keys, extra = completion_fields(obj)
+        missing = [key for key in COMPLETION_KEYS if key not in keys]
         if missing:
             findings.append(Finding(Code.MISSING_KEY, f"no {' or '.join(missing)}"))
             return ExampleFacts(findings, -1, 0, None, None)
-        extra = [key for key in obj if key not in COMPLETION_KEYS]
+        cased = [keys[key] for key in COMPLETION_KEYS if keys[key] != key]
+        if cased:
+            findings.append(
+                Finding(
+                    Code.KEY_CASE,
+                    f"keys {', '.join(map(repr, cased))} must be written in lower case",
+                )
+            )
         if extra:
             findings.append(
                 Finding(Code.UNRECOGNIZED_KEY, f"extra keys/columns {', '.join(map(repr, extra))}")
             )
+        prompt, completion = obj[keys["prompt"]], obj[keys["completion"]]
     if type(prompt) is not str:
         if prompt is None or isinstance(prompt, int | float):
             findings.append(
@@ -522,6 +802,13 @@ def examine_completion(
                 )
             )
             return ExampleFacts(findings, -1, 0, None, None)
+    if _invalid_text(prompt) or _invalid_text(completion):
+        findings.append(
+            Finding(
+                Code.INVALID_TEXT,
+                "a lone surrogate escape (like \\ud800) in the prompt or completion is not text",
+            )
+        )
     if not completion:
         findings.append(Finding(Code.EMPTY_COMPLETION, "the completion is empty"))
     elif completion[0] != " ":
@@ -547,6 +834,152 @@ def check_completion_example(obj: Any, counter: TokenCounter, max_tokens: int) -
     Same contract as :func:`check_chat_example`.
     """
     return examine_completion(obj, counter, max_tokens).findings
+
+
+PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
+_OUTPUTS = ("preferred_output", "non_preferred_output")
+
+
+def _output_text(value: Any, key: str, findings: list[Finding]) -> str | None:
+    """The text of one side of a preference pair: exactly one assistant message."""
+    if (
+        isinstance(value, list)
+        and len(value) == 1
+        and isinstance(value[0], dict)
+        and value[0].get("role") == "assistant"
+    ):
+        message = value[0]
+        content = message.get("content")
+        call = message.get("tool_calls") or message.get("function_call")
+        if (type(content) is str and content.strip()) or call:
+            text = content if type(content) is str else ""
+            if _invalid_text(text):
+                findings.append(
+                    Finding(
+                        Code.INVALID_TEXT, f"{key} holds a lone surrogate escape (like \\ud800)"
+                    )
+                )
+            return text + json_text(call) if call else text
+    findings.append(
+        Finding(
+            Code.INVALID_PREFERENCE_OUTPUT,
+            f"{key} must be a list of one assistant message with content",
+        )
+    )
+    return None
+
+
+def examine_preference(
+    obj: Any,
+    counter: TokenCounter,
+    max_tokens: int,
+    *,
+    count_all: bool = True,
+    rules: TrainerRules = OPENAI_RULES,
+) -> ExampleFacts:
+    """Check one preference (DPO) example and count its tokens.
+
+    The input's messages get the chat checks; each output must be exactly one assistant
+    message, and the two must differ. A pair is trained as two sequences, the input
+    followed by each output: ``tokens`` (checked against the limit and billed) is the
+    input with the longer output, ``trained_tokens`` both outputs. The fingerprint
+    covers input and both outputs.
+    """
+    if not isinstance(obj, dict):
+        message = f"expected a JSON object, got {_type_name(obj)}"
+        return ExampleFacts([Finding(Code.DATA_TYPE, message)], -1, 0, None, None)
+    findings: list[Finding] = []
+    extra = [key for key in obj if key not in PREFERENCE_KEYS]
+    if extra:
+        findings.append(
+            Finding(Code.UNRECOGNIZED_KEY, f"unknown keys {', '.join(map(repr, extra))}")
+        )
+    source = obj.get("input")
+    messages = source.get("messages") if isinstance(source, dict) else None
+    if not isinstance(messages, list) or not messages:
+        findings.append(Finding(Code.MISSING_MESSAGES_LIST, "input has no messages list"))
+        return ExampleFacts(findings, -1, 0, None, None)
+    tools = source.get("tools") or source.get("functions")
+    tool_defs = json_text(tools) if tools else ""
+    findings.extend(_message_findings(messages, rules))
+    parts, names, size, _, roles = _chat_facts(messages)
+    outputs = [_output_text(obj.get(key), key, findings) for key in _OUTPUTS]
+    chosen, rejected = outputs
+    if chosen is not None and chosen == rejected:
+        findings.append(
+            Finding(
+                Code.INVALID_PREFERENCE_OUTPUT,
+                "the preferred and non-preferred outputs are the same",
+            )
+        )
+    if "user" not in roles:
+        findings.append(Finding(Code.MISSING_USER_MESSAGE, "no user message"))
+    if "system" not in roles:
+        findings.append(Finding(Code.MISSING_SYSTEM_MESSAGE, "no system message"))
+    longest = max((text for text in outputs if text is not None), key=len, default="")
+    size += len(tool_defs) + len(longest)
+    bound = REPLY_PRIMING + (len(parts) + 2) * (TOKENS_PER_MESSAGE + TOKENS_PER_NAME) + 4 * size
+    tokens, trained = -1, 0
+    if count_all or bound > max_tokens:
+        tokens, _ = _count_chat(parts, names, counter)
+        if tool_defs:
+            tokens += counter.count(tool_defs)
+        role = counter.count("assistant")
+        sides = [counter.count(text) for text in outputs if text is not None]
+        trained = sum(sides)
+        tokens += TOKENS_PER_MESSAGE + role + max(sides, default=0)
+        if tokens > max_tokens:
+            findings.append(
+                Finding(
+                    Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}"
+                )
+            )
+    fingerprint = hash((tuple(parts), tool_defs, chosen, rejected))
+    return ExampleFacts(findings, tokens, trained, fingerprint, None)
+
+
+def check_preference_example(obj: Any, counter: TokenCounter, max_tokens: int) -> list[Finding]:
+    """Findings for one preference (DPO) example; same contract as :func:`check_chat_example`."""
+    return examine_preference(obj, counter, max_tokens).findings
+
+
+def repair_preference_example(
+    obj: Any, fixes: Collection[Code], system_prompt: str | None = None
+) -> dict[str, Any] | None:
+    """Apply the accepted ``fixes`` to a preference example's input (as
+    :func:`repair_chat_example` does to a chat) and keep both outputs; None to drop it."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("input"), dict):
+        return None
+    out = dict(obj)
+    if Code.UNRECOGNIZED_KEY in fixes:
+        out = {key: value for key, value in out.items() if key in PREFERENCE_KEYS}
+    source = out["input"]
+    input_fixes = frozenset(fixes) - {Code.UNRECOGNIZED_KEY}
+    repaired = repair_chat_example({"messages": source.get("messages")}, input_fixes, system_prompt)
+    if repaired is None:
+        return None
+    out["input"] = {**source, "messages": repaired["messages"]}
+    return out
+
+
+def examiner(fmt: Format) -> Any:
+    """The ``examine_*`` function of a format."""
+    return {
+        Format.CHAT: examine_chat,
+        Format.PREFERENCE: examine_preference,
+        Format.COMPLETION: examine_completion,
+    }[fmt]
+
+
+def detect_format(obj: Any) -> Format:
+    """The format a parsed example is written in (chat when it is unclear)."""
+    if isinstance(obj, dict) and "messages" not in obj:
+        if "input" in obj and any(key in obj for key in _OUTPUTS):
+            return Format.PREFERENCE
+        keys, _ = completion_fields(obj)
+        if keys:
+            return Format.COMPLETION
+    return Format.CHAT
 
 
 def _scalar_text(value: Any) -> str | None:
@@ -622,14 +1055,19 @@ def repair_chat_example(
 def repair_completion_example(obj: Any, fixes: Collection[Code]) -> dict[str, Any] | None:
     """Apply the accepted per-example ``fixes`` to a prompt/completion example.
 
-    Returns ``{"prompt", "completion"}`` with strings (extra keys removed when that fix
-    is accepted, numbers turned into text, a leading space added), or None to drop it.
+    Returns ``{"prompt", "completion"}`` with strings (keys in lower case and extra keys
+    removed when those fixes are accepted, numbers turned into text, a leading space
+    added), or None to drop it.
     """
-    if not isinstance(obj, dict) or any(key not in obj for key in COMPLETION_KEYS):
+    if not isinstance(obj, dict):
         return None
-    if Code.UNRECOGNIZED_KEY not in fixes and any(key not in COMPLETION_KEYS for key in obj):
+    keys, extra = completion_fields(obj)
+    if any(key not in keys for key in COMPLETION_KEYS):
+        return None
+    cased = any(keys[key] != key for key in COMPLETION_KEYS)
+    if (cased and Code.KEY_CASE not in fixes) or (extra and Code.UNRECOGNIZED_KEY not in fixes):
         return dict(obj)
-    prompt, completion = obj["prompt"], obj["completion"]
+    prompt, completion = obj[keys["prompt"]], obj[keys["completion"]]
     if type(prompt) is not str:
         if Code.CONTENT_WRONG_TYPE not in fixes:
             return dict(obj)
