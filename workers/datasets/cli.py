@@ -20,6 +20,19 @@ from typing import Any
 import click
 
 from core.errors import DatasetError, TuneloopError
+from core.examples import (
+    FIXES,
+    CachedCounter,
+    Code,
+    Format,
+    Severity,
+    completion_fields,
+    detect_format,
+    examine_chat,
+    examiner,
+    example_limit,
+    format_problem,
+)
 from core.pricing import price_for
 from core.settings import Settings, load_behaviour
 from core.tokens import counter_for_model
@@ -32,19 +45,6 @@ from workers.datasets.analysis import (
     default_jobs,
     marker_of,
     show,
-)
-from core.examples import (
-    FIXES,
-    CachedCounter,
-    Code,
-    Format,
-    Severity,
-    completion_fields,
-    detect_format,
-    examine_chat,
-    example_limit,
-    examiner,
-    format_problem,
 )
 from workers.datasets.importers import (
     QaStats,

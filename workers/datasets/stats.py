@@ -7,9 +7,9 @@ and what that costs at the dated prices in ``config/prices.yaml``.
 
 from __future__ import annotations
 
+from core.examples import Code, Format
 from core.pricing import Price, default_epochs
 from workers.datasets.analysis import Analysis
-from core.examples import Code, Format
 
 
 def summary(analysis: Analysis, model: str, epochs: int | None, price: Price | None) -> dict:
