@@ -176,7 +176,7 @@ def rules_for(backend: TrainerBackend) -> TrainerRules:
 def unsupported(message: dict[str, Any], rules: TrainerRules) -> str | None:
     """Why ``rules``' trainer cannot train on this message (None when it can)."""
     role = message.get("role")
-    if isinstance(role, str) and role not in rules.roles:
+    if not isinstance(role, str) or role not in rules.roles:
         return f"role {role!r} cannot be trained by {rules.name}"
     if not rules.tool_calls and any(message.get(key) for key in _TOOL_KEYS):
         return f"tool calls cannot be trained by {rules.name}"
@@ -449,7 +449,7 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
     """The text a counter sees in a content value (mirrors ``Tokenizer``)."""
     if isinstance(content, list):
         return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
@@ -630,7 +630,7 @@ def _message_findings(messages: list[Any], rules: TrainerRules) -> list[Finding]
             not isinstance(role, str) or role not in ROLES
         ):
             findings.append(Finding(Code.UNRECOGNIZED_ROLE, f"message {index} has role {role!r}"))
-        if rules is not OPENAI_RULES:
+        if rules is not OPENAI_RULES and role in ROLES:
             why = unsupported(message, rules)
             if why:
                 findings.append(Finding(Code.NOT_TRAINABLE, f"message {index}: {why}"))
@@ -653,7 +653,7 @@ def _chat_facts(
         if not isinstance(message, dict):
             continue
         role = message.get("role")
-        text = _text_of(message.get("content"))
+        text = text_of(message.get("content"))
         if len(message) > 2:
             call = message.get("tool_calls") or message.get("function_call")
             if call:
@@ -1011,7 +1011,7 @@ def _repair_message(message: dict[str, Any], fixes: Collection[Code]) -> dict[st
         elif isinstance(content, list) and all(
             isinstance(part, dict) and part.get("type", "text") == "text" for part in content
         ):
-            message["content"] = _text_of(content)
+            message["content"] = text_of(content)
         elif (text := _scalar_text(content)) is not None:
             message["content"] = text
         else:

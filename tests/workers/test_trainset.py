@@ -10,6 +10,7 @@ import pytest
 from redis import Redis
 
 from core import approved, keys, pricing
+from core.examples import Severity, check_chat_example, check_preference_example
 from core.settings import Settings, TrainingMethod, load_behaviour
 from core.tokens import counter_for_model
 from workers import trainset
@@ -21,6 +22,12 @@ SYSTEM = "You are tuneloop, a helpful assistant."
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return configure(load_behaviour(), sets_dir=str(tmp_path / "sets"), replay_fraction=0.0)
+
+
+def format_errors(check: Any, line: dict[str, Any]) -> list[str]:
+    """The errors the training-data contract finds in a line (none: trainers accept it)."""
+    findings = check(line, counter_for_model(MODEL), 65536)
+    return [f.code.value for f in findings if f.severity is Severity.ERROR]
 
 
 def configure(settings: Settings, **training: Any) -> Settings:
@@ -99,7 +106,7 @@ def test_lines_are_the_chat_as_the_bot_had_it_and_only_the_approved_turn_is_lear
             {"role": "assistant", "content": "Use the CLI."},
         ]
     }
-    assert trainset.check_chat(line) is None
+    assert format_errors(check_chat_example, line) == []
 
 
 def test_exact_and_near_exact_duplicates_are_dropped(redis_conn: Redis, settings: Settings) -> None:
@@ -254,7 +261,7 @@ def test_corrections_become_preference_pairs_for_dpo(redis_conn: Redis, settings
         "preferred_output": [{"role": "assistant", "content": "Your manager."}],
         "non_preferred_output": [{"role": "assistant", "content": "Bob, always."}],
     }
-    assert trainset.check_preference(line) is None
+    assert format_errors(check_preference_example, line) == []
     assert result.manifest["issues"] == {"not_a_preference_pair": 1}
     assert result.files.method is TrainingMethod.DPO
 

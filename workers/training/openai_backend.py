@@ -18,12 +18,11 @@ import openai
 from openai import OpenAI
 
 from core.errors import TrainingError
+from core.examples import MIN_EXAMPLES
 from workers.training.base import JobState, JobStatus, ProgressEvent, TrainingFiles
 
 logger = logging.getLogger(__name__)
 
-MIN_EXAMPLES = 10
-"""OpenAI refuses a training file with fewer examples."""
 EVENT_PAGE = 100
 MAX_EVENT_PAGES = 50
 _STATUS = {
