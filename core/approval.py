@@ -22,8 +22,8 @@ from enum import Enum
 
 from redis import Redis
 
-from core import keys
-from core.approved import RESERVOIR_LUA, RESERVOIR_SIZE, Example
+from core import approved, keys
+from core.approved import RESERVOIR_LUA, Example
 from core.settings import ApprovalMode, ApprovalSettings
 from core.store import AnswerRecord, Store, Vote
 
@@ -179,7 +179,7 @@ def decide(
         verdict,
         example.content_hash() if example else "",
         example.to_json() if example else "",
-        RESERVOIR_SIZE,
+        approved.RESERVOIR_SIZE,
         repr(random.random()),
     )
     if not done:

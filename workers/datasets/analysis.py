@@ -78,6 +78,8 @@ class Tally:
     count: int = 0
     lines: list[int] = field(default_factory=list)
     sample: str = ""
+    fixable: bool = True
+    """False when this run cannot apply the code's fix (e.g. no system prompt to add)."""
 
     @property
     def severity(self) -> Severity:
@@ -87,7 +89,7 @@ class Tally:
     @property
     def fix(self) -> str | None:
         """What ``--fix`` does about it, or None when nothing can be done automatically."""
-        return FIXES.get(self.code)
+        return FIXES.get(self.code) if self.fixable else None
 
 
 def _common_suffix(a: str, b: str) -> str:

@@ -669,6 +669,12 @@ def prepare(
     model, limit = _model_and_limit(model, max_tokens)
     fmt = _detect_format(file, csv_delimiter, fmt)
     analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress, count_all=False)
+    system_prompt = _system(system)
+    no_system = analysis.tallies.get(Code.MISSING_SYSTEM_MESSAGE)
+    if no_system is not None and not system_prompt:
+        # Nothing to add: offering the fix would report a repair that changes nothing.
+        no_system.fixable = False
+        no_system.sample += " (no system prompt to add: pass --system or set model.system_prompt)"
     _report(analysis, file.name)
     if check:
         problems = blocking(analysis, frozenset())
@@ -705,7 +711,7 @@ def prepare(
     train_path, valid_path = output_paths(file, output, fraction > 0)
     plan = Plan(
         frozenset(accepted),
-        _system(system),
+        system_prompt,
         fraction,
         settings.training.seed if seed is None else seed,
     )
