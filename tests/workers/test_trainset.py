@@ -336,3 +336,121 @@ def test_prices_of_fine_tuned_models_are_their_base_models() -> None:
     assert pricing.price_for("gpt-4.1-nano-2025-04-14").per_million == 1.50
     assert pricing.price_for("gpt-4.1-2025-04-14").per_million == 25.00
     assert pricing.price_for("my-local-model") is None
+
+
+def _tool_example(i: int) -> dict[str, Any]:
+    call = {"id": f"c{i}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Look up ticket {i}"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"c{i}", "content": f"ticket {i}: open"},
+            {"role": "assistant", "content": f"Ticket {i} is open."},
+        ]
+    }
+
+
+def test_a_tool_turn_is_refused_when_the_set_is_built_for_the_local_trainer(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    from core.errors import TrainingError
+    from core.settings import TrainerBackend
+    from workers.training import lora
+
+    log_raw(redis_conn, _tool_example(1))
+    log(redis_conn, "How do I install it?", "Run the installer.")
+
+    for_openai = build(redis_conn, configure(settings, validation_fraction=0.0))
+    for_local = build(
+        redis_conn, configure(settings, validation_fraction=0.0, backend=TrainerBackend.LOCAL)
+    )
+
+    # OpenAI trains on tool turns: the line is kept and the contract accepts it...
+    assert for_openai.manifest["counts"]["train"] == 2
+    assert all(
+        format_errors(check_chat_example, line) == [] for line in lines(for_openai.files.train_path)
+    )
+    # ...the local trainer cannot: the same rule refuses it when the set is built, so the
+    # GPU worker never gets a line it would refuse.
+    assert for_local.manifest["issues"] == {"not_trainable_by_trainer": 1}
+    assert len(lora.supervised_rows(for_local.files.train_path)) == 1
+    with pytest.raises(TrainingError, match="cannot be trained by the local LoRA trainer"):
+        lora.supervised_rows(for_openai.files.train_path)
+
+
+def test_tool_calls_count_against_the_limit_of_a_set(redis_conn: Redis, settings: Settings) -> None:
+    example = _tool_example(2)
+    example["messages"][2]["tool_calls"][0]["function"]["arguments"] = json.dumps(
+        {"query": "ticket " * 300}
+    )
+    log_raw(redis_conn, example)
+
+    result = build(redis_conn, configure(settings, validation_fraction=0.0, max_example_tokens=200))
+
+    assert result.manifest["issues"] == {"too_many_tokens": 1}
+
+
+def test_the_limit_of_a_set_is_the_base_models_when_the_setting_is_higher(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    log(redis_conn, "How do I install it?", "Run the installer.")
+
+    result = build(redis_conn, configure(settings, max_example_tokens=1_000_000))
+
+    assert result.manifest["tokens"]["limit"] == 65_536
+
+
+def test_replay_never_brings_back_a_forgotten_example(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    for i in range(20):
+        log(redis_conn, f"Old question {i}?", f"Old answer {i}.", by=f"U{i % 2}")
+    doomed = [
+        entry_id
+        for entry_id, example in approved.read_after(redis_conn)
+        if "question 3?" in json.dumps(example.messages)
+    ]
+    redis_conn.xdel(keys.APPROVED_LOG, *doomed)  # what forget-me does to a user's examples
+    cursor = trainset.last_id(redis_conn)
+    for i in range(10):
+        log(redis_conn, f"New question {i}?", f"New answer {i}.")
+
+    result = build(
+        redis_conn,
+        configure(settings, replay_fraction=5.0, replay_max=100, validation_fraction=0.0),
+        after=cursor,
+    )
+
+    train = json.dumps(lines(result.files.train_path))
+    assert result.manifest["counts"]["replay"] == 19
+    assert "Old question 3?" not in train
+
+
+def test_a_log_written_before_the_reservoir_is_sampled_once(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    for i in range(20):
+        log_raw(
+            redis_conn,
+            {
+                "messages": [
+                    {"role": "user", "content": f"Old {i}?"},
+                    {"role": "assistant", "content": f"Old answer {i}."},
+                ]
+            },
+        )
+    cursor = trainset.last_id(redis_conn)
+    assert cursor is not None and not redis_conn.exists(keys.APPROVED_RESERVOIR)
+    for i in range(10):
+        log(redis_conn, f"New question {i}?", f"New answer {i}.")
+
+    result = build(
+        redis_conn,
+        configure(settings, replay_fraction=1.0, validation_fraction=0.0),
+        after=cursor,
+    )
+
+    assert result.manifest["counts"]["replay_candidates"] == 20
+    assert result.manifest["counts"]["replay"] == 10
+    assert int(redis_conn.get(keys.APPROVED_RESERVOIR_SEEN)) == 30
