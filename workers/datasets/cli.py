@@ -12,7 +12,7 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -406,42 +406,88 @@ def import_chats(
     with the conversation so far (up to --buffer-size messages) as context.
     Conversations go whole to training or validation, so no context leaks between them.
     """
+    system_prompt = _system(system)
+    names = actors(Table(file, csv_delimiter, strip_cells=True))
+
+    def units() -> Iterator[_Unit]:
+        for turns in conversations(Table(file, csv_delimiter, strip_cells=True), delimiter):
+            chats = chat_examples(turns, buffer_size, system_prompt)
+            if fmt == "chat":
+                yield [(line, chat, chat) for line, chat in chats]
+            else:
+                written = completion_examples(turns, names, buffer_size, include_stop)
+                yield [
+                    (line, example, chat)
+                    for (line, example), (_, chat) in zip(written, chats, strict=True)
+                ]
+
+    def report(analysis: Analysis, counts: dict[str, int], split: _Split) -> None:
+        _import_report(analysis, file, names, counts, split.train_path, split.valid_path)
+
+    _run_import(
+        file,
+        fmt,
+        model,
+        out_dir,
+        validation_fraction,
+        seed,
+        redis_url if to_redis else None,
+        units,
+        "conversations",
+        report,
+    )
+
+
+_Unit = list[tuple[int, dict[str, Any], dict[str, Any]]]
+"""What an import goes to training or validation with, whole: one conversation or one
+pair, as (table line, example to write, the same example as a chat for the log)."""
+
+
+def _run_import(
+    file: Path,
+    fmt: str,
+    model: str | None,
+    out_dir: Path | None,
+    validation_fraction: float | None,
+    seed: int | None,
+    redis_url: str | None,
+    units: Callable[[], Iterator[_Unit]],
+    unit_name: str,
+    report: Callable[[Analysis, dict[str, int], _Split], None],
+) -> None:
+    """The import pipeline every table importer runs: check each example as it is made,
+    send each unit whole to training or validation (a seeded draw), write both files
+    atomically, report, and with ``redis_url`` seed the approved-example log with the
+    chat form of the examples that passed (reading the table again: nothing is kept)."""
     settings = _state().settings
     model, limit = _model_and_limit(model, None)
-    system_prompt = _system(system)
-    redis = connect(redis_url) if to_redis else None
+    redis = connect(redis_url) if redis_url else None
     fraction = (
         settings.training.validation_fraction
         if validation_fraction is None
         else validation_fraction
     )
     rng = random.Random(settings.training.seed if seed is None else seed)
-    table = Table(file, csv_delimiter, strip_cells=True)
-    names = actors(table)
     analysis = Analysis(fmt, _counter(model), limit)
     feed = analysis.feeder()
-    counts = {"train": 0, "valid": 0, "conversations": 0}
+    counts = {"train": 0, "valid": 0, unit_name: 0}
     with _split_output(file, out_dir, analysis, counts) as split:
-        for turns in conversations(table, delimiter):
-            counts["conversations"] += 1
+        for unit in units():
+            counts[unit_name] += 1
             to_valid = rng.random() < fraction
-            if fmt == "completion":
-                examples = completion_examples(turns, names, buffer_size, include_stop)
-            else:
-                examples = chat_examples(turns, buffer_size, system_prompt)
-            for line, example in examples:
+            for line, example, _ in unit:
                 if feed(line, example):
                     split.write(example, to_valid)
-    _import_report(analysis, file, names, counts, split.train_path, split.valid_path)
+    report(analysis, counts, split)
     if redis is not None:
 
         def chats() -> Iterator[list[dict[str, Any]]]:
-            source_table = Table(file, csv_delimiter, strip_cells=True)
-            for turns in conversations(source_table, delimiter):
-                for _, example in chat_examples(turns, buffer_size, system_prompt):
-                    if _loadable(examine_chat(example, analysis.counter, limit).findings):
-                        yield example["messages"]
+            for unit in units():
+                for _, _, chat in unit:
+                    if _loadable(examine_chat(chat, analysis.counter, limit).findings):
+                        yield chat["messages"]
 
+        assert redis_url is not None
         click.echo(_seed_lines(seed_log(redis, chats(), file), redis_url))
 
 
@@ -560,55 +606,43 @@ def import_qa(
     redis_url: str,
 ) -> None:
     """Import a Q&A table (CSV/XLSX) as chat examples with the system prompt."""
-    settings = _state().settings
-    model, limit = _model_and_limit(model, None)
     system_prompt = _system(system)
-    redis = connect(redis_url) if to_redis else None
-    fraction = (
-        settings.training.validation_fraction
-        if validation_fraction is None
-        else validation_fraction
-    )
-    rng = random.Random(settings.training.seed if seed is None else seed)
-    table = Table(file, csv_delimiter)
-    analysis = Analysis("chat", _counter(model), limit)
-    counts = {"train": 0, "valid": 0, "pairs": 0}
     stats = QaStats()
-    with _split_output(file, out_dir, analysis, counts) as split:
+
+    def units() -> Iterator[_Unit]:
+        nonlocal stats
+        stats = QaStats()
+        table = Table(file, csv_delimiter)
         pairs = qa_pairs(table, question_column, answer_column, split_numbered, min_length, stats)
         for line, question, answer in pairs:
-            counts["pairs"] += 1
             example = qa_example(question, answer, system_prompt, stop)
-            if analysis.feed_chat(line, example):
-                split.write(example, rng.random() < fraction)
-    _import_report(analysis, file, None, counts, split.train_path, split.valid_path)
-    if stats.too_short:
-        click.echo(
-            f"  dropped {stats.too_short:,} pairs shorter than {min_length} characters "
-            f"({_where(stats.too_short_lines, stats.too_short)})"
-        )
-    if stats.unpaired:
-        click.echo(
-            f"  dropped {stats.unpaired:,} numbered items without a partner "
-            f"({_where(stats.unpaired_lines, stats.unpaired)})"
-        )
-    if redis is not None:
+            yield [(line, example, example)]
 
-        def chats() -> Iterator[list[dict[str, Any]]]:
-            again = qa_pairs(
-                Table(file, csv_delimiter),
-                question_column,
-                answer_column,
-                split_numbered,
-                min_length,
-                QaStats(),
+    def report(analysis: Analysis, counts: dict[str, int], split: _Split) -> None:
+        _import_report(analysis, file, None, counts, split.train_path, split.valid_path)
+        if stats.too_short:
+            click.echo(
+                f"  dropped {stats.too_short:,} pairs shorter than {min_length} characters "
+                f"({_where(stats.too_short_lines, stats.too_short)})"
             )
-            for _, question, answer in again:
-                example = qa_example(question, answer, system_prompt, stop)
-                if _loadable(examine_chat(example, analysis.counter, limit).findings):
-                    yield example["messages"]
+        if stats.unpaired:
+            click.echo(
+                f"  dropped {stats.unpaired:,} numbered items without a partner "
+                f"({_where(stats.unpaired_lines, stats.unpaired)})"
+            )
 
-        click.echo(_seed_lines(seed_log(redis, chats(), file), redis_url))
+    _run_import(
+        file,
+        "chat",
+        model,
+        out_dir,
+        validation_fraction,
+        seed,
+        redis_url if to_redis else None,
+        units,
+        "pairs",
+        report,
+    )
 
 
 # --- prepare -------------------------------------------------------------------------------
