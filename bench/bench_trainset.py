@@ -1,5 +1,6 @@
 """Building an incremental training set from approved transcripts in Redis, next to a
-straightforward pandas conversion of the same data, in the same run.
+straightforward pandas conversion of the same data, in the same run; and the cost of a
+retrain against the size of the consumed history.
 
 For each size, the approved log in an empty Redis db is filled with synthetic Slack
 transcripts (multi-turn threads, markdown, numbers, some emails, phone and card
@@ -10,12 +11,25 @@ runs in its own fresh process so its peak memory is its own:
   batches, Redis-side de-duplication, sampled exact token counts).
 * ``trainset-exact``: the same with every example's tokens counted exactly.
 * ``pandas``: what the chat-to-JSONL notebooks do: load every transcript into a
-  DataFrame, ``apply`` a row-wise conversion, ``drop_duplicates``, then the
-  data-preparation notebook's format checks and per-example token counts, ``sample`` a
-  validation split and write JSONL. It uses the same PII scrubber, normaliser and
-  token counter, so the difference is the pipeline, not the helpers.
+  DataFrame, ``apply`` a row-wise conversion, the contract's format checks,
+  ``drop_duplicates``, exact token counts of what is left against the same limit,
+  ``sample`` a validation split and write JSONL.
+* ``pandas-helpers``: the same with the project's PII scrubber and normaliser, so only
+  the pipeline differs.
+
+The speed-up that counts is ``pandas`` against ``trainset-exact``: both count every
+token exactly. ``trainset`` (sampled counts) must keep and reject exactly the lines
+``trainset-exact`` does (same file content, same over-limit rejections; the run fails
+otherwise); the error of its token total is printed. The limit (``--limit``) is low
+enough that some examples are rejected. Every variant runs ``--repeat`` times in
+alternating order; the median counts.
 
     python -m bench.bench_trainset --sizes 25000,100000
+
+With ``--retrain 10000,100000`` it measures instead a retrain: that many consumed
+examples, then ``--new`` (1,000) approved after the cursor, and the build of the new set
+with replay drawn from the approval-time reservoir against the same build drawing it by
+scanning the consumed log (the way it was done before), alternating, repeated.
 
 Reported: examples per second (transcripts read / wall time of the build, reading from
 Redis included), peak RSS of the process and its growth over the RSS after start-up
