@@ -2,17 +2,19 @@
 
 Everything approved after the last consumed stream id becomes chat fine-tuning lines
 (``{"messages": [system, user/assistant turns..., assistant]}``) exactly as the bot
-used them, or preference pairs for DPO. On the way, PII is scrubbed, exact and
-near-exact duplicates are dropped, every line is checked the way OpenAI's
-data-preparation notebook checks it, a replay sample of earlier examples is mixed in
-so the continued model does not forget, and a validation split is taken that never
+used them, or preference pairs for DPO. On the way, PII is scrubbed
+(:mod:`workers.pii`), exact and near-exact duplicates are dropped, every line is checked
+by the training-data contract (:mod:`core.examples`) with the rules of the configured
+trainer and the base model's limit, a replay sample of earlier examples is mixed in so
+the continued model does not forget, and a validation split is taken that never
 overlaps the training file.
 
-Memory does not grow with the number of transcripts: the log is read in batches, lines
-are written to disk as they are made, duplicate detection keeps its hashes in a
-temporary Redis set, token statistics are a histogram bounded by the token limit, and
-the validation split and replay sample are bounded heaps/reservoirs (capped by
-``max_validation_examples`` and ``replay_max``).
+Memory does not grow with the number of transcripts: the log is read in batches
+(:mod:`workers.logread`), lines are written to disk as they are made, duplicate
+detection keeps its hashes in a temporary Redis set, token statistics are a histogram
+bounded by the token limit, and the validation split is a bounded heap (capped by
+``max_validation_examples``). Time grows with the new examples, not the history: the
+replay sample (at most ``replay_max``) comes from the reservoir kept at approval time.
 """
 
 from __future__ import annotations
@@ -50,13 +52,12 @@ from core.examples import (
 from core.pricing import default_epochs, price_for
 from core.settings import ROOT, Settings, TrainerBackend, TrainingMethod
 from core.tokens import TOKENS_PER_MESSAGE, counter_for_model, json_text
-from workers.logread import last_id, prefetched, read_range, replay_sample
+from workers.logread import READ_BATCH, last_id, prefetched, read_range, replay_sample
 from workers.pii import might_hold_pii, scrub
 from workers.training.base import TrainingFiles
 
 logger = logging.getLogger(__name__)
 
-READ_BATCH = 2000
 SEEN_TTL_S = 6 * 3600
 """The temporary de-duplication set outlives any build; a crashed build's set expires."""
 MAX_CHARS_PER_TOKEN_BOUND = 4
