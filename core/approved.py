@@ -149,7 +149,7 @@ def remove_pending(redis: Redis, answer_ids: set[str], batch: int = 1000) -> int
     """Delete not-yet-trained examples that came from these answers; how many went.
 
     Examples before the cursor were consumed by a training run and are part of a model;
-    they stay in the log as its record.
+    they stay in the log as its record. The deleted ones leave the replay reservoir too.
     """
     if not answer_ids:
         return 0
@@ -162,11 +162,26 @@ def remove_pending(redis: Redis, answer_ids: set[str], batch: int = 1000) -> int
     ]
     if not doomed:
         return 0
+    ids = [entry_id for entry_id, _ in doomed]
     pipe = redis.pipeline(transaction=True)
-    pipe.xdel(keys.APPROVED_LOG, *[entry_id for entry_id, _ in doomed])
+    pipe.xdel(keys.APPROVED_LOG, *ids)
     pipe.srem(keys.APPROVED_HASHES, *[example.content_hash() for _, example in doomed])
+    pipe.eval(_FORGET_IN_RESERVOIR, 1, keys.APPROVED_RESERVOIR, *ids)
     pipe.execute()
     return len(doomed)
+
+
+# KEYS[1] reservoir; ARGV: stream ids deleted from the log. Their slots are emptied (in
+# one script, so an append meanwhile cannot have refilled a slot that is then emptied).
+_FORGET_IN_RESERVOIR = """
+local gone = {}
+for _, id in ipairs(ARGV) do gone[id] = true end
+local slots = redis.call('HGETALL', KEYS[1])
+for i = 1, #slots, 2 do
+  if gone[slots[i + 1]] then redis.call('HDEL', KEYS[1], slots[i]) end
+end
+return 0
+"""
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:

@@ -405,17 +405,20 @@ def test_replay_never_brings_back_a_forgotten_example(
     redis_conn: Redis, settings: Settings
 ) -> None:
     for i in range(20):
-        log(redis_conn, f"Old question {i}?", f"Old answer {i}.", by=f"U{i % 2}")
-    doomed = [
-        entry_id
-        for entry_id, example in approved.read_after(redis_conn)
-        if "question 3?" in json.dumps(example.messages)
-    ]
-    redis_conn.xdel(keys.APPROVED_LOG, *doomed)  # what forget-me does to a user's examples
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Old question {i}?"},
+            {"role": "assistant", "content": f"Old answer {i}."},
+        ]
+        example = approved.Example(messages=messages, source="slack", answer_id=f"C1-{i}")
+        approved.append(redis_conn, example)
+    # forget-me removes a user's examples that no run has consumed yet...
+    assert approved.remove_pending(redis_conn, {"C1-3", "C1-7"}) == 2
     cursor = trainset.last_id(redis_conn)
     for i in range(10):
         log(redis_conn, f"New question {i}?", f"New answer {i}.")
 
+    # ...and no later run replays them, however much it replays.
     result = build(
         redis_conn,
         configure(settings, replay_fraction=5.0, replay_max=100, validation_fraction=0.0),
@@ -423,8 +426,12 @@ def test_replay_never_brings_back_a_forgotten_example(
     )
 
     train = json.dumps(lines(result.files.train_path))
-    assert result.manifest["counts"]["replay"] == 19
-    assert "Old question 3?" not in train
+    assert (
+        result.manifest["counts"]["replay"] == result.manifest["counts"]["replay_candidates"] == 18
+    )
+    assert "Old question 3?" not in train and "Old question 7?" not in train
+    reservoir = {raw.decode() for raw in redis_conn.hvals(keys.APPROVED_RESERVOIR)}
+    assert len(reservoir) == 28
 
 
 def test_a_log_written_before_the_reservoir_is_sampled_once(
