@@ -20,9 +20,9 @@ runs in its own fresh process so its peak memory is its own:
 The speed-up that counts is ``pandas`` against ``trainset-exact``: both count every
 token exactly. ``trainset`` (sampled counts) must keep and reject exactly the lines
 ``trainset-exact`` does (same file content, same over-limit rejections; the run fails
-otherwise); the error of its token total is printed. The limit (``--limit``) is low
-enough that some examples are rejected. Every variant runs ``--repeat`` times in
-alternating order; the median counts.
+otherwise); the error of its token total is printed. With a low ``--limit`` (700) some
+examples are over it, and all variants must reject the same number. Every variant runs
+``--repeat`` times in alternating order; the median counts.
 
     python -m bench.bench_trainset --sizes 25000,100000
 
@@ -61,10 +61,11 @@ SYSTEM = (
     "briefly, use Slack markdown, and say so when you do not know."
 )
 VARIANTS = ("trainset", "trainset-exact", "pandas", "pandas-helpers")
-LIMIT = 700
-"""The per-example limit of the comparison: low enough that some of these transcripts
-(~470 tokens on average) are rejected, so the variants must agree on
-over-limit rejections too."""
+LIMIT = 65536
+"""The per-example limit, as configured by default: most examples are far below it, so
+``trainset`` estimates their tokens from a sample. ``--limit 700`` makes every variant
+reject some of these transcripts (~470 tokens on average) as over the limit; the build
+then counts those near the limit exactly, as it always does."""
 
 
 # --- synthetic data ---------------------------------------------------------------------
