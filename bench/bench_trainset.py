@@ -251,6 +251,7 @@ def run_trainset(redis: Redis, out: Path, exact: bool, limit: int) -> dict[str, 
     )
     result = trainset.build(redis, settings, request)
     seconds = time.perf_counter() - started
+    peak = _rss_mb()  # before reading the files back for the comparison
     counts = result.manifest["counts"]
     return {
         "seconds": seconds,
@@ -262,7 +263,7 @@ def run_trainset(redis: Redis, out: Path, exact: bool, limit: int) -> dict[str, 
         "tokens": result.manifest["tokens"]["total"],
         "kept": _digest_of([result.files.train_path, result.files.valid_path]),
         "start_rss_mb": start_rss,
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": peak,
     }
 
 
