@@ -559,8 +559,7 @@ def examine_chat(
         tools = obj.get("tools") or obj.get("functions")
         if tools:
             tool_defs = json_text(tools)
-    findings.extend(_message_findings(messages, rules))
-    parts, names, size, label, roles = _chat_facts(messages)
+    parts, names, size, label, roles = _walk(messages, findings, rules)
     if "assistant" not in roles:
         findings.append(
             Finding(Code.EXAMPLE_MISSING_ASSISTANT_MESSAGE, "no assistant message to learn from")
@@ -587,11 +586,26 @@ def examine_chat(
     return ExampleFacts(findings, tokens, trained, fingerprint, label)
 
 
-def _message_findings(messages: list[Any], rules: TrainerRules) -> list[Finding]:
-    """The per-message findings of a messages list (chat lines and preference inputs)."""
-    findings: list[Finding] = []
+_PLAIN_ROLES = frozenset({"system", "user", "assistant"})
+
+
+def _walk(
+    messages: list[Any], findings: list[Finding], rules: TrainerRules
+) -> tuple[list[str], list[str] | None, int, str | None, set[str]]:
+    """Check a messages list (chat lines and preference inputs) in one pass.
+
+    Appends the findings of each message to ``findings`` and returns what counting and
+    de-duplication need: (role/text parts, names, characters, label, roles played). Tool
+    calls are part of their message's text (the model learns to write them). A plain
+    ``{"role", "content"}`` message with text takes a short path: most lines are only that.
+    """
+    parts: list[str] = []  # role, text, role, text, ...
+    names: list[str] | None = None
+    size = 0
+    label = None
+    roles: set[str] = set()
     for index, message in enumerate(messages, 1):
-        if not isinstance(message, dict):
+        if type(message) is not dict:
             findings.append(
                 Finding(
                     Code.MESSAGE_DATA_TYPE,
@@ -599,71 +613,36 @@ def _message_findings(messages: list[Any], rules: TrainerRules) -> list[Finding]
                 )
             )
             continue
-        if len(message) != 2 or "role" not in message or "content" not in message:
-            _message_problems(index, message, findings)
         role = message.get("role")
         content = message.get("content")
-        if type(content) is str:
-            if not content and not (
-                role == "assistant" and any(message.get(k) for k in _TOOL_KEYS)
-            ):
-                findings.append(Finding(Code.MISSING_CONTENT, f"message {index} has empty content"))
-            elif _invalid_text(content):
-                findings.append(
-                    Finding(
-                        Code.INVALID_TEXT,
-                        f"message {index} content holds a lone surrogate escape (like \\ud800), "
-                        "which is not text",
-                    )
-                )
-        elif content is None:
-            if not any(message.get(k) for k in _TOOL_KEYS) and "content" in message:
-                findings.append(Finding(Code.MISSING_CONTENT, f"message {index} has null content"))
-        elif not (isinstance(content, list) and role != "assistant" and _parts_ok(content)):
-            findings.append(
-                Finding(
-                    Code.CONTENT_WRONG_TYPE,
-                    f"message {index} content is {_type_name(content)}, expected a string",
-                )
-            )
-        if role not in ("assistant", "user", "system") and (
-            not isinstance(role, str) or role not in ROLES
+        if (
+            len(message) == 2
+            and type(content) is str
+            and type(role) is str
+            and role in _PLAIN_ROLES
         ):
-            findings.append(Finding(Code.UNRECOGNIZED_ROLE, f"message {index} has role {role!r}"))
-        if rules is not OPENAI_RULES and role in ROLES:
-            why = unsupported(message, rules)
-            if why:
-                findings.append(Finding(Code.NOT_TRAINABLE, f"message {index}: {why}"))
-    return findings
-
-
-def _chat_facts(
-    messages: list[Any],
-) -> tuple[list[str], list[str] | None, int, str | None, set[str]]:
-    """(role/text parts, names, characters, label, roles played) of a messages list.
-
-    Tool calls are part of their message's text (the model learns to write them).
-    """
-    parts: list[str] = []  # role, text, role, text, ...
-    names: list[str] | None = None
-    size = 0
-    label = None
-    roles: set[str] = set()
-    for message in messages:
-        if not isinstance(message, dict):
+            if not content:
+                findings.append(Finding(Code.MISSING_CONTENT, f"message {index} has empty content"))
+            elif not content.isascii() and _invalid_text(content):
+                findings.append(_surrogate(index))
+            roles.add(role)
+            if role == "assistant":
+                label = content
+            parts.append(role)
+            parts.append(content)
+            size += len(role) + len(content)
             continue
-        role = message.get("role")
-        text = text_of(message.get("content"))
-        if len(message) > 2:
-            call = message.get("tool_calls") or message.get("function_call")
-            if call:
-                text += json_text(call)
+        _check_message(index, message, role, content, findings, rules)
+        text = text_of(content)
+        call = message.get("tool_calls") or message.get("function_call")
+        if call:
+            text += json_text(call)
         played = _role_of(role)
         if played is not None:
             roles.add(played)
             if played == "assistant":
                 label = text
-        role_text = played or (role if type(role) is str else str(message.get("role", "")))
+        role_text = played or (role if type(role) is str else str(role or ""))
         parts.append(role_text)
         parts.append(text)
         size += len(role_text) + len(text)
@@ -675,6 +654,47 @@ def _chat_facts(
                 names = []
             names.append(name)
     return parts, names, size, label, roles
+
+
+def _surrogate(index: int) -> Finding:
+    return Finding(
+        Code.INVALID_TEXT,
+        f"message {index} content holds a lone surrogate escape (like \\ud800), which is not text",
+    )
+
+
+def _check_message(
+    index: int,
+    message: dict[str, Any],
+    role: Any,
+    content: Any,
+    findings: list[Finding],
+    rules: TrainerRules,
+) -> None:
+    """The checks of a message off the short path (other keys, roles or content types)."""
+    if len(message) != 2 or "role" not in message or "content" not in message:
+        _message_problems(index, message, findings)
+    if type(content) is str:
+        if not content and not (role == "assistant" and any(message.get(k) for k in _TOOL_KEYS)):
+            findings.append(Finding(Code.MISSING_CONTENT, f"message {index} has empty content"))
+        elif _invalid_text(content):
+            findings.append(_surrogate(index))
+    elif content is None:
+        if not any(message.get(k) for k in _TOOL_KEYS) and "content" in message:
+            findings.append(Finding(Code.MISSING_CONTENT, f"message {index} has null content"))
+    elif not (isinstance(content, list) and role != "assistant" and _parts_ok(content)):
+        findings.append(
+            Finding(
+                Code.CONTENT_WRONG_TYPE,
+                f"message {index} content is {_type_name(content)}, expected a string",
+            )
+        )
+    if not isinstance(role, str) or role not in ROLES:
+        findings.append(Finding(Code.UNRECOGNIZED_ROLE, f"message {index} has role {role!r}"))
+    elif rules is not OPENAI_RULES:
+        why = unsupported(message, rules)
+        if why:
+            findings.append(Finding(Code.NOT_TRAINABLE, f"message {index}: {why}"))
 
 
 def _count_chat(
@@ -705,7 +725,7 @@ def count_chat_tokens(
 ) -> int:
     """Tokens of a chat example as :func:`examine_chat` counts them (tool calls and tool
     definitions included): what the limit is checked against and what is billed."""
-    parts, names, _, _, _ = _chat_facts(messages)
+    parts, names, _, _, _ = _walk(messages, [], OPENAI_RULES)
     tokens, _ = _count_chat(parts, names, counter)
     return tokens + counter.count(json_text(tools)) if tools else tokens
 
@@ -901,8 +921,7 @@ def examine_preference(
         return ExampleFacts(findings, -1, 0, None, None)
     tools = source.get("tools") or source.get("functions")
     tool_defs = json_text(tools) if tools else ""
-    findings.extend(_message_findings(messages, rules))
-    parts, names, size, _, roles = _chat_facts(messages)
+    parts, names, size, _, roles = _walk(messages, findings, rules)
     outputs = [_output_text(obj.get(key), key, findings) for key in _OUTPUTS]
     chosen, rejected = outputs
     if chosen is not None and chosen == rejected:
