@@ -642,7 +642,7 @@ def _walk(
             roles.add(played)
             if played == "assistant":
                 label = text
-        role_text = played or (role if type(role) is str else str(role or ""))
+        role_text = played or (role if type(role) is str else str(message.get("role", "")))
         parts.append(role_text)
         parts.append(text)
         size += len(role_text) + len(text)
