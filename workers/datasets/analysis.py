@@ -27,11 +27,13 @@ from core.examples import (
     DROP_CODES,
     FIXES,
     MIN_EXAMPLES,
+    OPENAI_RULES,
     Code,
     Finding,
     Format,
     Severity,
     TokenCounter,
+    TrainerRules,
     completion_fields,
     examine_chat,
     examine_completion,
@@ -117,8 +119,11 @@ class Analysis:
         max_tokens: int,
         dedup_dir: str | None = None,
         count_all: bool = True,
+        rules: TrainerRules = OPENAI_RULES,
     ) -> None:
         self.fmt = fmt
+        self.rules = rules
+        """What the trainer the data is for can train on (the configured backend's)."""
         self.counter = counter
         self.max_tokens = max_tokens
         self.count_all = count_all
@@ -217,13 +222,19 @@ class Analysis:
     def feed_chat(self, line: int, obj: Any) -> bool:
         """Check one chat example and fold it into the totals; False when a fix drops it."""
         return self._feed(
-            line, examine_chat(obj, self.counter, self.max_tokens, count_all=self.count_all)
+            line,
+            examine_chat(
+                obj, self.counter, self.max_tokens, count_all=self.count_all, rules=self.rules
+            ),
         )
 
     def feed_preference(self, line: int, obj: Any) -> bool:
         """Check one preference (DPO) example and fold it in; False when a fix drops it."""
         return self._feed(
-            line, examine_preference(obj, self.counter, self.max_tokens, count_all=self.count_all)
+            line,
+            examine_preference(
+                obj, self.counter, self.max_tokens, count_all=self.count_all, rules=self.rules
+            ),
         )
 
     def _feed(self, line: int, facts: Any) -> bool:
@@ -663,10 +674,12 @@ def _worker_init(
     counter: TokenCounter,
     max_tokens: int,
     count_all: bool,
+    rules: TrainerRules,
     directory: str,
     shared: Any,
 ) -> None:
     _WORKER.update(
+        rules=rules,
         fmt=fmt,
         counter=counter,
         max_tokens=max_tokens,
@@ -690,6 +703,7 @@ def _worker_run(job: tuple[str, int, int]) -> tuple[str, Any, int, str]:
         _WORKER["max_tokens"],
         _WORKER["dir"],
         _WORKER["count_all"],
+        _WORKER["rules"],
     )
     reader = JsonlReader(path, start, end, progress)
     feed = analysis.feeder()
@@ -726,6 +740,7 @@ def analyze(
     progress: ProgressFn | None = None,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
     count_all: bool = True,
+    rules: TrainerRules = OPENAI_RULES,
 ) -> Analysis:
     """Validate a whole file in one streaming pass (plus a light one for markers).
 
@@ -733,15 +748,18 @@ def analyze(
     processes (below that, starting them costs more than it saves); anything else is
     read by this process. ``progress`` gets byte counts for a progress bar.
     ``count_all=False`` counts tokens only where the limit could be reached (enough
-    for validating; ``stats`` needs every count).
+    for validating; ``stats`` needs every count). ``rules`` are those of the trainer
+    the data is for.
     """
     kind = kind_of(path)
     big = kind == "jsonl" and os.path.getsize(path) >= parallel_min_bytes
     if jobs > 1 and big and _can_fork():
-        analysis = _analyze_parallel(path, fmt, counter, max_tokens, jobs, progress, count_all)
+        analysis = _analyze_parallel(
+            path, fmt, counter, max_tokens, jobs, progress, count_all, rules
+        )
     else:
         records = Records(path, delimiter, progress)
-        analysis = Analysis(fmt, counter, max_tokens, count_all=count_all)
+        analysis = Analysis(fmt, counter, max_tokens, count_all=count_all, rules=rules)
         analysis.notes.extend(records.notes)
         feed = analysis.feeder()
         try:
@@ -764,6 +782,7 @@ def _analyze_parallel(
     jobs: int,
     progress: ProgressFn | None,
     count_all: bool,
+    rules: TrainerRules,
 ) -> Analysis:
     context = multiprocessing.get_context("fork")
     shared = context.Value("q", 0)
@@ -772,7 +791,7 @@ def _analyze_parallel(
         pool = context.Pool(
             min(jobs, len(ranges)),
             initializer=_worker_init,
-            initargs=(fmt, counter, max_tokens, count_all, directory, shared),
+            initargs=(fmt, counter, max_tokens, count_all, rules, directory, shared),
         )
         try:
             pending = pool.map_async(_worker_run, ranges, chunksize=1)

@@ -14,6 +14,7 @@ import random
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,14 @@ from core.examples import (
     Code,
     Format,
     Severity,
+    TrainerRules,
     completion_fields,
     detect_format,
     examine_chat,
     examiner,
     example_limit,
     format_problem,
+    rules_for,
 )
 from core.pricing import price_for
 from core.settings import Settings, load_behaviour
@@ -141,6 +144,12 @@ def _progress(enabled: bool | None, path: Path, label: str) -> Iterator[Progress
         yield bar.update
 
 
+def _rules() -> TrainerRules:
+    """The rules of the configured trainer (``training.backend``): data for the local
+    trainer may not hold tool turns, data for OpenAI may."""
+    return rules_for(_state().settings.training.backend)
+
+
 def _counter(model: str) -> CachedCounter:
     return CachedCounter(counter_for_model(model))
 
@@ -222,6 +231,7 @@ def _analyze(
             delimiter=delimiter,
             progress=update,
             count_all=count_all,
+            rules=_rules(),
         )
     problem = format_problem(model, Format(fmt))
     if problem and analysis.examples:
@@ -468,7 +478,7 @@ def _run_import(
         else validation_fraction
     )
     rng = random.Random(settings.training.seed if seed is None else seed)
-    analysis = Analysis(fmt, _counter(model), limit)
+    analysis = Analysis(fmt, _counter(model), limit, rules=_rules())
     feed = analysis.feeder()
     counts = {"train": 0, "valid": 0, unit_name: 0}
     with _split_output(file, out_dir, analysis, counts) as split:
@@ -484,7 +494,8 @@ def _run_import(
         def chats() -> Iterator[list[dict[str, Any]]]:
             for unit in units():
                 for _, _, chat in unit:
-                    if _loadable(examine_chat(chat, analysis.counter, limit).findings):
+                    facts = examine_chat(chat, analysis.counter, limit, rules=analysis.rules)
+                    if _loadable(facts.findings):
                         yield chat["messages"]
 
         assert redis_url is not None
@@ -890,6 +901,8 @@ def load(
             else ""
         )
     examine = examiner(Format(fmt))
+    if fmt == Format.CHAT.value:
+        examine = partial(examine, rules=analysis.rules)
     counter = analysis.counter
 
     def chats(update: ProgressFn | None) -> Iterator[list[dict[str, Any]]]:

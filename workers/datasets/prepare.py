@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,8 @@ def write_prepared(
     fmt = Format(analysis.fmt)
     chat = fmt is not Format.COMPLETION
     examine = examiner(fmt)
+    if chat:
+        examine = partial(examine, rules=analysis.rules)
     counter, limit = analysis.counter, analysis.max_tokens
     example_fixes = frozenset(fixes) - {Code.COMPLETION_LEADING_SPACE}
     fixer = None if chat else _CompletionFixer(analysis, fixes)

@@ -301,3 +301,18 @@ def test_epochs_count_examples_over_the_limit_as_the_cookbook_does(tmp_path: Pat
     assert data["over_limit"] == 1
     assert data["epochs"] == default_epochs(26) == 3
     assert data["billed_tokens"] == 3 * (sum(tokens[:-1]) + limit)
+
+
+def test_data_for_the_local_trainer_may_not_hold_tool_turns(tmp_path: Path, run) -> None:
+    source = write_jsonl(tmp_path / "tools.jsonl", [_tool_chat(i) for i in range(20)])
+    config = tmp_path / "settings.yaml"
+    settings = (Path(__file__).parents[3] / "config" / "settings.yaml").read_text()
+    config.write_text(settings.replace("backend: openai", "backend: local", 1))
+
+    for_openai = run("prepare", source, "--check")
+    for_local = run("--config", config, "prepare", source, "--check")
+
+    assert for_openai.exit_code == 0, for_openai.output
+    assert for_local.exit_code == 1
+    assert "not_trainable_by_trainer: 20 examples" in for_local.output
+    assert "cannot be trained by the local LoRA trainer" in for_local.output
