@@ -915,7 +915,9 @@ def examine_preference(
             Finding(Code.UNRECOGNIZED_KEY, f"unknown keys {', '.join(map(repr, extra))}")
         )
     source = obj.get("input")
-    messages = source.get("messages") if isinstance(source, dict) else None
+    if not isinstance(source, dict):
+        source = {}
+    messages = source.get("messages")
     if not isinstance(messages, list) or not messages:
         findings.append(Finding(Code.MISSING_MESSAGES_LIST, "input has no messages list"))
         return ExampleFacts(findings, -1, 0, None, None)
