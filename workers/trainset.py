@@ -69,7 +69,19 @@ every other reason a line is left out is a :class:`core.examples.Code` value."""
 _NO_LIMIT = sys.maxsize
 """The limit given to the format checks: tokens are measured after PII scrubbing."""
 
-__all__ = ["BuildRequest", "TrainSet", "build", "last_id", "normalise", "scrub"]
+__all__ = [
+    "BuildRequest",
+    "TrainSet",
+    "build",
+    "last_id",  # the log's newest id: where a build ends (from workers.logread)
+    "latest_set_id",
+    "load_manifest",
+    "next_version",
+    "normalise",
+    "read_lines",
+    "save_manifest",
+    "sets_root",
+]
 
 
 # --- normalisation and hashing ----------------------------------------------------------
