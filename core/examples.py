@@ -945,10 +945,9 @@ def examine_preference(
         tokens, _ = _count_chat(parts, names, counter)
         if tool_defs:
             tokens += counter.count(tool_defs)
-        role = counter.count("assistant")
         sides = [counter.count(text) for text in outputs if text is not None]
         trained = sum(sides)
-        tokens += TOKENS_PER_MESSAGE + role + max(sides, default=0)
+        tokens = _pair_tokens(tokens, sides, counter)
         if tokens > max_tokens:
             findings.append(
                 Finding(
@@ -957,6 +956,20 @@ def examine_preference(
             )
     fingerprint = hash((tuple(parts), tool_defs, chosen, rejected))
     return ExampleFacts(findings, tokens, trained, fingerprint, None)
+
+
+def _pair_tokens(input_tokens: int, sides: list[int], counter: TokenCounter) -> int:
+    """A pair's tokens: its input, then the longer output as one more assistant message."""
+    return input_tokens + TOKENS_PER_MESSAGE + counter.count("assistant") + max(sides, default=0)
+
+
+def count_preference_tokens(
+    messages: list[dict[str, Any]], chosen: str, rejected: str, counter: TokenCounter
+) -> int:
+    """Tokens of a preference pair as :func:`examine_preference` counts them (the input
+    with the longer output): what the limit is checked against and what is billed."""
+    sides = [counter.count(chosen), counter.count(rejected)]
+    return _pair_tokens(count_chat_tokens(messages, counter), sides, counter)
 
 
 def check_preference_example(obj: Any, counter: TokenCounter, max_tokens: int) -> list[Finding]:

@@ -44,6 +44,7 @@ from core.examples import (
     Code,
     Severity,
     count_chat_tokens,
+    count_preference_tokens,
     examine_chat,
     example_limit,
     rules_for,
@@ -151,10 +152,12 @@ class _Line:
     """hash() of the line: only compared within one build, in one process."""
     near: bytes
     counted: list[dict[str, Any]]
-    """The messages whose tokens are this line's (for a pair: input and longer output)."""
+    """The messages whose tokens are this line's (for a pair: its input and chosen answer)."""
     chars: int
     """Characters of the counted text (bounds the tokens from above)."""
     warnings: list[str]
+    rejected: str | None = None
+    """A pair's rejected answer (the pair counts its longer output)."""
     tokens: int = 0
     """Set by :meth:`_Builder._measure`, after de-duplication."""
     exact_tokens: bool = False
@@ -178,8 +181,11 @@ class _TokenMeter:
         self.exact_chars = 0
         self.exact_examples = 0
 
-    def measure(self, messages: list[dict[str, Any]], chars: int) -> tuple[int, bool]:
-        """Tokens of a line's messages (framing included), exact or estimated.
+    def measure(
+        self, messages: list[dict[str, Any]], chars: int, rejected: str | None = None
+    ) -> tuple[int, bool]:
+        """Tokens of a line's messages (framing included), exact or estimated; with
+        ``rejected``, of the preference pair whose input and chosen answer they are.
 
         A line whose length bound could exceed the limit is always counted exactly, so the
         per-example limit is enforced exactly whatever is sampled.
@@ -194,7 +200,11 @@ class _TokenMeter:
         )
         if not exact:
             return max(1, round(chars * self.exact_tokens / self.exact_chars)), False
-        tokens = count_chat_tokens(messages, self.counter)
+        if rejected is None:
+            tokens = count_chat_tokens(messages, self.counter)
+        else:
+            chosen = str(messages[-1]["content"])
+            tokens = count_preference_tokens(messages[:-1], chosen, rejected, self.counter)
         self.exact_tokens += tokens
         self.exact_chars += max(chars, 1)
         self.exact_examples += 1
@@ -491,13 +501,12 @@ class _Builder:
             "preferred_output": [{"role": "assistant", "content": chosen}],
             "non_preferred_output": [{"role": "assistant", "content": rejected}],
         }
-        # Limited and billed as the input with the longer output (the contract's rule
-        # for preference pairs, see core.examples.examine_preference).
-        longer = max(chosen, rejected, key=len)
-        counted = [*context, {"role": "assistant", "content": longer}]
+        # Limited and billed as the contract counts a pair: the input with the longer output.
+        counted = [*context, {"role": "assistant", "content": chosen}]
         data = _ENCODER.encode(line).encode("utf-8")
         near = _digest(normalise(joined + SEPARATOR + rejected))
-        return _Line(data, hash(data), near, counted, len(joined) + len(rejected), warnings)
+        chars = len(joined) + len(rejected)
+        return _Line(data, hash(data), near, counted, chars, warnings, rejected)
 
     # -- de-duplication --
     def _new_lines(self, lines: list[_Line]) -> list[_Line]:
@@ -531,7 +540,9 @@ class _Builder:
 
     def _measure(self, line: _Line) -> bool:
         """Count a line's tokens; False (and an issue) when it is over the limit."""
-        line.tokens, line.exact_tokens = self.tokens.measure(line.counted, line.chars)
+        line.tokens, line.exact_tokens = self.tokens.measure(
+            line.counted, line.chars, line.rejected
+        )
         if line.tokens > self.limit:
             self.issues[Code.TOO_MANY_TOKENS.value] += 1
             return False

@@ -461,3 +461,22 @@ def test_a_log_written_before_the_reservoir_is_sampled_once(
     assert result.manifest["counts"]["replay_candidates"] == 20
     assert result.manifest["counts"]["replay"] == 10
     assert int(redis_conn.get(keys.APPROVED_RESERVOIR_SEEN)) == 30
+
+
+def test_a_preference_set_counts_tokens_as_the_dataset_tool_does(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    from core.examples import examine_preference
+
+    log(redis_conn, "Who approves expenses?", "Your manager.", rejected="Bob, always, no doubt.")
+    log(redis_conn, "Where is the office?", "On the second floor, by the lifts.", rejected="Up.")
+    dpo = configure(settings, method=TrainingMethod.DPO, validation_fraction=0.0)
+
+    result = build(redis_conn, dpo)
+
+    counter = counter_for_model(MODEL)
+    expected = [
+        examine_preference(line, counter, 65536).tokens for line in lines(result.files.train_path)
+    ]
+    assert result.manifest["tokens"]["total"] == sum(expected)
+    assert result.manifest["tokens"]["max"] == max(expected)
