@@ -5,18 +5,23 @@ line, every user and assistant text unique, about 1% duplicated lines and 0.5% b
 ones), then validated in the same run by:
 
 * ``baseline``: what one writes first: ``json.loads`` per line, the same per-example
-  checks (:func:`workers.datasets.checks.examine_chat`) with the same token counter
+  checks (:func:`core.examples.examine_chat`) with the same token counter
   (:func:`core.tokens.counter_for_model`), everything collected in lists, then
-  duplicates, errors and the token distribution computed from the lists;
+  duplicates and errors computed from the lists. Like ``prepare`` it counts tokens only
+  for examples that could reach the limit: it does the same work, and nothing more;
+* ``baseline-exact``: the same loop counting every example's tokens exactly and
+  computing the token distribution from the lists: the same work as ``stats``;
 * ``prepare``: :func:`workers.datasets.analysis.analyze` as ``prepare`` and ``load``
   run it, in one process: every check, tokens counted only for examples that could
   reach the limit (a token covers at least one UTF-8 byte, a character at most four);
+  compared with ``baseline``;
 * ``stats``: the same validator counting every example's tokens exactly, as ``stats``
-  runs it (token distribution, billed tokens);
+  runs it (token distribution, billed tokens); compared with ``baseline-exact``;
 * ``prepare-jN`` / ``stats-jN``: the same with the file split over N forked processes
   (the command line's default on a machine with N CPUs).
 
-Each variant runs in its own fresh process, so its peak memory is its own. Reported:
+Each variant runs in its own fresh process, so its peak memory is its own, and the
+whole set runs ``--repeat`` times, in alternating order; the median time counts. Reported:
 lines per second (wall time of the validation, reading included) and peak RSS with its
 growth over the RSS after start-up (interpreter, tokenizer): the memory validation
 itself needed. The variants must agree on examples, invalid examples, duplicates and
@@ -163,10 +168,12 @@ def _rss_kib() -> int:
     return 0
 
 
-def run_baseline(path: Path) -> dict[str, Any]:
-    """json.loads per line, the same checks and counter, everything kept in lists."""
+def run_baseline(path: Path, count_all: bool) -> dict[str, Any]:
+    """json.loads per line, the same checks and counter, everything kept in lists;
+    tokens counted for every example (``count_all``) or, as ``prepare`` does, only
+    where the limit could be reached."""
+    from core.examples import DROP_CODES, Severity, examine_chat
     from core.tokens import counter_for_model
-    from workers.datasets.checks import DROP_CODES, Severity, examine_chat
 
     counter = counter_for_model(MODEL)
     counter.count("warm up")
@@ -180,7 +187,7 @@ def run_baseline(path: Path) -> dict[str, Any]:
                 continue
             example = json.loads(line)
             examples.append(example)
-            facts.append(examine_chat(example, counter, MAX_TOKENS))
+            facts.append(examine_chat(example, counter, MAX_TOKENS, count_all=count_all))
     tokens = sorted(f.tokens for f in facts if f.tokens >= 0)
     invalid = [f for f in facts if any(x.severity is Severity.ERROR for x in f.findings)]
     seen: dict[int, int] = {}
@@ -199,17 +206,17 @@ def run_baseline(path: Path) -> dict[str, Any]:
         "examples": len(examples),
         "invalid": len(invalid),
         "duplicates": len(duplicates),
-        "tokens": sum(tokens),
-        "p95": p95,
+        "tokens": sum(tokens) if count_all else None,
+        "p95": p95 if count_all else None,
         "start_rss_kib": start_rss,
     }
 
 
 def run_streaming(path: Path, jobs: int, count_all: bool) -> dict[str, Any]:
     """The validator ``prepare`` (count_all False) and ``stats`` (True) use."""
+    from core.examples import CachedCounter
     from core.tokens import counter_for_model
     from workers.datasets.analysis import analyze
-    from workers.datasets.checks import CachedCounter
 
     counter = CachedCounter(counter_for_model(MODEL))
     start_rss = _rss_kib()
@@ -228,8 +235,8 @@ def run_streaming(path: Path, jobs: int, count_all: bool) -> dict[str, Any]:
 
 
 def _child(variant: str, path: Path) -> None:
-    if variant == "baseline":
-        result = run_baseline(path)
+    if variant.startswith("baseline"):
+        result = run_baseline(path, count_all=variant == "baseline-exact")
     else:
         jobs = int(variant.rsplit("-j", 1)[1]) if "-j" in variant else 1
         result = run_streaming(path, jobs, count_all=variant.startswith("stats"))
@@ -257,12 +264,21 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:,.0f} MiB"
 
 
+BASELINE_OF = {"prepare": "baseline", "stats": "baseline-exact"}
+"""Which baseline does the same work as each validator variant."""
+
+
+def _baseline_of(variant: str) -> str:
+    return BASELINE_OF[variant.split("-j")[0]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000, help="lines of the big file")
     parser.add_argument(
         "--jobs", type=int, default=0, help="workers for streaming-jN (default: CPUs)"
     )
+    parser.add_argument("--repeat", type=int, default=2, help="runs of every variant")
     parser.add_argument("--dir", type=Path, help="where to write the files (default: a temp dir)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
@@ -274,7 +290,7 @@ def main() -> None:
     from workers.datasets.analysis import default_jobs
 
     jobs = args.jobs or default_jobs()
-    variants = ["baseline", "prepare", "stats"]
+    variants = ["baseline", "prepare", "baseline-exact", "stats"]
     if jobs > 1:
         variants += [f"prepare-j{jobs}", f"stats-j{jobs}"]
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-validate-") as folder:
@@ -292,45 +308,63 @@ def main() -> None:
             files[size] = path
         results: dict[tuple[int, str], dict[str, Any]] = {}
         for size in sizes:
+            runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+            for repeat in range(args.repeat):
+                order = variants if repeat % 2 == 0 else variants[::-1]
+                for variant in order:
+                    r = measure(variant, files[size])
+                    runs[variant].append(r)
+                    print(
+                        f"  {size:>9,} lines  {variant:<14} "
+                        f"{r['examples'] / r['seconds']:>9,.0f} lines/s  "
+                        f"peak RSS {_mib(r['peak_rss_kib'])}",
+                        flush=True,
+                    )
             for variant in variants:
-                results[size, variant] = measure(variant, files[size])
-                r = results[size, variant]
-                print(
-                    f"  {size:>9,} lines  {variant:<14} {r['examples'] / r['seconds']:>9,.0f} lines/s  "
-                    f"peak RSS {_mib(r['peak_rss_kib'])}",
-                    flush=True,
-                )
-            reference = results[size, "baseline"]
-            for variant in variants[1:]:
-                mine = results[size, variant]
+                ordered = sorted(runs[variant], key=lambda r: r["seconds"])
+                median = ordered[len(ordered) // 2]
+                median["all_seconds"] = [r["seconds"] for r in runs[variant]]
+                results[size, variant] = median
+            for variant in variants:
+                if variant.startswith("baseline"):
+                    continue
+                mine, reference = results[size, variant], results[size, _baseline_of(variant)]
                 for key in ("examples", "invalid", "duplicates", "tokens", "p95"):
-                    if mine[key] is not None and mine[key] != reference[key]:
+                    if mine[key] != reference[key]:
                         raise SystemExit(
-                            f"{variant} disagrees with the baseline on {key}: "
+                            f"{variant} disagrees with its baseline on {key}: "
                             f"{mine[key]} != {reference[key]}"
                         )
     big = args.lines
-    base = results[big, "baseline"]
+    base = results[big, "baseline-exact"]
     print()
     print(
         f"{big:,}-line chat JSONL, {base['examples']:,} examples, {base['invalid']:,} invalid, "
-        f"{base['duplicates']:,} duplicates, {base['tokens']:,} tokens; {os.cpu_count()} CPUs"
+        f"{base['duplicates']:,} duplicates, {base['tokens']:,} tokens; {os.cpu_count()} CPUs; "
+        f"median of {args.repeat} runs in alternating order"
     )
     print()
     print(
-        "| variant | lines/s | speed-up | peak RSS | growth over start-up | growth at 1/10 of the lines |"
+        "| variant | same work as | lines/s | speed-up | runs (s) | peak RSS "
+        "| growth over start-up | growth at 1/10 of the lines |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
     for variant in variants:
         r = results[big, variant]
         small = results[sizes[0], variant]
         workers = ""
-        if variant != "baseline" and "-j" in variant:
+        if "-j" in variant:
             workers = f" + {jobs} x {_mib(r['worker_peak_rss_kib'])} workers"
         rate = r["examples"] / r["seconds"]
-        ratio = base["seconds"] / r["seconds"]
+        if variant.startswith("baseline"):
+            against, ratio = "-", "1.00x"
+        else:
+            against = _baseline_of(variant)
+            ratio = f"{results[big, against]['seconds'] / r['seconds']:.2f}x"
+        runs_text = ", ".join(f"{seconds:.1f}" for seconds in r["all_seconds"])
         print(
-            f"| {variant} | {rate:,.0f} | {ratio:.2f}x | {_mib(r['peak_rss_kib'])}{workers} | "
+            f"| {variant} | {against} | {rate:,.0f} | {ratio} | {runs_text} | "
+            f"{_mib(r['peak_rss_kib'])}{workers} | "
             f"{_mib(r['peak_rss_kib'] - r['start_rss_kib'])} | "
             f"{_mib(small['peak_rss_kib'] - small['start_rss_kib'])} |"
         )

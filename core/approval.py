@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 from enum import Enum
 
 from redis import Redis
 
-from core import keys
-from core.approved import Example
+from core import approved, keys
+from core.approved import RESERVOIR_LUA, Example
 from core.settings import ApprovalMode, ApprovalSettings
 from core.store import AnswerRecord, Store, Vote
 
@@ -93,18 +94,23 @@ class Pending:
         return max(self.corrections, key=lambda c: c.at) if self.corrections else None
 
 
-# KEYS: reviewed, approved hashes, approved log
-# ARGV: answer id, decision JSON, content hash ('' for no example), example JSON
-_DECIDE = """
+# KEYS: reviewed, approved hashes, approved log, reservoir, reservoir seen counter
+# ARGV: answer id, decision JSON, content hash ('' for no example), example JSON,
+#       reservoir size, uniform number
+_DECIDE = (
+    RESERVOIR_LUA
+    + """
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
 if previous then return {0, previous} end
 local id = ''
 if ARGV[3] ~= '' and redis.call('SADD', KEYS[2], ARGV[3]) == 1 then
   id = redis.call('XADD', KEYS[3], '*', 'example', ARGV[4])
+  offer_to_reservoir(KEYS[4], KEYS[5], id, tonumber(ARGV[5]), tonumber(ARGV[6]))
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return {1, id}
 """
+)
 
 
 def corrections(redis: Redis, answer_id: str) -> tuple[Correction, ...]:
@@ -163,14 +169,18 @@ def decide(
     verdict = json.dumps({"decision": decision.value, "by": by, "at": time.time()})
     done, value = redis.eval(
         _DECIDE,
-        3,
+        5,
         keys.REVIEWED,
         keys.APPROVED_HASHES,
         keys.APPROVED_LOG,
+        keys.APPROVED_RESERVOIR,
+        keys.APPROVED_RESERVOIR_SEEN,
         answer_id,
         verdict,
         example.content_hash() if example else "",
         example.to_json() if example else "",
+        approved.RESERVOIR_SIZE,
+        repr(random.random()),
     )
     if not done:
         return Result(Outcome.ALREADY_DECIDED, previous=json.loads(value))

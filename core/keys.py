@@ -93,6 +93,12 @@ APPROVED_HASHES = f"{PREFIX}approved:hashes"
 """SET: content hashes of every approved example, so the same example is logged once."""
 APPROVED_CURSOR = f"{PREFIX}approved:cursor"
 """STRING: stream id of the last approved example consumed by a started training run."""
+APPROVED_RESERVOIR = f"{PREFIX}approved:reservoir"
+"""HASH: slot number -> stream id of a uniform sample of the approved log (the replay
+pool), updated in the same script that appends an example; ids only, so an example
+deleted from the log (forget-me) drops out of the sample with it."""
+APPROVED_RESERVOIR_SEEN = f"{PREFIX}approved:reservoir:seen"
+"""STRING counter: examples offered to the reservoir so far (the sample's population)."""
 ADMIN_LOG = f"{PREFIX}audit"
 """STREAM: who did what, when (every admin action)."""
 

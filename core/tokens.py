@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -65,13 +66,22 @@ class Tokenizer:
         return total
 
     def message_content_tokens(self, message: dict[str, Any]) -> int:
-        """Tokens of one message's role and content (text parts of a list content too)."""
+        """Tokens of one message's role and content (text parts of a list content too,
+        and the JSON of its tool calls, which the model reads and writes as text)."""
         content = message.get("content")
         if isinstance(content, list):
             text = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
         else:
             text = "" if content is None else str(content)
+        call = message.get("tool_calls") or message.get("function_call")
+        if call:
+            text += json_text(call)
         return self.count(str(message.get("role", ""))) + self.count(text)
+
+
+def json_text(value: Any) -> str:
+    """The text a tool call or tool definition is counted as: its compact JSON."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def encoding_for_model(model: str) -> str:

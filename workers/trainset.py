@@ -2,17 +2,19 @@
 
 Everything approved after the last consumed stream id becomes chat fine-tuning lines
 (``{"messages": [system, user/assistant turns..., assistant]}``) exactly as the bot
-used them, or preference pairs for DPO. On the way, PII is scrubbed, exact and
-near-exact duplicates are dropped, every line is checked the way OpenAI's
-data-preparation notebook checks it, a replay sample of earlier examples is mixed in
-so the continued model does not forget, and a validation split is taken that never
+used them, or preference pairs for DPO. On the way, PII is scrubbed
+(:mod:`workers.pii`), exact and near-exact duplicates are dropped, every line is checked
+by the training-data contract (:mod:`core.examples`) with the rules of the configured
+trainer and the base model's limit, a replay sample of earlier examples is mixed in so
+the continued model does not forget, and a validation split is taken that never
 overlaps the training file.
 
-Memory does not grow with the number of transcripts: the log is read in batches, lines
-are written to disk as they are made, duplicate detection keeps its hashes in a
-temporary Redis set, token statistics are a histogram bounded by the token limit, and
-the validation split and replay sample are bounded heaps/reservoirs (capped by
-``max_validation_examples`` and ``replay_max``).
+Memory does not grow with the number of transcripts: the log is read in batches
+(:mod:`workers.logread`), lines are written to disk as they are made, duplicate
+detection keeps its hashes in a temporary Redis set, token statistics are a histogram
+bounded by the token limit, and the validation split is a bounded heap (capped by
+``max_validation_examples``). Time grows with the new examples, not the history: the
+replay sample (at most ``replay_max``) comes from the reservoir kept at approval time.
 """
 
 from __future__ import annotations
@@ -23,13 +25,11 @@ import json
 import logging
 import math
 import os
-import queue
 import random
-import re
 import shutil
-import threading
+import sys
 import time
-from collections import Counter as Tally
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,125 +39,56 @@ from redis import Redis
 
 from core import keys
 from core.errors import DatasetError
+from core.examples import (
+    CachedCounter,
+    Code,
+    Severity,
+    count_chat_tokens,
+    count_preference_tokens,
+    examine_chat,
+    example_limit,
+    rules_for,
+    text_of,
+)
 from core.pricing import default_epochs, price_for
-from core.redaction import might_hold_secret, redact_secrets
-from core.settings import ROOT, PiiSettings, Settings, TrainerBackend, TrainingMethod
-from core.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, Tokenizer, counter_for_model
+from core.settings import ROOT, Settings, TrainerBackend, TrainingMethod
+from core.tokens import TOKENS_PER_MESSAGE, counter_for_model, json_text
+from workers.logread import READ_BATCH, last_id, prefetched, read_range, replay_sample
+from workers.pii import might_hold_pii, scrub
 from workers.training.base import TrainingFiles
 
 logger = logging.getLogger(__name__)
 
-READ_BATCH = 2000
 SEEN_TTL_S = 6 * 3600
 """The temporary de-duplication set outlives any build; a crashed build's set expires."""
-ALLOWED_ROLES = frozenset({"system", "user", "assistant", "tool"})
-ALLOWED_MESSAGE_KEYS = frozenset({"role", "content", "name", "function_call", "weight"})
 MAX_CHARS_PER_TOKEN_BOUND = 4
 """A token covers at least one UTF-8 byte and a character is at most 4 bytes, so
 ``4 * characters`` bounds the tokens of a text from above without tokenising it."""
+NOT_A_PAIR = "not_a_preference_pair"
+"""Why a correction gives no preference pair (no rejected answer, or the same text);
+every other reason a line is left out is a :class:`core.examples.Code` value."""
+_NO_LIMIT = sys.maxsize
+"""The limit given to the format checks: tokens are measured after PII scrubbing."""
 
-
-class Issue:
-    """Why a line was left out (the notebook's error names, plus ours)."""
-
-    DATA_TYPE = "data_type"
-    MISSING_MESSAGES = "missing_messages_list"
-    MESSAGE_MISSING_KEY = "message_missing_key"
-    MESSAGE_UNRECOGNIZED_KEY = "message_unrecognized_key"
-    UNRECOGNIZED_ROLE = "unrecognized_role"
-    MISSING_CONTENT = "missing_content"
-    MISSING_ASSISTANT = "example_missing_assistant_message"
-    TOO_MANY_TOKENS = "too_many_tokens"
-    NOT_A_PAIR = "not_a_preference_pair"
-
-
-# --- PII -------------------------------------------------------------------------------
-_EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*\.[A-Za-z]{2,}+"
-)
-_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-_PHONE = re.compile(
-    r"(?<![\w+])(?<!\d[\s.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}"
-    r"[\s.-]\d{3,4}(?!\w)(?![\s.-]\d)"
-)
-MIN_PHONE_DIGITS = 7
-EMAIL_MASK = "[email]"
-PHONE_MASK = "[phone]"
-CARD_MASK = "[card]"
-MENTION_MASK = "@someone"
-
-
-def _luhn_ok(number: str) -> bool:
-    digits = [int(c) for c in number if c.isdigit()]
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def _mask_cards(text: str, tally: Tally[str] | None) -> str:
-    """Card-like digit runs that pass the Luhn check become a placeholder."""
-    masked = 0
-
-    def replace(match: re.Match[str]) -> str:
-        nonlocal masked
-        if _luhn_ok(match.group(0)):
-            masked += 1
-            return CARD_MASK
-        return match.group(0)
-
-    text = _CARD.sub(replace, text)
-    if masked and tally is not None:
-        tally["cards"] += masked
-    return text
-
-
-def _digits(text: str) -> int:
-    """How many ASCII digits ``text`` has (bytes.translate runs in C: ~1 ns a character)."""
-    raw = text.encode("utf-8", "replace")
-    return len(raw) - len(raw.translate(None, b"0123456789"))
-
-
-def scrub(text: str, pii: PiiSettings, tally: Tally[str] | None = None) -> str:
-    """``text`` with secrets (always) and the configured kinds of PII replaced by placeholders.
-
-    Python's regex engine costs ~15 ns a character for these patterns, so each runs only
-    when a C-speed test says it could match: an "@" that is not a Slack mention for
-    emails, "<@" for mentions, seven digits or more for phone and card numbers.
-    """
-    text, n = redact_secrets(text)
-    if n and tally is not None:
-        tally["secrets"] += n
-    if "@" in text:
-        mentions = text.count("<@")
-        if pii.emails and text.count("@") > mentions:
-            text, n = _EMAIL.subn(EMAIL_MASK, text)
-            if n and tally is not None:
-                tally["emails"] += n
-        if pii.slack_mentions and mentions:
-            text, n = _MENTION.subn(MENTION_MASK, text)
-            if n and tally is not None:
-                tally["slack_mentions"] += n
-    if (pii.cards or pii.phones) and _digits(text) >= MIN_PHONE_DIGITS:
-        if pii.cards:
-            text = _mask_cards(text, tally)
-        if pii.phones:
-            text, n = _PHONE.subn(PHONE_MASK, text)
-            if n and tally is not None:
-                tally["phones"] += n
-    return text
+__all__ = [
+    "BuildRequest",
+    "TrainSet",
+    "build",
+    "last_id",  # the log's newest id: where a build ends (from workers.logread)
+    "latest_set_id",
+    "load_manifest",
+    "next_version",
+    "normalise",
+    "read_lines",
+    "save_manifest",
+    "sets_root",
+]
 
 
 # --- normalisation and hashing ----------------------------------------------------------
 SEPARATOR = "\x1f"
 """Joins a line's texts before normalising; survives normalisation, so turns stay apart."""
 _DROP = bytes(b for b in range(128) if not chr(b).isalnum() and b != 0x1F)
-_DIGIT_BYTES = b"0123456789"
 
 
 def normalise(text: str) -> bytes:
@@ -167,19 +98,6 @@ def normalise(text: str) -> bytes:
     differ only in spacing or punctuation are the same example.
     """
     return text.lower().encode("utf-8", "replace").translate(None, _DROP)
-
-
-def _might_hold_pii(text: str, normalised: bytes, pii: PiiSettings) -> bool:
-    """A C-speed test of a whole example: could any scrubber match anywhere in it?
-
-    ``normalised`` is :func:`normalise` of the same text: it keeps every digit, so
-    counting them there saves encoding the text again.
-    """
-    if might_hold_secret(text) or ("@" in text and (pii.emails or pii.slack_mentions)):
-        return True
-    if pii.cards or pii.phones:
-        return len(normalised) - len(normalised.translate(None, _DIGIT_BYTES)) >= MIN_PHONE_DIGITS
-    return False
 
 
 def _with_weights(prefix: str, assistants: int) -> str | None:
@@ -217,7 +135,6 @@ def _digest(data: bytes) -> bytes:
 
 
 # --- one line ---------------------------------------------------------------------------
-_MISSING = object()
 _loads = json.loads
 _raw_decode = json.JSONDecoder().raw_decode
 _MESSAGES_FIRST = '{"messages":'
@@ -234,73 +151,27 @@ class _Line:
     exact: int
     """hash() of the line: only compared within one build, in one process."""
     near: bytes
-    tokens: int
-    exact_tokens: bool
-
-
-def check_chat(example: Any) -> str | None:
-    """The first format error of a chat line, as the data-preparation notebook names it."""
-    if not isinstance(example, dict):
-        return Issue.DATA_TYPE
-    messages = example.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return Issue.MISSING_MESSAGES
-    has_assistant = False
-    for message in messages:
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            return Issue.MESSAGE_MISSING_KEY
-        if not ALLOWED_MESSAGE_KEYS.issuperset(message):
-            return Issue.MESSAGE_UNRECOGNIZED_KEY
-        role = message["role"]
-        if role not in ALLOWED_ROLES:
-            return Issue.UNRECOGNIZED_ROLE
-        content = message["content"]
-        if (content is None and "function_call" not in message) or (
-            content is not None and not isinstance(content, str)
-        ):
-            return Issue.MISSING_CONTENT
-        if role == "assistant":
-            has_assistant = True
-    if not has_assistant or messages[-1]["role"] != "assistant":
-        return Issue.MISSING_ASSISTANT
-    if not isinstance(messages[-1]["content"], str) or not messages[-1]["content"].strip():
-        return Issue.MISSING_CONTENT
-    return None
-
-
-def check_preference(example: Any) -> str | None:
-    """The first format error of a preference (DPO) line."""
-    if not isinstance(example, dict):
-        return Issue.DATA_TYPE
-    error = check_chat(
-        {
-            "messages": [
-                *((example.get("input") or {}).get("messages") or []),
-                {"role": "assistant", "content": "x"},
-            ]
-        }
-    )
-    if error:
-        return error
-    for key in ("preferred_output", "non_preferred_output"):
-        out = example.get(key)
-        if (
-            not isinstance(out, list)
-            or len(out) != 1
-            or not isinstance(out[0], dict)
-            or out[0].get("role") != "assistant"
-        ):
-            return Issue.MISSING_ASSISTANT
-        if not isinstance(out[0].get("content"), str) or not out[0]["content"].strip():
-            return Issue.MISSING_CONTENT
-    return None
+    counted: list[dict[str, Any]]
+    """The messages whose tokens are this line's (for a pair: its input and chosen answer)."""
+    chars: int
+    """Characters of the counted text (bounds the tokens from above)."""
+    warnings: list[str]
+    rejected: str | None = None
+    """A pair's rejected answer (the pair counts its longer output)."""
+    tokens: int = 0
+    """Set by :meth:`_Builder._measure`, after de-duplication."""
+    exact_tokens: bool = False
 
 
 class _TokenMeter:
     """Exact token counts for the first N examples and every k-th after; the rest are
-    estimated from their length with the ratio measured so far (stated in the manifest)."""
+    estimated from their length with the ratio measured so far (stated in the manifest).
 
-    def __init__(self, counter: Tokenizer, limit: int, exact_first: int, every: int) -> None:
+    Exact counts are the contract's (:func:`core.examples.count_chat_tokens`), through a
+    :class:`core.examples.CachedCounter` so the system prompt every line repeats is
+    tokenised once."""
+
+    def __init__(self, counter: CachedCounter, limit: int, exact_first: int, every: int) -> None:
         self.counter = counter
         self.limit = limit
         self.exact_first = exact_first
@@ -309,35 +180,12 @@ class _TokenMeter:
         self.exact_tokens = 0
         self.exact_chars = 0
         self.exact_examples = 0
-        self._system_cache: dict[str, int] = {}
-        self._role_cache: dict[str, int] = {}
 
-    def _count_messages(self, messages: list[dict[str, Any]]) -> int:
-        total = REPLY_PRIMING
-        count = self.counter.count
-        for message in messages:
-            content = message.get("content") or ""
-            if message.get("role") == "system":
-                cached = self._system_cache.get(content)
-                if cached is None:
-                    if len(self._system_cache) > 64:
-                        self._system_cache.clear()
-                    cached = count(content)
-                    self._system_cache[content] = cached
-                tokens = cached
-            else:
-                tokens = count(content)
-            role = message.get("role", "")
-            role_tokens = self._role_cache.get(role)
-            if role_tokens is None:
-                role_tokens = self._role_cache[role] = count(str(role))
-            total += TOKENS_PER_MESSAGE + role_tokens + tokens
-            if message.get("name"):
-                total += 1 + count(str(message["name"]))
-        return total
-
-    def measure(self, messages: list[dict[str, Any]], chars: int) -> tuple[int, bool]:
-        """Tokens of a line's messages (framing included), exact or estimated.
+    def measure(
+        self, messages: list[dict[str, Any]], chars: int, rejected: str | None = None
+    ) -> tuple[int, bool]:
+        """Tokens of a line's messages (framing included), exact or estimated; with
+        ``rejected``, of the preference pair whose input and chosen answer they are.
 
         A line whose length bound could exceed the limit is always counted exactly, so the
         per-example limit is enforced exactly whatever is sampled.
@@ -352,7 +200,11 @@ class _TokenMeter:
         )
         if not exact:
             return max(1, round(chars * self.exact_tokens / self.exact_chars)), False
-        tokens = self._count_messages(messages)
+        if rejected is None:
+            tokens = count_chat_tokens(messages, self.counter)
+        else:
+            chosen = str(messages[-1]["content"])
+            tokens = count_preference_tokens(messages[:-1], chosen, rejected, self.counter)
         self.exact_tokens += tokens
         self.exact_chars += max(chars, 1)
         self.exact_examples += 1
@@ -363,7 +215,7 @@ class _TokenStats:
     """Token distribution in bounded memory: a histogram keyed by token count."""
 
     def __init__(self) -> None:
-        self.histogram: Tally[int] = Tally()
+        self.histogram: Counter[int] = Counter()
         self.total = 0
         self.count = 0
         self.estimated = 0
@@ -401,83 +253,6 @@ class _TokenStats:
         }
 
 
-# --- reading the log --------------------------------------------------------------------
-def _read_range(
-    redis: Redis, after_id: str, upto_id: str | None, batch: int = READ_BATCH
-) -> Iterator[list[tuple[str, bytes]]]:
-    """Batches of (stream id, example JSON) after ``after_id`` up to ``upto_id`` inclusive."""
-    cursor = after_id
-    high = upto_id or "+"
-    while True:
-        chunk = redis.xrange(keys.APPROVED_LOG, min=f"({cursor}", max=high, count=batch)
-        if not chunk:
-            return
-        out: list[tuple[str, bytes]] = []
-        for raw_id, fields in chunk:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-            out.append((entry_id, fields.get(b"example", fields.get("example"))))
-        yield out
-        cursor = out[-1][0]
-        if len(chunk) < batch:
-            return
-
-
-_DONE = object()
-
-
-def _prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Iterate ``batches`` with the next ones read by a thread meanwhile (at most ``depth``).
-
-    Reading from Redis waits on the socket with the GIL released, so it overlaps with
-    converting the batch before; memory stays bounded by ``depth`` batches.
-    """
-    out: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for batch in batches:
-                if not put(batch):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-
-    reader = threading.Thread(target=read, name="trainset-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = out.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join(timeout=5)
-
-
-def last_id(redis: Redis) -> str | None:
-    """The newest id in the approved log (a build's upper bound), None when it is empty."""
-    newest = redis.xrevrange(keys.APPROVED_LOG, count=1)
-    if not newest:
-        return None
-    raw = newest[0][0]
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-# KEYS[1] seen set; ARGV[1] ttl, then (exact, near) digest pairs.
-# Returns one character per pair: 0 new, 1 exact duplicate, 2 near-exact duplicate.
 _DEDUP = """
 local out = {}
 for i = 2, #ARGV, 2 do
@@ -552,10 +327,12 @@ class _Builder:
         self.request = request
         self.method = self.training.method
         self.pii = self.training.pii
-        self.limit = self.training.max_example_tokens
+        self.limit = example_limit(request.base_model, self.training.max_example_tokens)
+        self.rules = rules_for(self.training.backend)
         counter = counter_for_model(request.base_model)
+        self.counter = CachedCounter(counter)
         self.tokens = _TokenMeter(
-            counter,
+            self.counter,
             self.limit,
             self.training.exact_token_examples,
             self.training.token_sample_every,
@@ -563,10 +340,10 @@ class _Builder:
         self.counter_source = counter.source
         self.counter_exact = counter.exact
         self.stats = _TokenStats()
-        self.issues: Tally[str] = Tally()
-        self.warnings: Tally[str] = Tally()
-        self.pii_tally: Tally[str] = Tally()
-        self.counts: Tally[str] = Tally()
+        self.issues: Counter[str] = Counter()
+        self.warnings: Counter[str] = Counter()
+        self.pii_tally: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
         self.train_tokens = 0
         self.out_dir = out_dir
         self.seen_key = keys.trainset_seen(request.set_id)
@@ -579,9 +356,12 @@ class _Builder:
     def convert(self, raw: bytes) -> _Line | str:
         """One approved example as a line, or the issue that keeps it out.
 
-        This is the hot loop of a 100k-example build: one pass checks the messages (the
-        checks of :func:`check_chat`), then PII is looked for once over the whole
-        example and scrubbed message by message only where it could be.
+        This is the hot loop of a 100k-example build: the contract's checks
+        (:func:`core.examples.examine_chat`, with the rules of the configured trainer)
+        decide whether the line is valid, then PII is looked for once over the whole
+        example and scrubbed message by message only where it could be. The log's
+        examples end with the approved answer, so the last message must be the
+        assistant's, with text.
         """
         dpo = self.method is TrainingMethod.DPO
         text_raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -600,43 +380,41 @@ class _Builder:
             try:
                 parsed = _loads(text_raw)
             except ValueError:
-                return Issue.DATA_TYPE
+                return Code.DATA_TYPE.value
             if type(parsed) is not dict:
-                return Issue.DATA_TYPE
+                return Code.DATA_TYPE.value
             example = parsed
             messages = parsed.get("messages")
-        if type(messages) is not list or not messages:
-            return Issue.MISSING_MESSAGES
+        findings = examine_chat(
+            {"messages": messages}, self.counter, _NO_LIMIT, count_all=False, rules=self.rules
+        ).findings
+        warnings = []
+        for finding in findings:
+            if finding.severity is Severity.ERROR:
+                return finding.code.value
+            warnings.append(finding.code.value)
+        last = messages[-1]
+        if last.get("role") != "assistant":
+            return Code.EXAMPLE_MISSING_ASSISTANT_MESSAGE.value
         texts: list[str] = []
-        roles: set[str] = set()
-        earlier_answers = False
+        assistants = 0
+        extra_chars = 0
         for message in messages:
-            if type(message) is not dict:
-                return Issue.DATA_TYPE
-            role = message.get("role")
-            content = message.get("content", _MISSING)
-            if role is None or content is _MISSING:
-                return Issue.MESSAGE_MISSING_KEY
-            if len(message) > 2 and not ALLOWED_MESSAGE_KEYS.issuperset(message):
-                return Issue.MESSAGE_UNRECOGNIZED_KEY
-            if role not in ALLOWED_ROLES:
-                return Issue.UNRECOGNIZED_ROLE
-            if type(content) is not str:
-                if content is not None or "function_call" not in message:
-                    return Issue.MISSING_CONTENT
-                content = ""
-            if role in roles and role == "assistant":
-                earlier_answers = True
-            roles.add(role)
-            texts.append(content)
-        if role != "assistant":
-            return Issue.MISSING_ASSISTANT
+            content = message.get("content")
+            texts.append(content if type(content) is str else text_of(content))
+            if message["role"] == "assistant":
+                assistants += 1
+            if len(message) > 2:
+                call = message.get("tool_calls") or message.get("function_call")
+                if call:
+                    extra_chars += len(json_text(call))
         if not texts[-1].strip():
-            return Issue.MISSING_CONTENT
+            return Code.MISSING_CONTENT.value
+        earlier_answers = assistants > 1
         joined = SEPARATOR.join(texts)
         changed = False
         normalised = normalise(joined)
-        if _might_hold_pii(joined, normalised, self.pii):
+        if might_hold_pii(joined, normalised, self.pii):
             scrubbed = [scrub(text, self.pii, self.pii_tally) for text in texts]
             if scrubbed != texts:
                 changed = True
@@ -644,17 +422,20 @@ class _Builder:
                 joined = SEPARATOR.join(texts)
                 normalised = normalise(joined)
         if dpo:
-            result = self._preference(messages, texts, joined, (example or {}).get("rejected"))
-        else:
-            result = self._chat(
-                messages, texts, joined, normalised, changed, earlier_answers, prefix
+            return self._preference(
+                messages, texts, joined, (example or {}).get("rejected"), warnings
             )
-        if not isinstance(result, str):
-            if "system" not in roles:
-                self.warnings["missing_system_message"] += 1
-            if "user" not in roles:
-                self.warnings["missing_user_message"] += 1
-        return result
+        return self._chat(
+            messages,
+            texts,
+            joined,
+            normalised,
+            changed,
+            earlier_answers,
+            prefix,
+            extra_chars,
+            warnings,
+        )
 
     def _chat(
         self,
@@ -665,6 +446,8 @@ class _Builder:
         changed: bool,
         earlier_answers: bool,
         prefix: str | None,
+        extra_chars: int,
+        warnings: list[str],
     ) -> _Line | str:
         """A supervised line; reuses the log's own JSON when only weights had to change."""
         clean = messages
@@ -672,11 +455,9 @@ class _Builder:
             assistants = sum(1 for m in messages if m["role"] == "assistant")
             weighted = _with_weights(prefix, assistants)
             if weighted is not None:
-                tokens, exact = self.tokens.measure(messages, len(joined))
-                if tokens > self.limit:
-                    return Issue.TOO_MANY_TOKENS
                 data = (weighted + "}").encode("utf-8")
-                return _Line(data, hash(data), _digest(normalised), tokens, exact)
+                chars = len(joined) + extra_chars
+                return _Line(data, hash(data), _digest(normalised), messages, chars, warnings)
         if changed or earlier_answers:
             clean = []
             last = len(messages) - 1
@@ -689,25 +470,28 @@ class _Builder:
                     clean.append({**message, "content": texts[i]})
                 else:
                     clean.append(message)
-        tokens, exact = self.tokens.measure(clean, len(joined))
-        if tokens > self.limit:
-            return Issue.TOO_MANY_TOKENS
         if prefix is not None and not changed:
             data = (prefix + "}").encode("utf-8")
         else:
             data = _ENCODER.encode({"messages": clean}).encode("utf-8")
-        return _Line(data, hash(data), _digest(normalised), tokens, exact)
+        chars = len(joined) + extra_chars
+        return _Line(data, hash(data), _digest(normalised), clean, chars, warnings)
 
     def _preference(
-        self, messages: list[dict[str, Any]], texts: list[str], joined: str, rejected: Any
+        self,
+        messages: list[dict[str, Any]],
+        texts: list[str],
+        joined: str,
+        rejected: Any,
+        warnings: list[str],
     ) -> _Line | str:
         """A preference pair: the approved (corrected) answer over the one it replaced."""
         if not isinstance(rejected, str) or not rejected.strip():
-            return Issue.NOT_A_PAIR
+            return NOT_A_PAIR
         rejected = scrub(rejected, self.pii, self.pii_tally)
         chosen = texts[-1]
         if normalise(chosen) == normalise(rejected):
-            return Issue.NOT_A_PAIR
+            return NOT_A_PAIR
         context = [
             {**{k: v for k, v in m.items() if k != "weight"}, "content": text}
             for m, text in zip(messages[:-1], texts, strict=False)
@@ -717,16 +501,12 @@ class _Builder:
             "preferred_output": [{"role": "assistant", "content": chosen}],
             "non_preferred_output": [{"role": "assistant", "content": rejected}],
         }
-        # Billed for the input and the longer of the two outputs.
-        longer = max(chosen, rejected, key=len)
-        tokens, exact = self.tokens.measure(
-            [*context, {"role": "assistant", "content": longer}], len(joined) + len(rejected)
-        )
-        if tokens > self.limit:
-            return Issue.TOO_MANY_TOKENS
+        # Limited and billed as the contract counts a pair: the input with the longer output.
+        counted = [*context, {"role": "assistant", "content": chosen}]
         data = _ENCODER.encode(line).encode("utf-8")
         near = _digest(normalise(joined + SEPARATOR + rejected))
-        return _Line(data, hash(data), near, tokens, exact)
+        chars = len(joined) + len(rejected)
+        return _Line(data, hash(data), near, counted, chars, warnings, rejected)
 
     # -- de-duplication --
     def _new_lines(self, lines: list[_Line]) -> list[_Line]:
@@ -748,6 +528,7 @@ class _Builder:
         return kept
 
     def _convert_batch(self, raws: list[bytes]) -> list[_Line]:
+        """Convert, drop duplicates, then measure tokens (so duplicates cost no counting)."""
         lines: list[_Line] = []
         for raw in raws:
             result = self.convert(raw)
@@ -755,7 +536,18 @@ class _Builder:
                 self.issues[result] += 1
             else:
                 lines.append(result)
-        return self._new_lines(lines)
+        return [line for line in self._new_lines(lines) if self._measure(line)]
+
+    def _measure(self, line: _Line) -> bool:
+        """Count a line's tokens; False (and an issue) when it is over the limit."""
+        line.tokens, line.exact_tokens = self.tokens.measure(
+            line.counted, line.chars, line.rejected
+        )
+        if line.tokens > self.limit:
+            self.issues[Code.TOO_MANY_TOKENS.value] += 1
+            return False
+        self.warnings.update(line.warnings)
+        return True
 
     # -- the passes --
     def run(self) -> TrainSet:
@@ -776,7 +568,7 @@ class _Builder:
 
     def _new_pass(self, train: Any) -> None:
         request = self.request
-        for batch in _prefetched(_read_range(self.redis, request.after_id, request.upto_id)):
+        for batch in prefetched(read_range(self.redis, request.after_id, request.upto_id)):
             self.counts["read"] += len(batch)
             for line in self._convert_batch([raw for _, raw in batch]):
                 self.counts["new_examples"] += 1
@@ -826,7 +618,9 @@ class _Builder:
         return [data for _, _, _, data in valid], tuple(near.hex() for _, _, near, _ in valid)
 
     def _replay_pass(self, train: Any, n_train_new: int) -> None:
-        """Mix in a reservoir sample of earlier approved examples (training file only)."""
+        """Mix in a uniform sample of earlier (consumed) approved examples, training file
+        only, drawn from the reservoir kept at approval time: the cost grows with the
+        sample, not with the history. Held-out validation examples are never replayed."""
         fraction = self.training.replay_fraction
         if fraction <= 0 or n_train_new <= 0 or self.request.after_id in ("0", "0-0"):
             return
@@ -834,25 +628,15 @@ class _Builder:
         if k <= 0:
             return
         rng = random.Random(f"{self.training.seed}:{self.request.set_id}")
-        reservoir: list[bytes] = []
-        seen = 0
-        for batch in _prefetched(_read_range(self.redis, "0-0", self.request.after_id)):
-            for _, raw in batch:
-                seen += 1
-                if len(reservoir) < k:
-                    reservoir.append(raw)
-                else:
-                    j = rng.randrange(seen)
-                    if j < k:
-                        reservoir[j] = raw
-            self.heartbeat()
-        self.counts["replay_candidates"] = seen
-        if not reservoir:
+        candidates, sample = replay_sample(self.redis, self.request.after_id, k, rng)
+        self.heartbeat()
+        self.counts["replay_candidates"] = candidates
+        if not sample:
             return
         lines = []
-        for start in range(0, len(reservoir), READ_BATCH):
+        for start in range(0, len(sample), READ_BATCH):
             issues_before = sum(self.issues.values())
-            lines += self._convert_batch(reservoir[start : start + READ_BATCH])
+            lines += self._convert_batch(sample[start : start + READ_BATCH])
             self.counts["replay_rejected"] += sum(self.issues.values()) - issues_before
         if lines:
             heldout = self.redis.smismember(keys.HELDOUT, [line.near.hex() for line in lines])

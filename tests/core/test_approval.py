@@ -157,3 +157,34 @@ def test_pending_lists_undecided_rated_answers_oldest_first(store: Store) -> Non
     )
     assert approval.pending_count(store.redis) == 3
     assert [i.answer_id for i in approval.pending(store, 2)] == ["C1-1", "C1-2"]
+
+
+def test_every_logged_example_enters_the_replay_reservoir_with_its_append(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(approved, "RESERVOIR_SIZE", 8)
+    redis = store.redis
+    logged = []
+    for i in range(4):
+        answer(store, f"C1-{i}")
+        logged.append(approval.decide(store, f"C1-{i}", Decision.APPROVED, by="UA").stream_id)
+    for i in range(4, 40):
+        example = approved.Example(
+            messages=[
+                SYSTEM,
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": "a"},
+            ],
+            source="import:x.jsonl",
+        )
+        logged.append(approved.append(redis, example))
+    approval.decide(store, "C1-0", Decision.APPROVED, by="UB")  # decided before: nothing logged
+
+    sample = {raw.decode() for raw in redis.hvals(keys.APPROVED_RESERVOIR)}
+    assert int(redis.get(keys.APPROVED_RESERVOIR_SEEN)) == 40
+    assert len(sample) == 8 and sample <= set(logged)
+    # A uniform sample of the whole log, not its first 8 (the chance of keeping exactly
+    # those is 1 / C(40, 8), one in 76,904,685).
+    assert sample != set(logged[:8])
+    assert approved.replay_pool(redis, logged[-1]) == sorted(sample, key=approved.position)
+    assert approved.replay_pool(redis, "0-1") == []

@@ -10,6 +10,7 @@ import pytest
 from redis import Redis
 
 from core import approved, keys, pricing
+from core.examples import Severity, check_chat_example, check_preference_example
 from core.settings import Settings, TrainingMethod, load_behaviour
 from core.tokens import counter_for_model
 from workers import trainset
@@ -21,6 +22,12 @@ SYSTEM = "You are tuneloop, a helpful assistant."
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return configure(load_behaviour(), sets_dir=str(tmp_path / "sets"), replay_fraction=0.0)
+
+
+def format_errors(check: Any, line: dict[str, Any]) -> list[str]:
+    """The errors the training-data contract finds in a line (none: trainers accept it)."""
+    findings = check(line, counter_for_model(MODEL), 65536)
+    return [f.code.value for f in findings if f.severity is Severity.ERROR]
 
 
 def configure(settings: Settings, **training: Any) -> Settings:
@@ -99,7 +106,7 @@ def test_lines_are_the_chat_as_the_bot_had_it_and_only_the_approved_turn_is_lear
             {"role": "assistant", "content": "Use the CLI."},
         ]
     }
-    assert trainset.check_chat(line) is None
+    assert format_errors(check_chat_example, line) == []
 
 
 def test_exact_and_near_exact_duplicates_are_dropped(redis_conn: Redis, settings: Settings) -> None:
@@ -254,7 +261,7 @@ def test_corrections_become_preference_pairs_for_dpo(redis_conn: Redis, settings
         "preferred_output": [{"role": "assistant", "content": "Your manager."}],
         "non_preferred_output": [{"role": "assistant", "content": "Bob, always."}],
     }
-    assert trainset.check_preference(line) is None
+    assert format_errors(check_preference_example, line) == []
     assert result.manifest["issues"] == {"not_a_preference_pair": 1}
     assert result.files.method is TrainingMethod.DPO
 
@@ -329,3 +336,153 @@ def test_prices_of_fine_tuned_models_are_their_base_models() -> None:
     assert pricing.price_for("gpt-4.1-nano-2025-04-14").per_million == 1.50
     assert pricing.price_for("gpt-4.1-2025-04-14").per_million == 25.00
     assert pricing.price_for("my-local-model") is None
+
+
+def _tool_example(i: int) -> dict[str, Any]:
+    call = {"id": f"c{i}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Look up ticket {i}"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"c{i}", "content": f"ticket {i}: open"},
+            {"role": "assistant", "content": f"Ticket {i} is open."},
+        ]
+    }
+
+
+def test_a_tool_turn_is_refused_when_the_set_is_built_for_the_local_trainer(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    from core.errors import TrainingError
+    from core.settings import TrainerBackend
+    from workers.training import lora
+
+    log_raw(redis_conn, _tool_example(1))
+    log(redis_conn, "How do I install it?", "Run the installer.")
+
+    for_openai = build(redis_conn, configure(settings, validation_fraction=0.0))
+    for_local = build(
+        redis_conn, configure(settings, validation_fraction=0.0, backend=TrainerBackend.LOCAL)
+    )
+
+    # OpenAI trains on tool turns: the line is kept and the contract accepts it...
+    assert for_openai.manifest["counts"]["train"] == 2
+    assert all(
+        format_errors(check_chat_example, line) == [] for line in lines(for_openai.files.train_path)
+    )
+    # ...the local trainer cannot: the same rule refuses it when the set is built, so the
+    # GPU worker never gets a line it would refuse.
+    assert for_local.manifest["issues"] == {"not_trainable_by_trainer": 1}
+    assert len(lora.supervised_rows(for_local.files.train_path)) == 1
+    with pytest.raises(TrainingError, match="cannot be trained by the local LoRA trainer"):
+        lora.supervised_rows(for_openai.files.train_path)
+
+
+def test_tool_calls_count_against_the_limit_of_a_set(redis_conn: Redis, settings: Settings) -> None:
+    example = _tool_example(2)
+    example["messages"][2]["tool_calls"][0]["function"]["arguments"] = json.dumps(
+        {"query": "ticket " * 300}
+    )
+    log_raw(redis_conn, example)
+
+    result = build(redis_conn, configure(settings, validation_fraction=0.0, max_example_tokens=200))
+
+    assert result.manifest["issues"] == {"too_many_tokens": 1}
+
+
+def test_the_limit_of_a_set_is_the_base_models_when_the_setting_is_higher(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    log(redis_conn, "How do I install it?", "Run the installer.")
+
+    result = build(redis_conn, configure(settings, max_example_tokens=1_000_000))
+
+    assert result.manifest["tokens"]["limit"] == 65_536
+
+
+def test_replay_never_brings_back_a_forgotten_example(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    for i in range(20):
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Old question {i}?"},
+            {"role": "assistant", "content": f"Old answer {i}."},
+        ]
+        example = approved.Example(messages=messages, source="slack", answer_id=f"C1-{i}")
+        approved.append(redis_conn, example)
+    # forget-me removes a user's examples...
+    doomed = [
+        (entry_id, example)
+        for entry_id, example in approved.read_after(redis_conn, "0-0")
+        if example.answer_id in {"C1-3", "C1-7"}
+    ]
+    assert len(doomed) == 2
+    approved.remove(redis_conn, doomed)
+    cursor = trainset.last_id(redis_conn)
+    for i in range(10):
+        log(redis_conn, f"New question {i}?", f"New answer {i}.")
+
+    # ...and no later run replays them, however much it replays.
+    result = build(
+        redis_conn,
+        configure(settings, replay_fraction=5.0, replay_max=100, validation_fraction=0.0),
+        after=cursor,
+    )
+
+    train = json.dumps(lines(result.files.train_path))
+    assert (
+        result.manifest["counts"]["replay"] == result.manifest["counts"]["replay_candidates"] == 18
+    )
+    assert "Old question 3?" not in train and "Old question 7?" not in train
+    reservoir = {raw.decode() for raw in redis_conn.hvals(keys.APPROVED_RESERVOIR)}
+    assert len(reservoir) == 28
+
+
+def test_a_log_written_before_the_reservoir_is_sampled_once(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    for i in range(20):
+        log_raw(
+            redis_conn,
+            {
+                "messages": [
+                    {"role": "user", "content": f"Old {i}?"},
+                    {"role": "assistant", "content": f"Old answer {i}."},
+                ]
+            },
+        )
+    cursor = trainset.last_id(redis_conn)
+    assert cursor is not None and not redis_conn.exists(keys.APPROVED_RESERVOIR)
+    for i in range(10):
+        log(redis_conn, f"New question {i}?", f"New answer {i}.")
+
+    result = build(
+        redis_conn,
+        configure(settings, replay_fraction=1.0, validation_fraction=0.0),
+        after=cursor,
+    )
+
+    assert result.manifest["counts"]["replay_candidates"] == 20
+    assert result.manifest["counts"]["replay"] == 10
+    assert int(redis_conn.get(keys.APPROVED_RESERVOIR_SEEN)) == 30
+
+
+def test_a_preference_set_counts_tokens_as_the_dataset_tool_does(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    from core.examples import examine_preference
+
+    log(redis_conn, "Who approves expenses?", "Your manager.", rejected="Bob, always, no doubt.")
+    log(redis_conn, "Where is the office?", "On the second floor, by the lifts.", rejected="Up.")
+    dpo = configure(settings, method=TrainingMethod.DPO, validation_fraction=0.0)
+
+    result = build(redis_conn, dpo)
+
+    counter = counter_for_model(MODEL)
+    expected = [
+        examine_preference(line, counter, 65536).tokens for line in lines(result.files.train_path)
+    ]
+    assert result.manifest["tokens"]["total"] == sum(expected)
+    assert result.manifest["tokens"]["max"] == max(expected)

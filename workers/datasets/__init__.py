@@ -1,38 +1,6 @@
 """Dataset tools: import tables, validate and repair fine-tuning files, estimate cost.
 
-Run ``python -m workers.datasets --help``. The per-example checks the learning loop
-reuses live in :mod:`workers.datasets.checks` and are re-exported here. Nothing in this
-package imports Slack.
+Run ``python -m workers.datasets --help``. The checks of a single example are the
+training-data contract's (:mod:`core.examples`), shared with the set builder and the
+trainers. Nothing in this package imports Slack.
 """
-
-from workers.datasets.checks import (
-    DROP_CODES,
-    FIXES,
-    CachedCounter,
-    Code,
-    ExampleFacts,
-    Finding,
-    Severity,
-    check_chat_example,
-    check_completion_example,
-    examine_chat,
-    examine_completion,
-    repair_chat_example,
-    repair_completion_example,
-)
-
-__all__ = [
-    "DROP_CODES",
-    "FIXES",
-    "CachedCounter",
-    "Code",
-    "ExampleFacts",
-    "Finding",
-    "Severity",
-    "check_chat_example",
-    "check_completion_example",
-    "examine_chat",
-    "examine_completion",
-    "repair_chat_example",
-    "repair_completion_example",
-]

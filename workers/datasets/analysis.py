@@ -23,15 +23,21 @@ from dataclasses import dataclass, field
 from os.path import commonprefix
 from typing import Any
 
-from workers.datasets.checks import (
+from core.examples import (
     DROP_CODES,
     FIXES,
+    MIN_EXAMPLES,
+    OPENAI_RULES,
     Code,
     Finding,
+    Format,
     Severity,
     TokenCounter,
+    TrainerRules,
+    completion_fields,
     examine_chat,
     examine_completion,
+    examine_preference,
     severity,
 )
 from workers.datasets.dedup import DuplicateFinder, Duplicates, resolve
@@ -44,7 +50,6 @@ from workers.datasets.readers import (
     split_ranges,
 )
 
-MIN_EXAMPLES = 10  # OpenAI refuses files with fewer
 FEW_EXAMPLES = 200  # "at least a few hundred" is the advice; fewer gets a warning
 SHOWN_LINES = 3
 MAX_PROMPT_PREFIX = 12  # longer common prompt prefixes are reported (legacy tool)
@@ -75,6 +80,8 @@ class Tally:
     count: int = 0
     lines: list[int] = field(default_factory=list)
     sample: str = ""
+    fixable: bool = True
+    """False when this run cannot apply the code's fix (e.g. no system prompt to add)."""
 
     @property
     def severity(self) -> Severity:
@@ -84,7 +91,7 @@ class Tally:
     @property
     def fix(self) -> str | None:
         """What ``--fix`` does about it, or None when nothing can be done automatically."""
-        return FIXES.get(self.code)
+        return FIXES.get(self.code) if self.fixable else None
 
 
 def _common_suffix(a: str, b: str) -> str:
@@ -112,8 +119,11 @@ class Analysis:
         max_tokens: int,
         dedup_dir: str | None = None,
         count_all: bool = True,
+        rules: TrainerRules = OPENAI_RULES,
     ) -> None:
         self.fmt = fmt
+        self.rules = rules
+        """What the trainer the data is for can train on (the configured backend's)."""
         self.counter = counter
         self.max_tokens = max_tokens
         self.count_all = count_all
@@ -121,6 +131,9 @@ class Analysis:
         self.lines = 0
         self.invalid = 0
         self.dropped = 0
+        self.over_limit = 0
+        """Examples whose only reason to be dropped is their length (OpenAI truncates
+        them, and the cookbook counts them when it picks the epochs)."""
         self.kept = 0
         self.kept_lines: list[int] = []
         self.tallies: dict[Code, Tally] = {}
@@ -157,7 +170,9 @@ class Analysis:
     # --- feeding -----------------------------------------------------------------------
     def feeder(self) -> Callable[[int, Any], bool]:
         """The per-example function for this file's format."""
-        return self.feed_chat if self.fmt == "chat" else self.feed_completion
+        if self.fmt == Format.COMPLETION:
+            return self.feed_completion
+        return self.feed_preference if self.fmt == Format.PREFERENCE else self.feed_chat
 
     def _tally(self, line: int, findings: list[Finding]) -> bool:
         """Count the findings of one example; True when a full ``--fix`` drops it."""
@@ -183,6 +198,8 @@ class Analysis:
             self.invalid += 1
         if drop:
             self.dropped += 1
+            if seen & DROP_CODES == {Code.TOO_MANY_TOKENS}:
+                self.over_limit += 1
         return drop
 
     def _keep(self, line: int, fingerprint: int | None, label: str | None) -> None:
@@ -204,10 +221,25 @@ class Analysis:
 
     def feed_chat(self, line: int, obj: Any) -> bool:
         """Check one chat example and fold it into the totals; False when a fix drops it."""
-        self.examples += 1
-        findings, tokens, trained, fingerprint, label = examine_chat(
-            obj, self.counter, self.max_tokens, count_all=self.count_all
+        return self._feed(
+            line,
+            examine_chat(
+                obj, self.counter, self.max_tokens, count_all=self.count_all, rules=self.rules
+            ),
         )
+
+    def feed_preference(self, line: int, obj: Any) -> bool:
+        """Check one preference (DPO) example and fold it in; False when a fix drops it."""
+        return self._feed(
+            line,
+            examine_preference(
+                obj, self.counter, self.max_tokens, count_all=self.count_all, rules=self.rules
+            ),
+        )
+
+    def _feed(self, line: int, facts: Any) -> bool:
+        self.examples += 1
+        findings, tokens, trained, fingerprint, label = facts
         if tokens >= 0:
             hist = self.token_hist
             hist[tokens] = hist.get(tokens, 0) + 1
@@ -231,7 +263,11 @@ class Analysis:
             self.trained_total += trained
         if findings and self._tally(line, findings):
             return False
-        prompt, completion = obj["prompt"], obj["completion"]
+        if len(obj) == 2 and "prompt" in obj and "completion" in obj:
+            prompt, completion = obj["prompt"], obj["completion"]
+        else:
+            keys, _ = completion_fields(obj)
+            prompt, completion = obj[keys["prompt"]], obj[keys["completion"]]
         if type(prompt) is str and type(completion) is str:
             self._aggregate(prompt, completion)
         self._keep(line, fingerprint, label)
@@ -282,6 +318,7 @@ class Analysis:
         self.examples += other.examples
         self.invalid += other.invalid
         self.dropped += other.dropped
+        self.over_limit += other.over_limit
         self.kept += other.kept
         self.kept_lines = sorted(self.kept_lines + [n + offset for n in other.kept_lines])[
             :SHOWN_LINES
@@ -568,7 +605,8 @@ class Analysis:
         for line, obj in records:
             if not isinstance(obj, dict):
                 continue
-            prompt, completion = obj.get("prompt"), obj.get("completion")
+            keys, _ = completion_fields(obj)
+            prompt, completion = obj.get(keys.get("prompt")), obj.get(keys.get("completion"))
             if separator and type(prompt) is str and separator in prompt[: -len(separator)]:
                 inside_p.count += 1
                 if len(inside_p.lines) < SHOWN_LINES:
@@ -636,10 +674,12 @@ def _worker_init(
     counter: TokenCounter,
     max_tokens: int,
     count_all: bool,
+    rules: TrainerRules,
     directory: str,
     shared: Any,
 ) -> None:
     _WORKER.update(
+        rules=rules,
         fmt=fmt,
         counter=counter,
         max_tokens=max_tokens,
@@ -663,6 +703,7 @@ def _worker_run(job: tuple[str, int, int]) -> tuple[str, Any, int, str]:
         _WORKER["max_tokens"],
         _WORKER["dir"],
         _WORKER["count_all"],
+        _WORKER["rules"],
     )
     reader = JsonlReader(path, start, end, progress)
     feed = analysis.feeder()
@@ -699,6 +740,7 @@ def analyze(
     progress: ProgressFn | None = None,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
     count_all: bool = True,
+    rules: TrainerRules = OPENAI_RULES,
 ) -> Analysis:
     """Validate a whole file in one streaming pass (plus a light one for markers).
 
@@ -706,15 +748,18 @@ def analyze(
     processes (below that, starting them costs more than it saves); anything else is
     read by this process. ``progress`` gets byte counts for a progress bar.
     ``count_all=False`` counts tokens only where the limit could be reached (enough
-    for validating; ``stats`` needs every count).
+    for validating; ``stats`` needs every count). ``rules`` are those of the trainer
+    the data is for.
     """
     kind = kind_of(path)
     big = kind == "jsonl" and os.path.getsize(path) >= parallel_min_bytes
     if jobs > 1 and big and _can_fork():
-        analysis = _analyze_parallel(path, fmt, counter, max_tokens, jobs, progress, count_all)
+        analysis = _analyze_parallel(
+            path, fmt, counter, max_tokens, jobs, progress, count_all, rules
+        )
     else:
         records = Records(path, delimiter, progress)
-        analysis = Analysis(fmt, counter, max_tokens, count_all=count_all)
+        analysis = Analysis(fmt, counter, max_tokens, count_all=count_all, rules=rules)
         analysis.notes.extend(records.notes)
         feed = analysis.feeder()
         try:
@@ -737,6 +782,7 @@ def _analyze_parallel(
     jobs: int,
     progress: ProgressFn | None,
     count_all: bool,
+    rules: TrainerRules,
 ) -> Analysis:
     context = multiprocessing.get_context("fork")
     shared = context.Value("q", 0)
@@ -745,7 +791,7 @@ def _analyze_parallel(
         pool = context.Pool(
             min(jobs, len(ranges)),
             initializer=_worker_init,
-            initargs=(fmt, counter, max_tokens, count_all, directory, shared),
+            initargs=(fmt, counter, max_tokens, count_all, rules, directory, shared),
         )
         try:
             pending = pool.map_async(_worker_run, ranges, chunksize=1)

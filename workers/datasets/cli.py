@@ -12,14 +12,30 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
 from core.errors import DatasetError, TuneloopError
+from core.examples import (
+    FIXES,
+    CachedCounter,
+    Code,
+    Format,
+    Severity,
+    TrainerRules,
+    completion_fields,
+    detect_format,
+    examine_chat,
+    examiner,
+    example_limit,
+    format_problem,
+    rules_for,
+)
 from core.pricing import price_for
 from core.settings import Settings, load_behaviour
 from core.tokens import counter_for_model
@@ -32,14 +48,6 @@ from workers.datasets.analysis import (
     default_jobs,
     marker_of,
     show,
-)
-from workers.datasets.checks import (
-    FIXES,
-    CachedCounter,
-    Code,
-    Severity,
-    examine_chat,
-    examine_completion,
 )
 from workers.datasets.importers import (
     QaStats,
@@ -55,11 +63,11 @@ from workers.datasets.output import AtomicOutputs, dumps
 from workers.datasets.prepare import Plan, blocking, output_paths, write_prepared
 from workers.datasets.readers import ProgressFn, Records, Table
 from workers.datasets.seed import DEFAULT_REDIS_URL, connect, seed, source_of
-from workers.datasets.stats import render, summary, token_limit
+from workers.datasets.stats import render, summary
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
-FORMATS = click.Choice(["auto", "chat", "completion"])
+FORMATS = click.Choice(["auto", *(fmt.value for fmt in Format)])
 _FILE_CODES = frozenset({Code.EMPTY_FILE, Code.TOO_FEW_EXAMPLES, Code.FEW_EXAMPLES})
 
 
@@ -136,12 +144,19 @@ def _progress(enabled: bool | None, path: Path, label: str) -> Iterator[Progress
         yield bar.update
 
 
+def _rules() -> TrainerRules:
+    """The rules of the configured trainer (``training.backend``): data for the local
+    trainer may not hold tool turns, data for OpenAI may."""
+    return rules_for(_state().settings.training.backend)
+
+
 def _counter(model: str) -> CachedCounter:
     return CachedCounter(counter_for_model(model))
 
 
 def _detect_format(path: Path, delimiter: str | None, requested: str) -> str:
-    """``chat`` or ``completion``, from the option or the first example / the columns."""
+    """``chat``, ``preference`` or ``completion``, from the option or the first example /
+    the columns."""
     if requested != "auto":
         return requested
     records = Records(path, delimiter)
@@ -154,10 +169,7 @@ def _detect_format(path: Path, delimiter: str | None, requested: str) -> str:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-    obj = first[1] if first else None
-    if isinstance(obj, dict) and "messages" not in obj and ("prompt" in obj or "completion" in obj):
-        return "completion"
-    return "chat"
+    return detect_format(first[1] if first else None).value
 
 
 def _where(lines: list[int], count: int) -> str:
@@ -210,7 +222,7 @@ def _analyze(
     count_all: bool,
 ) -> Analysis:
     with _progress(progress, path, f"checking {path.name}") as update:
-        return analyze(
+        analysis = analyze(
             path,
             fmt,
             _counter(model),
@@ -219,7 +231,18 @@ def _analyze(
             delimiter=delimiter,
             progress=update,
             count_all=count_all,
+            rules=_rules(),
         )
+    problem = format_problem(model, Format(fmt))
+    if problem and analysis.examples:
+        analysis.tallies[Code.FORMAT_NOT_FOR_MODEL] = Tally(
+            Code.FORMAT_NOT_FOR_MODEL,
+            analysis.examples,
+            [],
+            f"{problem}: OpenAI refuses it for this model; pass --model for the model "
+            "you mean to train",
+        )
+    return analysis
 
 
 def _common(function: Any) -> Any:
@@ -231,7 +254,8 @@ def _common(function: Any) -> Any:
             type=FORMATS,
             default="auto",
             show_default=True,
-            help="chat ({'messages': [...]}) or completion ({'prompt', 'completion'}); "
+            help="chat ({'messages': [...]}), preference ({'input', 'preferred_output', "
+            "'non_preferred_output'}) or completion ({'prompt', 'completion'}); "
             "auto looks at the first example or the columns.",
         ),
         click.option(
@@ -267,7 +291,7 @@ def _common(function: Any) -> Any:
 def _model_and_limit(model: str | None, max_tokens: int | None) -> tuple[str, int]:
     settings = _state().settings
     model = model or settings.model.base_model
-    return model, max_tokens or token_limit(model, settings.training.max_example_tokens)
+    return model, max_tokens or example_limit(model, settings.training.max_example_tokens)
 
 
 def _redis_options(function: Any) -> Any:
@@ -392,42 +416,89 @@ def import_chats(
     with the conversation so far (up to --buffer-size messages) as context.
     Conversations go whole to training or validation, so no context leaks between them.
     """
+    system_prompt = _system(system)
+    names = actors(Table(file, csv_delimiter, strip_cells=True))
+
+    def units() -> Iterator[_Unit]:
+        for turns in conversations(Table(file, csv_delimiter, strip_cells=True), delimiter):
+            chats = chat_examples(turns, buffer_size, system_prompt)
+            if fmt == "chat":
+                yield [(line, chat, chat) for line, chat in chats]
+            else:
+                written = completion_examples(turns, names, buffer_size, include_stop)
+                yield [
+                    (line, example, chat)
+                    for (line, example), (_, chat) in zip(written, chats, strict=True)
+                ]
+
+    def report(analysis: Analysis, counts: dict[str, int], split: _Split) -> None:
+        _import_report(analysis, file, names, counts, split.train_path, split.valid_path)
+
+    _run_import(
+        file,
+        fmt,
+        model,
+        out_dir,
+        validation_fraction,
+        seed,
+        redis_url if to_redis else None,
+        units,
+        "conversations",
+        report,
+    )
+
+
+_Unit = list[tuple[int, dict[str, Any], dict[str, Any]]]
+"""What an import goes to training or validation with, whole: one conversation or one
+pair, as (table line, example to write, the same example as a chat for the log)."""
+
+
+def _run_import(
+    file: Path,
+    fmt: str,
+    model: str | None,
+    out_dir: Path | None,
+    validation_fraction: float | None,
+    seed: int | None,
+    redis_url: str | None,
+    units: Callable[[], Iterator[_Unit]],
+    unit_name: str,
+    report: Callable[[Analysis, dict[str, int], _Split], None],
+) -> None:
+    """The import pipeline every table importer runs: check each example as it is made,
+    send each unit whole to training or validation (a seeded draw), write both files
+    atomically, report, and with ``redis_url`` seed the approved-example log with the
+    chat form of the examples that passed (reading the table again: nothing is kept)."""
     settings = _state().settings
     model, limit = _model_and_limit(model, None)
-    system_prompt = _system(system)
-    redis = connect(redis_url) if to_redis else None
+    redis = connect(redis_url) if redis_url else None
     fraction = (
         settings.training.validation_fraction
         if validation_fraction is None
         else validation_fraction
     )
     rng = random.Random(settings.training.seed if seed is None else seed)
-    table = Table(file, csv_delimiter, strip_cells=True)
-    names = actors(table)
-    analysis = Analysis(fmt, _counter(model), limit)
+    analysis = Analysis(fmt, _counter(model), limit, rules=_rules())
     feed = analysis.feeder()
-    counts = {"train": 0, "valid": 0, "conversations": 0}
+    counts = {"train": 0, "valid": 0, unit_name: 0}
     with _split_output(file, out_dir, analysis, counts) as split:
-        for turns in conversations(table, delimiter):
-            counts["conversations"] += 1
+        for unit in units():
+            counts[unit_name] += 1
             to_valid = rng.random() < fraction
-            if fmt == "completion":
-                examples = completion_examples(turns, names, buffer_size, include_stop)
-            else:
-                examples = chat_examples(turns, buffer_size, system_prompt)
-            for line, example in examples:
+            for line, example, _ in unit:
                 if feed(line, example):
                     split.write(example, to_valid)
-    _import_report(analysis, file, names, counts, split.train_path, split.valid_path)
+    report(analysis, counts, split)
     if redis is not None:
 
         def chats() -> Iterator[list[dict[str, Any]]]:
-            source_table = Table(file, csv_delimiter, strip_cells=True)
-            for turns in conversations(source_table, delimiter):
-                for _, example in chat_examples(turns, buffer_size, system_prompt):
-                    if _loadable(examine_chat(example, analysis.counter, limit).findings):
-                        yield example["messages"]
+            for unit in units():
+                for _, _, chat in unit:
+                    facts = examine_chat(chat, analysis.counter, limit, rules=analysis.rules)
+                    if _loadable(facts.findings):
+                        yield chat["messages"]
 
+        assert redis_url is not None
         click.echo(_seed_lines(seed_log(redis, chats(), file), redis_url))
 
 
@@ -546,55 +617,43 @@ def import_qa(
     redis_url: str,
 ) -> None:
     """Import a Q&A table (CSV/XLSX) as chat examples with the system prompt."""
-    settings = _state().settings
-    model, limit = _model_and_limit(model, None)
     system_prompt = _system(system)
-    redis = connect(redis_url) if to_redis else None
-    fraction = (
-        settings.training.validation_fraction
-        if validation_fraction is None
-        else validation_fraction
-    )
-    rng = random.Random(settings.training.seed if seed is None else seed)
-    table = Table(file, csv_delimiter)
-    analysis = Analysis("chat", _counter(model), limit)
-    counts = {"train": 0, "valid": 0, "pairs": 0}
     stats = QaStats()
-    with _split_output(file, out_dir, analysis, counts) as split:
+
+    def units() -> Iterator[_Unit]:
+        nonlocal stats
+        stats = QaStats()
+        table = Table(file, csv_delimiter)
         pairs = qa_pairs(table, question_column, answer_column, split_numbered, min_length, stats)
         for line, question, answer in pairs:
-            counts["pairs"] += 1
             example = qa_example(question, answer, system_prompt, stop)
-            if analysis.feed_chat(line, example):
-                split.write(example, rng.random() < fraction)
-    _import_report(analysis, file, None, counts, split.train_path, split.valid_path)
-    if stats.too_short:
-        click.echo(
-            f"  dropped {stats.too_short:,} pairs shorter than {min_length} characters "
-            f"({_where(stats.too_short_lines, stats.too_short)})"
-        )
-    if stats.unpaired:
-        click.echo(
-            f"  dropped {stats.unpaired:,} numbered items without a partner "
-            f"({_where(stats.unpaired_lines, stats.unpaired)})"
-        )
-    if redis is not None:
+            yield [(line, example, example)]
 
-        def chats() -> Iterator[list[dict[str, Any]]]:
-            again = qa_pairs(
-                Table(file, csv_delimiter),
-                question_column,
-                answer_column,
-                split_numbered,
-                min_length,
-                QaStats(),
+    def report(analysis: Analysis, counts: dict[str, int], split: _Split) -> None:
+        _import_report(analysis, file, None, counts, split.train_path, split.valid_path)
+        if stats.too_short:
+            click.echo(
+                f"  dropped {stats.too_short:,} pairs shorter than {min_length} characters "
+                f"({_where(stats.too_short_lines, stats.too_short)})"
             )
-            for _, question, answer in again:
-                example = qa_example(question, answer, system_prompt, stop)
-                if _loadable(examine_chat(example, analysis.counter, limit).findings):
-                    yield example["messages"]
+        if stats.unpaired:
+            click.echo(
+                f"  dropped {stats.unpaired:,} numbered items without a partner "
+                f"({_where(stats.unpaired_lines, stats.unpaired)})"
+            )
 
-        click.echo(_seed_lines(seed_log(redis, chats(), file), redis_url))
+    _run_import(
+        file,
+        "chat",
+        model,
+        out_dir,
+        validation_fraction,
+        seed,
+        redis_url if to_redis else None,
+        units,
+        "pairs",
+        report,
+    )
 
 
 # --- prepare -------------------------------------------------------------------------------
@@ -655,6 +714,12 @@ def prepare(
     model, limit = _model_and_limit(model, max_tokens)
     fmt = _detect_format(file, csv_delimiter, fmt)
     analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress, count_all=False)
+    system_prompt = _system(system)
+    no_system = analysis.tallies.get(Code.MISSING_SYSTEM_MESSAGE)
+    if no_system is not None and not system_prompt:
+        # Nothing to add: offering the fix would report a repair that changes nothing.
+        no_system.fixable = False
+        no_system.sample += " (no system prompt to add: pass --system or set model.system_prompt)"
     _report(analysis, file.name)
     if check:
         problems = blocking(analysis, frozenset())
@@ -691,7 +756,7 @@ def prepare(
     train_path, valid_path = output_paths(file, output, fraction > 0)
     plan = Plan(
         frozenset(accepted),
-        _system(system),
+        system_prompt,
         fraction,
         settings.training.seed if seed is None else seed,
     )
@@ -806,8 +871,13 @@ def load(
     leading space. Content already in the log is not added again.
     """
     model, limit = _model_and_limit(model, max_tokens)
-    redis = connect(redis_url)
     fmt = _detect_format(file, csv_delimiter, fmt)
+    if fmt == Format.PREFERENCE.value:
+        raise click.ClickException(
+            f"{file.name} holds preference pairs: load takes chat or prompt/completion files "
+            "(the log's examples become pairs when a correction is approved)"
+        )
+    redis = connect(redis_url)
     analysis = _analyze(file, fmt, model, limit, csv_delimiter, jobs, progress, count_all=False)
     invalid = analysis.invalid  # examples with errors of their own (file-wide ones do not matter)
     if invalid:
@@ -830,7 +900,9 @@ def load(
             if analysis.prompt_prefix is not None
             else ""
         )
-    examine = examine_chat if fmt == "chat" else examine_completion
+    examine = examiner(Format(fmt))
+    if fmt == Format.CHAT.value:
+        examine = partial(examine, rules=analysis.rules)
     counter = analysis.counter
 
     def chats(update: ProgressFn | None) -> Iterator[list[dict[str, Any]]]:
@@ -840,8 +912,9 @@ def load(
             if fmt == "chat":
                 yield obj["messages"]
             else:
+                keys, _ = completion_fields(obj)
                 yield completion_to_messages(
-                    obj["prompt"], obj["completion"], system_prompt, separator, stop
+                    obj[keys["prompt"]], obj[keys["completion"]], system_prompt, separator, stop
                 )
 
     with _progress(progress, file, f"loading {file.name}") as update:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -18,6 +18,19 @@ from typing import Any, TextIO
 def dumps(obj: Any) -> str:
     """One JSONL line (UTF-8 text kept readable, key order kept)."""
     return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+def _create(target: Path) -> tuple[int, str]:
+    """A new temporary file next to ``target``, with the permissions any new file gets
+    (0666 less the umask: 0644 under umask 022). ``mkstemp`` would make it 0600, and the
+    rename would hand that private mode to the output file."""
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {target}")
 
 
 class AtomicOutputs:
@@ -37,7 +50,7 @@ class AtomicOutputs:
         """A temporary text file that becomes ``path`` on commit."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = _create(target)
         handle = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
         self._files.append((target, tmp, handle))
         return handle

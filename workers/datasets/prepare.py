@@ -11,18 +11,21 @@ from __future__ import annotations
 import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from workers.datasets.analysis import MIN_EXAMPLES, Analysis, Tally
-from workers.datasets.checks import (
+from core.examples import (
     DROP_CODES,
+    MIN_EXAMPLES,
     Code,
-    examine_chat,
-    examine_completion,
+    Format,
+    examiner,
     repair_chat_example,
     repair_completion_example,
+    repair_preference_example,
 )
+from workers.datasets.analysis import Analysis, Tally
 from workers.datasets.output import AtomicOutputs, dumps
 from workers.datasets.readers import ProgressFn, Records
 
@@ -135,8 +138,11 @@ def write_prepared(
     examples remain.
     """
     fixes = plan.fixes
-    chat = analysis.fmt == "chat"
-    examine = examine_chat if chat else examine_completion
+    fmt = Format(analysis.fmt)
+    chat = fmt is not Format.COMPLETION
+    examine = examiner(fmt)
+    if chat:
+        examine = partial(examine, rules=analysis.rules)
     counter, limit = analysis.counter, analysis.max_tokens
     example_fixes = frozenset(fixes) - {Code.COMPLETION_LEADING_SPACE}
     fixer = None if chat else _CompletionFixer(analysis, fixes)
@@ -160,7 +166,9 @@ def write_prepared(
                 result.duplicates += 1
                 continue
             example: dict[str, Any] | None
-            if chat:
+            if fmt is Format.PREFERENCE:
+                example = repair_preference_example(obj, example_fixes, plan.system_prompt)
+            elif chat:
                 example = repair_chat_example(obj, example_fixes, plan.system_prompt)
             else:
                 example = repair_completion_example(obj, example_fixes)

@@ -7,22 +7,18 @@ and what that costs at the dated prices in ``config/prices.yaml``.
 
 from __future__ import annotations
 
+from core.examples import Code, Format
 from core.pricing import Price, default_epochs
 from workers.datasets.analysis import Analysis
-from workers.datasets.checks import Code
-
-
-def token_limit(model: str, configured: int) -> int:
-    """Per-example token limit: 16,385 for gpt-3.5-turbo, the configured one otherwise."""
-    base = model.split(":", 2)[1] if model.startswith("ft:") else model
-    return min(configured, 16_385) if base.startswith("gpt-3.5") else configured
 
 
 def summary(analysis: Analysis, model: str, epochs: int | None, price: Price | None) -> dict:
     """The statistics of an analysed file as plain data (for text or JSON output)."""
     counted = analysis.counted
     hist = analysis.token_hist
-    n_epochs = epochs or default_epochs(analysis.remaining or counted)
+    # The cookbook picks the epochs from every example it trains on: those over the
+    # limit are truncated, not dropped, so they count.
+    n_epochs = epochs or default_epochs((analysis.remaining + analysis.over_limit) or counted)
     per_epoch = analysis.billed_per_epoch()
     billed = per_epoch * n_epochs
     counter = analysis.counter
@@ -67,7 +63,9 @@ def render(data: dict, name: str) -> list[str]:
     """The statistics as the lines ``stats`` prints."""
     tokens = data["tokens"]
     counts = data["token_counts"]
-    what = "assistant" if data["format"] == "chat" else "completion"
+    what = {Format.CHAT: "assistant", Format.PREFERENCE: "preferred and non-preferred output"}.get(
+        data["format"], "completion"
+    )
     lines = [
         f"{name}: {data['examples']:,} examples ({data['format']} format)"
         + (

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import TrainingError
+from core.examples import LOCAL_RULES, unsupported
 from core.settings import LocalTrainerSettings, TrainingMethod
 from workers.training.base import ProgressEvent
 
@@ -37,7 +38,6 @@ METADATA_FILE = "tuneloop.json"
 """The metadata file written next to the adapter in every adapter directory."""
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 GPU_STACK_HINT = "pip install -r requirements-gpu.txt"
-_ALLOWED_ROLES = ("system", "user", "assistant")
 
 
 class TrainingCancelled(TrainingError):
@@ -120,9 +120,11 @@ def _messages(raw: Any, where: str) -> list[dict[str, str]]:
         raise TrainingError(f"{where}: expected a non-empty list of messages")
     out = []
     for message in raw:
-        if not isinstance(message, dict) or message.get("role") not in _ALLOWED_ROLES:
-            role = message.get("role") if isinstance(message, dict) else None
-            raise TrainingError(f"{where}: unsupported message role {role!r}")
+        if not isinstance(message, dict):
+            raise TrainingError(f"{where}: a message is not an object")
+        why = unsupported(message, LOCAL_RULES)
+        if why:
+            raise TrainingError(f"{where}: {why}")
         out.append({"role": message["role"], "content": _text(message.get("content"))})
     return out
 

@@ -23,6 +23,7 @@ import openai
 from openai import OpenAI
 
 from core.errors import TrainingError
+from core.examples import MIN_EXAMPLES
 from core.settings import TrainingMethod, TrainingSettings
 from workers.training.base import (
     RUN_METADATA_KEY,
@@ -37,8 +38,6 @@ from workers.training.base import (
 
 logger = logging.getLogger(__name__)
 
-MIN_EXAMPLES = 10
-"""OpenAI refuses a training file with fewer examples."""
 EVENT_PAGE = 100
 MAX_EVENT_PAGES = 50
 _STATUS = {

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from core.examples import Code
 from core.settings import load_behaviour
 from tests.workers.datasets.helpers import chat, completion, read_jsonl, write_jsonl
-from workers.datasets.checks import Code
 
 
 def _chats(changes: dict[int, Any], n: int = 20) -> Callable[[Path], Path]:

@@ -6,9 +6,9 @@ import json
 import tracemalloc
 from pathlib import Path
 
+from core.examples import CachedCounter
 from core.tokens import counter_for_model
 from workers.datasets.analysis import analyze
-from workers.datasets.checks import CachedCounter
 
 
 def _generate(path: Path, n: int, *, defects: bool = False) -> Path:

@@ -1,4 +1,4 @@
-"""The pure per-example checks the training-set builder reuses."""
+"""The training-data contract's per-example checks (dataset tool, set builder, trainers)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from typing import Any
 
 import pytest
 
-from core.tokens import counter_for_model
-from tests.workers.datasets.helpers import chat
-from workers.datasets import (
+from core.examples import (
     CachedCounter,
     Code,
     Severity,
@@ -18,6 +16,8 @@ from workers.datasets import (
     repair_chat_example,
     repair_completion_example,
 )
+from core.tokens import counter_for_model
+from tests.workers.datasets.helpers import chat
 
 COUNTER = counter_for_model("gpt-4o-mini-2024-07-18")
 
@@ -221,3 +221,56 @@ def test_counting_only_near_the_limit_gives_the_same_findings(limit: int) -> Non
         assert lazy.findings == full.findings
         assert lazy.fingerprint == full.fingerprint
         assert lazy.tokens in (-1, full.tokens)
+
+
+def test_limits_come_from_the_dated_table_by_base_model() -> None:
+    from core.examples import example_limit, limits_for
+
+    assert limits_for("ft:gpt-4o-mini-2024-07-18:acme:bot:abc123").example_tokens == 65_536
+    assert limits_for("gpt-3.5-turbo-0125").example_tokens == 16_385
+    assert limits_for("babbage-002").example_tokens == 16_384
+    assert limits_for("Qwen/Qwen2.5-0.5B-Instruct") is None
+    entry = limits_for("davinci-002")
+    assert entry.source and entry.as_of.year >= 2026
+    assert example_limit("gpt-3.5-turbo-0125", 65_536) == 16_385
+    assert example_limit("gpt-4o-mini-2024-07-18", 4_000) == 4_000
+    assert example_limit("Qwen/Qwen2.5-0.5B-Instruct", 8_192) == 8_192
+
+
+def test_formats_are_told_apart_and_checked_against_the_model() -> None:
+    from core.examples import Format, detect_format, format_problem
+
+    pair = {"input": {"messages": []}, "preferred_output": [], "non_preferred_output": []}
+    assert detect_format(chat(1)) is Format.CHAT
+    assert detect_format(pair) is Format.PREFERENCE
+    assert detect_format({"Prompt": "a", "Completion": " b"}) is Format.COMPLETION
+    assert format_problem("gpt-4o-mini-2024-07-18", Format.CHAT) is None
+    assert "prompt/completion" in format_problem("gpt-4o-mini", Format.COMPLETION)
+    assert "completion" in format_problem("babbage-002", Format.CHAT)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"preferred_output": []}, "invalid_preference_output"),
+        ({"non_preferred_output": [{"role": "user", "content": "x"}]}, "invalid_preference_output"),
+        (
+            {"non_preferred_output": [{"role": "assistant", "content": "Yes."}]},
+            "invalid_preference_output",
+        ),
+        ({"input": {}}, "missing_messages_list"),
+        ({"input": {"messages": [{"role": "robot", "content": "q"}]}}, "unrecognized_role"),
+        ({"extra": 1}, "unrecognized_key"),
+    ],
+)
+def test_preference_pairs_are_checked(change: dict[str, Any], code: str) -> None:
+    from core.examples import check_preference_example
+
+    pair = {
+        "input": {"messages": chat(1)["messages"][:2]},
+        "preferred_output": [{"role": "assistant", "content": "Yes."}],
+        "non_preferred_output": [{"role": "assistant", "content": "No."}],
+    }
+    assert check_preference_example(pair, COUNTER, 65536) == []
+    codes = [f.code.value for f in check_preference_example({**pair, **change}, COUNTER, 65536)]
+    assert code in codes
