@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks, messages
+from bot import agent, attachments, blocks, messages
 from bot.delayed import SCHEDULER
 from bot.runtime import Services, worker_services
 from bot.streaming import AnswerWriter
@@ -49,6 +49,7 @@ class Question:
     message_ts: str
     thread_ts: str
     text: str
+    files: tuple[str, ...] = ()  # ids of the files attached to the message
 
     @property
     def reply_thread(self) -> str:
@@ -69,13 +70,16 @@ def answer_job(
     thread_ts: str,
     text: str,
     cut_off: list[str] | None = None,
+    files: list[str] | None = None,
 ) -> str | None:
     """RQ entry point: answer one message; logs and re-raises so failures are visible.
 
     ``cut_off`` lists messages an earlier attempt showed before its process died: they
     are marked as cut off first, so the thread does not read as two answers.
     """
-    question = Question(team_id, channel_id, user_id, message_ts, thread_ts, text)
+    question = Question(
+        team_id, channel_id, user_id, message_ts, thread_ts, text, tuple(files or ())
+    )
     services = worker_services()
     store = services.store
     state = store.answer_state(channel_id, message_ts)
@@ -220,20 +224,31 @@ def _answer(
     on_shown: Callable[[str], None] | None,
 ) -> str | None:
     settings = services.settings
-    if not clean_text(question.text, services.bot_user_id):
+    found = attachments.read(services.slack, question.files, settings.files, model)
+    if found.notices and not found.any and not clean_text(question.text, services.bot_user_id):
+        _post(services, question, "\n".join(found.notices))
+        return None
+    if not clean_text(question.text, services.bot_user_id) and not found.any:
         _post(services, question, messages.NO_TEXT)
         return None
     counter = counter_for_model(model)
     try:
         prompt = build_prompt(
-            settings.model.system_prompt,
-            thread_turns(services, question),
+            agent.system_prompt(
+                settings.model.system_prompt, services.redis, question.user_id, question.channel_id
+            ),
+            attachments.question_with_documents(
+                thread_turns(services, question), found, settings.files.max_prompt_tokens, counter
+            ),
             settings.model.context_token_budget,
             counter,
         )
     except PromptTooLong as exc:
         _post(services, question, messages.TOO_LONG.format(tokens=exc.tokens, budget=exc.budget))
         return None
+    prompt = attachments.with_images(prompt, found)
+    if found.notices:
+        _post(services, question, "\n".join(found.notices))
     writer = AnswerWriter(
         services.slack,
         channel_id=question.channel_id,
