@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
 
@@ -226,6 +226,16 @@ class Settings(_Frozen):
     secrets: Secrets
     endpoints: Endpoints = Endpoints()
     config_file: str
+
+    @model_validator(mode="after")
+    def _files_fit_the_context(self) -> Settings:
+        """Attached documents share the context budget with the question and history, so
+        their share must leave room for those."""
+        if self.files.max_prompt_tokens >= self.model.context_token_budget:
+            raise ValueError(
+                "files.max_prompt_tokens must be smaller than model.context_token_budget"
+            )
+        return self
 
     @property
     def socket_mode(self) -> bool:

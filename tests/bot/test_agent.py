@@ -3,11 +3,16 @@ the older assistant experience, group DMs, thread titles, the user's active view
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bot import agent
 from core import keys
-from tests.bot.conftest import Bot
+from core.errors import ConfigError
+from core.settings import load_behaviour
+from tests.bot.conftest import Bot, write_config
 
 
 def _dm_question(bot: Bot, text: str, user: str = "U1", thread_ts: str | None = None) -> dict:
@@ -132,3 +137,13 @@ def test_thread_titles_are_one_clean_line() -> None:
     title = agent.thread_title(long)
     assert len(title) <= agent.TITLE_MAX_CHARS and title.endswith("…")
     assert agent.thread_title("   \n  ") == ""
+
+
+def test_bad_agent_and_file_settings_are_refused_with_the_key_named(tmp_path: Path) -> None:
+    five = [{"title": f"t{i}", "message": f"m{i}"} for i in range(5)]
+    with pytest.raises(ConfigError, match="agent.suggested_prompts"):
+        load_behaviour(write_config(tmp_path / "a.yaml", {"agent": {"suggested_prompts": five}}))
+    with pytest.raises(ConfigError, match="max_prompt_tokens"):
+        load_behaviour(write_config(tmp_path / "b.yaml", {"files": {"max_prompt_tokens": 6000}}))
+    shipped = load_behaviour(write_config(tmp_path / "c.yaml"))
+    assert 1 <= len(shipped.agent.suggested_prompts) <= 4

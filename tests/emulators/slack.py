@@ -1050,7 +1050,7 @@ class SlackEmulator(LoopbackServer):
             if problem:
                 raise _SlackError("invalid_blocks", errors=[problem])
 
-    # REF auth.test
+    # https://docs.slack.dev/reference/methods/auth.test
     def _auth_test(self, args: dict) -> dict:
         return {
             "url": "https://tuneloop-test.slack.com/",
@@ -1062,7 +1062,7 @@ class SlackEmulator(LoopbackServer):
             "is_enterprise_install": False,
         }
 
-    # REF apps.connections.open
+    # https://docs.slack.dev/reference/methods/apps.connections.open
     def _apps_connections_open(self, args: dict) -> dict:
         return {"url": self.socket_mode.issue_url()}
 
@@ -1071,7 +1071,7 @@ class SlackEmulator(LoopbackServer):
             if args.get(key) is not None:
                 msg[key] = args[key]
 
-    # REF chat.postMessage
+    # https://docs.slack.dev/reference/methods/chat.postMessage
     def _chat_post_message(self, args: dict) -> dict:
         self._require(args, "channel")
         text = args.get("text") or args.get("markdown_text") or ""
@@ -1085,7 +1085,7 @@ class SlackEmulator(LoopbackServer):
         self._store(channel, msg)
         return {"channel": channel, "ts": msg["ts"], "message": copy.deepcopy(msg)}
 
-    # REF chat.update
+    # https://docs.slack.dev/reference/methods/chat.update
     def _chat_update(self, args: dict) -> dict:
         self._require(args, "channel", "ts")
         channel = str(args["channel"])
@@ -1104,7 +1104,7 @@ class SlackEmulator(LoopbackServer):
             "message": copy.deepcopy(msg),
         }
 
-    # REF chat.delete
+    # https://docs.slack.dev/reference/methods/chat.delete
     def _chat_delete(self, args: dict) -> dict:
         self._require(args, "channel", "ts")
         channel = str(args["channel"])
@@ -1117,7 +1117,7 @@ class SlackEmulator(LoopbackServer):
             self._refresh_parent(channel, msg["thread_ts"])
         return {"channel": channel, "ts": msg["ts"]}
 
-    # REF chat.postEphemeral
+    # https://docs.slack.dev/reference/methods/chat.postEphemeral
     def _chat_post_ephemeral(self, args: dict) -> dict:
         self._require(args, "channel", "user")
         text = args.get("text") or args.get("markdown_text") or ""
@@ -1136,7 +1136,7 @@ class SlackEmulator(LoopbackServer):
         self._ephemerals.append(record)
         return {"message_ts": ts}
 
-    # REF chat.startStream
+    # https://docs.slack.dev/reference/methods/chat.startStream
     def _chat_start_stream(self, args: dict) -> dict:
         if self.refuse_streaming:
             raise _SlackError("feature_not_enabled")
@@ -1175,26 +1175,26 @@ class SlackEmulator(LoopbackServer):
         msg["text"] = msg.get("text", "") + (args.get("markdown_text") or "") + _chunks_text(chunks)
         return channel, msg, stream
 
-    # REF chat.appendStream
+    # https://docs.slack.dev/reference/methods/chat.appendStream
     def _chat_append_stream(self, args: dict) -> dict:
         channel, msg, _ = self._streaming_message(args)
         return {"channel": channel, "ts": msg["ts"]}
 
-    # REF chat.stopStream
+    # https://docs.slack.dev/reference/methods/chat.stopStream
     def _chat_stop_stream(self, args: dict) -> dict:
         channel, msg, stream = self._streaming_message(args)
         self._message_fields(msg, args)
         stream["state"] = "stopped"
         return {"channel": channel, "ts": msg["ts"], "message": copy.deepcopy(msg)}
 
-    # REF assistant.threads.setStatus
+    # https://docs.slack.dev/reference/methods/assistant.threads.setStatus
     def _assistant_set_status(self, args: dict) -> dict:
         self._require(args, "channel_id", "thread_ts")
         if "status" not in args:
             raise _SlackError("invalid_arguments")
         return {}
 
-    # REF assistant.threads.setSuggestedPrompts
+    # https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts
     def _assistant_set_prompts(self, args: dict) -> dict:
         self._require(args, "channel_id", "prompts")
         prompts = args["prompts"]
@@ -1213,13 +1213,13 @@ class SlackEmulator(LoopbackServer):
         }
         return {}
 
-    # REF assistant.threads.setTitle
+    # https://docs.slack.dev/reference/methods/assistant.threads.setTitle
     def _assistant_set_title(self, args: dict) -> dict:
         self._require(args, "channel_id", "thread_ts", "title")
         self._titles[(str(args["channel_id"]), str(args["thread_ts"]))] = str(args["title"])
         return {}
 
-    # REF files.info
+    # https://docs.slack.dev/reference/methods/files.info
     def _files_info(self, args: dict) -> dict:
         self._require(args, "file")
         info = self._files.get(str(args["file"]))
@@ -1274,7 +1274,7 @@ class SlackEmulator(LoopbackServer):
             },
         }
 
-    # REF conversations.replies
+    # https://docs.slack.dev/reference/methods/conversations.replies
     def _conversations_replies(self, args: dict) -> dict:
         self._require(args, "channel", "ts")
         channel = str(args["channel"])
@@ -1287,7 +1287,7 @@ class SlackEmulator(LoopbackServer):
         replies = self._in_range([m for m in thread if m["ts"] != root], args)
         return self._page(parent + replies, args, self._limit(args, 1000, 1000))
 
-    # REF conversations.history
+    # https://docs.slack.dev/reference/methods/conversations.history
     def _conversations_history(self, args: dict) -> dict:
         self._require(args, "channel")
         channel = str(args["channel"])
@@ -1299,7 +1299,7 @@ class SlackEmulator(LoopbackServer):
             "channel_actions_count": 0,
         }
 
-    # REF conversations.info
+    # https://docs.slack.dev/reference/methods/conversations.info
     def _conversations_info(self, args: dict) -> dict:
         self._require(args, "channel")
         cid = str(args["channel"])
@@ -1335,7 +1335,7 @@ class SlackEmulator(LoopbackServer):
         channel.update(self._channel_info.get(cid, {}))
         return {"channel": channel}
 
-    # REF reactions.add
+    # https://docs.slack.dev/reference/methods/reactions.add
     def _reactions_add(self, args: dict) -> dict:
         self._require(args, "channel", "timestamp", "name")
         msg = self._get_message(str(args["channel"]), args["timestamp"])
@@ -1351,7 +1351,7 @@ class SlackEmulator(LoopbackServer):
         reactions.append({"name": name, "users": [self.bot_user_id], "count": 1})
         return {}
 
-    # REF users.info
+    # https://docs.slack.dev/reference/methods/users.info
     def _users_info(self, args: dict) -> dict:
         self._require(args, "user")
         uid = str(args["user"])
@@ -1388,7 +1388,7 @@ class SlackEmulator(LoopbackServer):
             raise _SlackError("invalid_arguments")
         return view
 
-    # REF views.open
+    # https://docs.slack.dev/reference/methods/views.open
     def _views_open(self, args: dict) -> dict:
         if not args.get("trigger_id") and not args.get("interactivity_pointer"):
             raise _SlackError("invalid_arguments")
@@ -1397,7 +1397,7 @@ class SlackEmulator(LoopbackServer):
         self._views[view_id] = self._make_view(view, view_id)
         return {"view": copy.deepcopy(self._views[view_id])}
 
-    # REF views.update
+    # https://docs.slack.dev/reference/methods/views.update
     def _views_update(self, args: dict) -> dict:
         view = self._view_arg(args)
         current = None
@@ -1415,7 +1415,7 @@ class SlackEmulator(LoopbackServer):
         self._views[current["id"]] = updated
         return {"view": copy.deepcopy(updated)}
 
-    # REF views.publish
+    # https://docs.slack.dev/reference/methods/views.publish
     def _views_publish(self, args: dict) -> dict:
         self._require(args, "user_id")
         view = self._view_arg(args)
@@ -1433,7 +1433,7 @@ class SlackEmulator(LoopbackServer):
         )
         return {"view": copy.deepcopy(self._views[view_id])}
 
-    # REF files.getUploadURLExternal
+    # https://docs.slack.dev/reference/methods/files.getUploadURLExternal
     def _files_get_upload_url(self, args: dict) -> dict:
         self._require(args, "filename", "length")
         file_id = f"F{self._next_id():010d}"
@@ -1447,7 +1447,7 @@ class SlackEmulator(LoopbackServer):
         }
         return {"upload_url": f"{self.base}/upload/v1/{file_id}", "file_id": file_id}
 
-    # REF files.completeUploadExternal
+    # https://docs.slack.dev/reference/methods/files.completeUploadExternal
     def _files_complete_upload(self, args: dict) -> dict:
         files = args.get("files")
         if not isinstance(files, list) or not files:
