@@ -361,6 +361,7 @@ class SlackEmulator(LoopbackServer):
         self._uploaded_files: list[dict] = []
         self._response_urls: dict[str, int] = {}
         self._responses: list[tuple[str, Any]] = []
+        self._rejected_responses: list[tuple[str, str]] = []
         self._files: dict[str, dict] = {}
         self._file_content: dict[str, bytes] = {}
         self._downloads: list[tuple[str, bool]] = []
@@ -590,6 +591,11 @@ class SlackEmulator(LoopbackServer):
         """Files completed via files.completeUploadExternal, with ``content`` bytes."""
         with self._lock:
             return copy.deepcopy(self._uploaded_files)
+
+    def rejected_responses(self) -> list[tuple[str, str]]:
+        """Posts to response URLs refused for malformed blocks: (url, problem)."""
+        with self._lock:
+            return list(self._rejected_responses)
 
     def add_file(
         self,
@@ -994,6 +1000,14 @@ class SlackEmulator(LoopbackServer):
                 answer: tuple[int, dict] = (404, {"ok": False, "error": "expired_url"})
             elif uses >= 5:
                 answer = (404, {"ok": False, "error": "used_url"})
+            elif (
+                isinstance(body, dict)
+                and "blocks" in body
+                and (problem := _blocks_problem(body["blocks"], MAX_MESSAGE_BLOCKS))
+            ):
+                # Slack checks blocks sent to a response_url as it does for chat.postMessage.
+                self._rejected_responses.append((self.base + req.path, problem))
+                answer = (400, {"ok": False, "error": "invalid_blocks", "errors": [problem]})
             else:
                 self._response_urls[req.path] = uses + 1
                 self._responses.append((self.base + req.path, body))
