@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
-from bot import agent, attachments, blocks, messages
+from bot import agent, attachments, blocks, messages, mrkdwn
 from bot.delayed import SCHEDULER
 from bot.runtime import Services, worker_services
 from bot.streaming import AnswerWriter
@@ -118,7 +118,8 @@ def _mark_cut_off(services: Services, channel_id: str, ts: str) -> None:
 
 def clean_text(text: str, bot_user_id: str) -> str:
     """The message as the model should read it: the bot's own mention removed."""
-    return _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
+    text = _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text)
+    return mrkdwn.to_model_text(text).strip()
 
 
 def thread_turns(services: Services, question: Question) -> list[Turn]:
@@ -144,7 +145,7 @@ def thread_turns(services: Services, question: Question) -> list[Turn]:
             if float(message.get("ts", "0")) >= float(question.message_ts):
                 continue
             if message.get("user") == bot_id:
-                turns.append(Turn("assistant", message.get("text", "")))
+                turns.append(Turn("assistant", mrkdwn.to_model_text(message.get("text", ""))))
             elif not message.get("bot_id") and not message.get("subtype"):
                 turns.append(Turn("user", clean_text(message.get("text", ""), bot_id)))
     turns.append(Turn("user", clean_text(question.text, bot_id)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.mrkdwn import to_model_text
 from bot.streaming import CLOSE_RESERVE, open_fence, split_point
 from tests import payloads
 from tests.bot.conftest import Bot
@@ -92,3 +93,22 @@ def test_a_long_streamed_answer_with_a_code_block_renders_in_every_message(bot: 
     for i in range(120):
         assert f"value_{i} = compute({i})" in joined
     assert CLOSE_RESERVE < 1000
+
+
+def test_slack_escapes_and_links_reach_the_model_as_plain_text() -> None:
+    assert to_model_text("if a &lt; b &amp;&amp; c &gt; 0:") == "if a < b && c > 0:"
+    assert to_model_text("see <https://x.io/a?b=1&amp;c=2|the docs>") == (
+        "see the docs (https://x.io/a?b=1&c=2)"
+    )
+    assert to_model_text("<https://x.io> and <mailto:a@b.io>") == "https://x.io and a@b.io"
+    assert to_model_text("in <#C123|deploys> cc <!here> <@U9>") == "in #deploys cc @here <@U9>"
+    assert to_model_text("<!subteam^S1|@oncall> at <!date^1700000000^{date}|Nov 14>") == (
+        "@oncall at Nov 14"
+    )
+
+
+def test_pasted_code_in_a_question_reaches_the_model_unescaped(bot: Bot) -> None:
+    pasted = "Why does this fail?\n```\nif (a &lt; b &amp;&amp; c &gt; 0) { run(); }\n```"
+    bot.ask(bot.says(pasted, mention=True))
+    question = bot.openai.completions()[-1]["messages"][-1]["content"]
+    assert question == "Why does this fail?\n```\nif (a < b && c > 0) { run(); }\n```"
