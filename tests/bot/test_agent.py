@@ -139,11 +139,9 @@ def test_thread_titles_are_one_clean_line() -> None:
     assert agent.thread_title("   \n  ") == ""
 
 
-def test_bad_agent_and_file_settings_are_refused_with_the_key_named(tmp_path: Path) -> None:
+def test_more_than_four_suggested_prompts_are_refused_with_the_key_named(tmp_path: Path) -> None:
     five = [{"title": f"t{i}", "message": f"m{i}"} for i in range(5)]
     with pytest.raises(ConfigError, match="agent.suggested_prompts"):
         load_behaviour(write_config(tmp_path / "a.yaml", {"agent": {"suggested_prompts": five}}))
-    with pytest.raises(ConfigError, match="max_prompt_tokens"):
-        load_behaviour(write_config(tmp_path / "b.yaml", {"files": {"max_prompt_tokens": 6000}}))
     shipped = load_behaviour(write_config(tmp_path / "c.yaml"))
     assert 1 <= len(shipped.agent.suggested_prompts) <= 4
