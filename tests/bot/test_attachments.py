@@ -241,3 +241,11 @@ def test_documents_share_one_budget_and_images_become_content_parts() -> None:
         {"type": "text", "text": "q?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
     ]
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"inline_answers": 0}}])
+def test_a_queued_answer_reads_the_files_too(bot: Bot) -> None:
+    doc = bot.slack.add_file("runbook.md", b"restart the api pod")
+    _ask_with_files(bot, "what do I do?", [doc])
+    content = _last_user_content(bot)
+    assert isinstance(content, str) and "restart the api pod" in content
