@@ -77,14 +77,19 @@ def entities_from_assistant_context(context: dict[str, Any]) -> list[dict[str, A
     return [{"type": CHANNEL, "value": channel, "team_id": context.get("team_id")}]
 
 
-def remember_view(redis: Redis, user_id: str, entities: list[dict[str, Any]], ttl_s: int) -> None:
-    """Store what ``user_id`` is looking at (most relevant first); an empty context
-    forgets it."""
-    key = keys.viewing(user_id)
-    if entities:
-        redis.set(key, json.dumps(entities), ex=ttl_s)
-    else:
-        redis.delete(key)
+def remember_view(
+    redis: Redis, owners: list[str | None], entities: list[dict[str, Any]], ttl_s: int
+) -> None:
+    """Store what a user is looking at (most relevant first) under their user id and
+    their DM with the app, whichever the event names (Slack's examples of
+    app_context_changed carry either); an empty context forgets it."""
+    pipe = redis.pipeline()
+    for owner in filter(None, owners):
+        if entities:
+            pipe.set(keys.viewing(owner), json.dumps(entities), ex=ttl_s)
+        else:
+            pipe.delete(keys.viewing(owner))
+    pipe.execute()
 
 
 def describe_view(entities: list[dict[str, Any]]) -> str | None:
@@ -115,7 +120,7 @@ def system_prompt(base: str, redis: Redis, user_id: str, channel_id: str) -> str
     if not channel_id.startswith("D"):
         return base
     try:
-        raw = redis.get(keys.viewing(user_id))
+        raw = next(filter(None, redis.mget(keys.viewing(channel_id), keys.viewing(user_id))), None)
     except RedisError:
         logger.warning("Redis unavailable: answering without the user's active view")
         return base

@@ -170,10 +170,11 @@ METRICS = f"{PREFIX}metrics"
 
 
 # --- Agent experience -----------------------------------------------------------------
-def viewing(user_id: str) -> str:
-    """STRING (with TTL): JSON list of what one user is looking at in Slack, from
-    app_context_changed / assistant_thread_context_changed; forget-me deletes it."""
-    return f"{PREFIX}viewing:{user_id}"
+def viewing(owner_id: str) -> str:
+    """STRING (with TTL): JSON list of what a user is looking at in Slack, from
+    app_context_changed / assistant_thread_context_changed, under their user id and
+    their DM with the app (whichever the event names)."""
+    return f"{PREFIX}viewing:{owner_id}"
 
 
 def greeted(user_id: str) -> str:

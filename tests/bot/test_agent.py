@@ -145,3 +145,11 @@ def test_more_than_four_suggested_prompts_are_refused_with_the_key_named(tmp_pat
         load_behaviour(write_config(tmp_path / "a.yaml", {"agent": {"suggested_prompts": five}}))
     shipped = load_behaviour(write_config(tmp_path / "c.yaml"))
     assert 1 <= len(shipped.agent.suggested_prompts) <= 4
+
+
+def test_a_context_event_naming_only_the_dm_still_reaches_the_prompt(bot: Bot) -> None:
+    event = bot.slack.app_context_changed("U1", [{"type": agent.CANVAS, "value": "F0CANVAS"}])
+    del event["user"]  # the reference page's example carries no user
+    bot.event(event)
+    bot.ask(_dm_question(bot, "summarise what I am looking at"))
+    assert "canvas F0CANVAS" in _system_prompt(bot)

@@ -43,15 +43,14 @@ def title_thread(services: Services, event: dict[str, Any]) -> None:
         logger.info("setTitle refused: %s", exc.response.get("error"))
 
 
-def _remember(services: Services, user_id: str | None, entities: list[dict[str, Any]]) -> None:
-    if not user_id:
-        return
+def _remember(services: Services, owners: list[str | None], entities: list[dict[str, Any]]) -> None:
+    """Keep what the user looks at, under their user id and DM (see agent.remember_view)."""
     try:
         agent.remember_view(
-            services.redis, user_id, entities, services.settings.agent.view_context_ttl_s
+            services.redis, owners, entities, services.settings.agent.view_context_ttl_s
         )
     except RedisError:
-        logger.warning("Redis unavailable: the active view of %s is not remembered", user_id)
+        logger.warning("Redis unavailable: the active view of %s is not remembered", owners)
 
 
 def register(app: App, services: Services) -> None:
@@ -81,7 +80,8 @@ def register(app: App, services: Services) -> None:
     @app.event("app_context_changed")
     def on_context(event: dict[str, Any], context: Any) -> None:
         entities = (event.get("context") or {}).get("entities") or []
-        _remember(services, event.get("user") or context.user_id, list(entities))
+        owners = [event.get("user") or context.user_id, event.get("channel")]
+        _remember(services, owners, list(entities))
 
     @app.event("assistant_thread_started")
     def on_assistant_thread(event: dict[str, Any], client: Any) -> None:
@@ -91,7 +91,7 @@ def register(app: App, services: Services) -> None:
             return
         _remember(
             services,
-            thread.get("user_id"),
+            [thread.get("user_id"), channel_id],
             agent.entities_from_assistant_context(thread.get("context") or {}),
         )
         client.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=settings.greeting)
@@ -102,6 +102,6 @@ def register(app: App, services: Services) -> None:
         thread = event.get("assistant_thread") or {}
         _remember(
             services,
-            thread.get("user_id"),
+            [thread.get("user_id"), thread.get("channel_id")],
             agent.entities_from_assistant_context(thread.get("context") or {}),
         )
