@@ -19,7 +19,6 @@ import base64
 import io
 import logging
 import mimetypes
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from enum import Enum
@@ -29,7 +28,7 @@ from urllib.parse import urlparse
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import messages
 from core.conversation import Turn
@@ -207,7 +206,7 @@ def download(client: WebClient, url: str, max_bytes: int) -> bytes:
             if "text/html" in (response.headers.get("Content-Type") or ""):
                 # Slack answers a login page, not the file, when the token lacks files:read.
                 raise DownloadError("Slack answered a web page instead of the file")
-    except urllib.error.URLError as exc:
+    except OSError as exc:  # URLError, timeouts, connection resets
         raise DownloadError(str(exc)) from exc
     if len(data) > max_bytes:
         raise DownloadError(f"more than {max_bytes} bytes")
@@ -249,6 +248,10 @@ def _read_one(
         info = client.files_info(file=file_id)["file"]
     except SlackApiError as exc:
         logger.warning("files.info %s refused: %s", file_id, exc.response.get("error"))
+        out.notices.append(messages.FILE_NOTICE_UNREADABLE.format(name=file_id))
+        return
+    except (SlackClientError, OSError):
+        logger.exception("files.info %s failed", file_id)
         out.notices.append(messages.FILE_NOTICE_UNREADABLE.format(name=file_id))
         return
     name = str(info.get("name") or info.get("title") or file_id)
