@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pypdf import PdfReader
-from pypdf.errors import PyPdfError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
@@ -213,10 +212,18 @@ def download(client: WebClient, url: str, max_bytes: int) -> bytes:
     return data
 
 
+class UnreadableFile(TuneloopError):
+    """A downloaded file whose content could not be read (a damaged PDF)."""
+
+
 def pdf_text(data: bytes) -> str:
     """The text of a PDF's pages, separated by blank lines."""
-    reader = PdfReader(io.BytesIO(data))
-    return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages).strip()
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on damaged files
+        raise UnreadableFile(f"not a readable PDF: {exc}") from exc
+    return "\n\n".join(pages).strip()
 
 
 def read(
@@ -283,7 +290,7 @@ def _read_one(
             out.documents.append(Document(name, pdf_text(data)))
         else:
             out.documents.append(Document(name, data.decode("utf-8", errors="replace")))
-    except (DownloadError, PyPdfError, ValueError) as exc:
+    except (DownloadError, UnreadableFile) as exc:
         logger.warning("reading file %s failed: %s", file_id, exc)
         out.notices.append(messages.FILE_NOTICE_UNREADABLE.format(name=name))
 

@@ -249,3 +249,11 @@ def test_a_queued_answer_reads_the_files_too(bot: Bot) -> None:
     _ask_with_files(bot, "what do I do?", [doc])
     content = _last_user_content(bot)
     assert isinstance(content, str) and "restart the api pod" in content
+
+
+def test_a_damaged_pdf_is_reported_and_the_question_answered(bot: Bot) -> None:
+    broken = bot.slack.add_file("scan.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage")
+    event = _ask_with_files(bot, "what is in the scan?", [broken])
+    notice, answer = _thread_texts(bot, event)
+    assert notice == messages.FILE_NOTICE_UNREADABLE.format(name="scan.pdf")
+    assert answer == "Echo: what is in the scan?"
