@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 _ANGLED = re.compile(r"<([^<>]+)>")
+_LINK = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|mailto:|tel:)", re.IGNORECASE)
 
 
 def _readable(match: re.Match[str]) -> str:
@@ -28,6 +29,8 @@ def _readable(match: re.Match[str]) -> str:
         if name.startswith("date"):
             return label or match.group(0)
         return "@" + name
+    if not _LINK.match(target):
+        return match.group(0)  # not Slack markup (Slack escapes a literal "<")
     if label:
         return f"{label} ({target})"
     return target.removeprefix("mailto:")

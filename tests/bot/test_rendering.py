@@ -101,6 +101,7 @@ def test_slack_escapes_and_links_reach_the_model_as_plain_text() -> None:
         "see the docs (https://x.io/a?b=1&c=2)"
     )
     assert to_model_text("<https://x.io> and <mailto:a@b.io>") == "https://x.io and a@b.io"
+    assert to_model_text("raw <b>html</b> stays") == "raw <b>html</b> stays"
     assert to_model_text("in <#C123|deploys> cc <!here> <@U9>") == "in #deploys cc @here <@U9>"
     assert to_model_text("<!subteam^S1|@oncall> at <!date^1700000000^{date}|Nov 14>") == (
         "@oncall at Nov 14"
