@@ -295,6 +295,23 @@ def _blocks_problem(blocks: Any, limit: int) -> str | None:
     return None
 
 
+_CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+
+
+def _chunks_problem(chunks: Any) -> str | None:
+    """What is wrong with the streaming chunks of chat.*Stream, or None."""
+    if not isinstance(chunks, list):
+        return "chunks must be an array"
+    for index, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict) or chunk.get("type") not in _CHUNK_TYPES:
+            return f"[{index}] unknown chunk type"
+        if chunk["type"] == "markdown_text" and (
+            not isinstance(chunk.get("text"), str) or len(chunk["text"]) > MAX_MARKDOWN_CHARS
+        ):
+            return f"[{index}] markdown_text chunks hold text of at most {MAX_MARKDOWN_CHARS}"
+    return None
+
+
 class SlackEmulator(LoopbackServer):
     """In-memory Slack Web API served on ``http://127.0.0.1:PORT/api/``."""
 
@@ -1051,6 +1068,10 @@ class SlackEmulator(LoopbackServer):
             and method in ("chat.postMessage", "chat.update", "chat.postEphemeral")
         ):
             raise _SlackError("invalid_arguments")
+        if "chunks" in args:
+            problem = _chunks_problem(args["chunks"])
+            if problem:
+                raise _SlackError("invalid_chunks", errors=[problem])
         if "blocks" in args:
             view = method.startswith("views.")
             problem = _blocks_problem(

@@ -516,3 +516,18 @@ def test_ai_app_events_have_slacks_shape(slack_api: SlackEmulator) -> None:
     assert root is not None and root["subtype"] == "assistant_app_thread"
     switched = slack_api.assistant_thread_context_changed("U7", thread["thread_ts"], "C8")
     assert switched["assistant_thread"]["context"]["channel_id"] == "C8"
+
+
+def test_malformed_stream_chunks_are_refused(client: WebClient) -> None:
+    parent = client.chat_postMessage(channel="D1", text="q")["ts"]
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_startStream(channel="D1", thread_ts=parent, chunks=[{"type": "sparkles"}])
+    assert _error(exc) == "invalid_chunks"
+    ts = client.chat_startStream(
+        channel="D1", thread_ts=parent, chunks=[{"type": "markdown_text", "text": "ok"}]
+    )["ts"]
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_appendStream(
+            channel="D1", ts=ts, chunks=[{"type": "markdown_text", "text": "x" * 12_001}]
+        )
+    assert _error(exc) == "invalid_chunks"
