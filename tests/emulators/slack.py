@@ -8,6 +8,18 @@ The real ``slack_sdk.WebClient`` talks to it over HTTP::
     assert emu.messages("C1")[0]["text"] == "hi"
     emu.stop()
 
+It is as strict as Slack's reference pages (each handler names its page): unknown
+arguments are refused (``invalid_arguments``), blocks are checked against Block Kit's
+limits (``invalid_blocks``, also for response URLs), ``markdown_text`` is limited to
+12,000 characters, streaming chunks are checked (``invalid_chunks``), and
+``chat.startStream`` outside a DM needs ``recipient_user_id`` and ``recipient_team_id``.
+Files people share (:meth:`SlackEmulator.add_file`) are found by ``files.info`` and served
+from ``url_private_download`` to the bot token only; uploads go through
+``files.getUploadURLExternal``, the upload URL and ``files.completeUploadExternal``. The
+AI-app events (Messages tab opened, app_context_changed, assistant threads) are built by
+the emulator in Slack's shape, and ``experience`` says whether it acts as an agent_view or
+an assistant_view app.
+
 State (messages, streams, files, views, response URLs) lives in memory behind one lock.
 Every API call is recorded as a :class:`Call`, including the ones that were answered
 with an error (``Call.error``).
