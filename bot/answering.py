@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks, messages
+from bot import agent, attachments, blocks, messages, mrkdwn
 from bot.delayed import SCHEDULER
 from bot.runtime import Services, worker_services
 from bot.streaming import AnswerWriter
@@ -49,6 +49,7 @@ class Question:
     message_ts: str
     thread_ts: str
     text: str
+    files: tuple[str, ...] = ()  # ids of the files attached to the message
 
     @property
     def reply_thread(self) -> str:
@@ -69,13 +70,16 @@ def answer_job(
     thread_ts: str,
     text: str,
     cut_off: list[str] | None = None,
+    files: list[str] | None = None,
 ) -> str | None:
     """RQ entry point: answer one message; logs and re-raises so failures are visible.
 
     ``cut_off`` lists messages an earlier attempt showed before its process died: they
     are marked as cut off first, so the thread does not read as two answers.
     """
-    question = Question(team_id, channel_id, user_id, message_ts, thread_ts, text)
+    question = Question(
+        team_id, channel_id, user_id, message_ts, thread_ts, text, tuple(files or ())
+    )
     services = worker_services()
     store = services.store
     state = store.answer_state(channel_id, message_ts)
@@ -114,7 +118,8 @@ def _mark_cut_off(services: Services, channel_id: str, ts: str) -> None:
 
 def clean_text(text: str, bot_user_id: str) -> str:
     """The message as the model should read it: the bot's own mention removed."""
-    return _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
+    text = _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text)
+    return mrkdwn.to_model_text(text).strip()
 
 
 def thread_turns(services: Services, question: Question) -> list[Turn]:
@@ -140,7 +145,7 @@ def thread_turns(services: Services, question: Question) -> list[Turn]:
             if float(message.get("ts", "0")) >= float(question.message_ts):
                 continue
             if message.get("user") == bot_id:
-                turns.append(Turn("assistant", message.get("text", "")))
+                turns.append(Turn("assistant", mrkdwn.to_model_text(message.get("text", ""))))
             elif not message.get("bot_id") and not message.get("subtype"):
                 turns.append(Turn("user", clean_text(message.get("text", ""), bot_id)))
     turns.append(Turn("user", clean_text(question.text, bot_id)))
@@ -220,20 +225,31 @@ def _answer(
     on_shown: Callable[[str], None] | None,
 ) -> str | None:
     settings = services.settings
-    if not clean_text(question.text, services.bot_user_id):
+    found = attachments.read(services.slack, question.files, settings.files, model)
+    if found.notices and not found.any and not clean_text(question.text, services.bot_user_id):
+        _post(services, question, "\n".join(found.notices))
+        return None
+    if not clean_text(question.text, services.bot_user_id) and not found.any:
         _post(services, question, messages.NO_TEXT)
         return None
     counter = counter_for_model(model)
     try:
         prompt = build_prompt(
-            settings.model.system_prompt,
-            thread_turns(services, question),
+            agent.system_prompt(
+                settings.model.system_prompt, services.redis, question.user_id, question.channel_id
+            ),
+            attachments.question_with_documents(
+                thread_turns(services, question), found, attachments.budget(settings), counter
+            ),
             settings.model.context_token_budget,
             counter,
         )
     except PromptTooLong as exc:
         _post(services, question, messages.TOO_LONG.format(tokens=exc.tokens, budget=exc.budget))
         return None
+    prompt = attachments.with_images(prompt, found)
+    if found.notices:
+        _post(services, question, "\n".join(found.notices))
     writer = AnswerWriter(
         services.slack,
         channel_id=question.channel_id,

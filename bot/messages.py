@@ -56,11 +56,6 @@ HOME_PENDING = "*Approved examples waiting for the next training run:* {count}"
 HOME_STORAGE_DOWN = "_Statistics are unavailable right now (storage unreachable)._"
 HOME_HELP = "Mention me in a channel or send me a direct message to ask a question."
 
-ASSISTANT_GREETING = "Hi! Ask me anything. Rate my answers with the thumbs to help me improve."
-ASSISTANT_PROMPTS = (
-    ("What can you do?", "What can you help me with?"),
-    ("Summarise", "Summarise this conversation in three bullet points."),
-)
 
 NOT_ADMIN = "Sorry, only tuneloop admins can do that."
 
@@ -225,3 +220,24 @@ FORGOTTEN_MODELS = (
     "Cannot be deleted: these models were trained on it and cannot unlearn an example: "
     "{models}. To be rid of it, roll back to a model trained before and retrain."
 )
+
+# --- agent experience and files in questions ------------------------------------
+VIEWING_NOTE = "The user is currently looking at {places} in Slack."
+VIEWING_CHANNEL = "<#{channel}>"
+VIEWING_MESSAGE = "a message in <#{channel}> (ts {ts})"
+VIEWING_CANVAS = "canvas {id}"
+VIEWING_LIST = "list {id}"
+FILE_HEADER = "[Attached file: {name}]"
+FILE_CUT = "[{name} was cut: {kept} of {tokens} tokens fit in the prompt.]"
+FILE_NOTICE_CUT = "_{name} is long: I read its first {kept} of {tokens} tokens._"
+FILE_NOTICE_TOO_BIG = "_I could not read {name}: it is {size}, the limit is {limit}._"
+FILE_NOTICE_UNSUPPORTED = (
+    "_I cannot read {name} ({kind}): I read text, Markdown, CSV, JSON, code and PDF files, "
+    "and images._"
+)
+FILE_NOTICE_NO_VISION = "_I cannot look at {name}: the current model does not read images._"
+FILE_NOTICE_UNREADABLE = "_I could not download or read {name}: I answered without it._"
+FILE_NOTICE_TOO_MANY = "_I read the first {limit} files only; {skipped} were left out._"
+FILE_NOTICE_NO_ROOM = "_{name} did not fit in what I can read at once: I answered without it._"
+FILE_NOTICE_OFF = "_Files are not read here: I answered from your text only._"
+FILES_ONLY_QUESTION = "Please look at the attached file(s)."

@@ -10,9 +10,11 @@ per interval. Answers longer than one message continue in a new message, never c
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -25,20 +27,111 @@ logger = logging.getLogger(__name__)
 STREAM_LOST = {"message_not_in_streaming_state", "message_not_found", "streaming_state_conflict"}
 
 
-def split_point(text: str, limit: int) -> int:
-    """Where to cut ``text`` so the first part has at most ``limit`` characters.
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^`]*)$")
+CLOSE_RESERVE = 8
+"""Room a message keeps for the line that closes a code block cut in two."""
 
-    Prefers the last paragraph break, then line break, then space in the last fifth of
-    the allowed length, so a continued answer does not split a word.
+
+@dataclass(frozen=True)
+class Split:
+    """Where to cut an answer: ``text[:cut] + close`` is this message, ``reopen +
+    text[cut:]`` the next; ``close`` / ``reopen`` are set when the cut is inside a code
+    block, so both halves render as code."""
+
+    cut: int
+    close: str = ""
+    reopen: str = ""
+
+
+class _Block(NamedTuple):
+    start: int  # where its opening line starts
+    stop: int  # where its closing line ends (len(text) while still open)
+    opening: str  # the opening line, e.g. "```python"
+    closed: bool
+
+
+def _fences(text: str) -> list[_Block]:
+    """Fenced code blocks of ``text``, per CommonMark's fence rules."""
+    blocks: list[_Block] = []
+    opened: tuple[int, str, str] | None = None  # (start, marker, opening line)
+    pos = 0
+    for line in text.split("\n"):
+        end = pos + len(line)
+        if opened is None:
+            match = _FENCE.match(line)
+            if match:
+                opened = (pos, match.group(1), line)
+        else:
+            marker = opened[1]
+            stripped = line.strip()
+            if stripped and set(stripped) == {marker[0]} and len(stripped) >= len(marker):
+                blocks.append(_Block(opened[0], end, opened[2], True))
+                opened = None
+        pos = end + 1
+    if opened is not None:
+        blocks.append(_Block(opened[0], len(text), opened[2], False))
+    return blocks
+
+
+def open_fence(text: str) -> str | None:
+    """The opening line of the code block ``text`` ends inside, or None."""
+    blocks = _fences(text)
+    return blocks[-1].opening if blocks and not blocks[-1].closed else None
+
+
+def _close_for(head: str, opening: str) -> str:
+    marker = _FENCE.match(opening).group(1)  # type: ignore[union-attr]
+    return ("" if head.endswith("\n") else "\n") + marker
+
+
+def split_point(text: str, limit: int) -> Split:
+    """Where to cut ``text`` so the first message has at most ``limit`` characters.
+
+    Prefers, in the last fifth of the allowed length, a paragraph break, then a line
+    break, then a space outside code blocks, so a continued answer splits neither a
+    word nor a code block. Else a code block that fits in one message moves whole to the
+    next; a longer one is cut at a line break, closed, and reopened with its language.
     """
     if len(text) <= limit:
-        return len(text)
+        return Split(len(text))
+    blocks = _fences(text)
+
+    def inside(cut: int) -> _Block | None:
+        return next((b for b in blocks if b.start < cut < b.stop), None)
+
     floor = int(limit * 0.8)
     for sep in ("\n\n", "\n", " "):
-        cut = text.rfind(sep, floor, limit)
-        if cut > 0:
-            return cut + len(sep)
-    return limit
+        end = limit
+        while (found := text.rfind(sep, floor, end)) > 0:
+            cut = found + len(sep)
+            if cut <= limit and inside(cut) is None:
+                return Split(cut)
+            end = found + len(sep) - 1
+    block = inside(limit)
+    if block is None:
+        return Split(limit)
+    start, stop, opening, _ = block
+    if start > 0 and (stop - start <= limit or start >= floor):
+        return Split(start)
+    budget = limit - CLOSE_RESERVE
+    body = start + len(opening) + 1
+    line = text.rfind("\n", body, budget)
+    cut = line + 1 if line >= body else max(budget, body)
+    return Split(cut, _close_for(text[:cut], opening), opening + "\n")
+
+
+CODE_LINE_SLACK = 200
+"""Inside a code block, a message this close to full ends at the next line break, so
+no code line is cut in two across messages (only lines longer than this are)."""
+
+
+def _code_line_end(written: str, piece: str, room: int, slack: int) -> int | None:
+    """Where in ``piece`` a nearly full message inside a code block should end (just
+    after a line break), or None to go on as usual."""
+    line = piece.rfind("\n", 0, room + 1)
+    if line < 0 or room - line > slack or open_fence(written + piece[: line + 1]) is None:
+        return None
+    return line + 1
 
 
 class AnswerWriter:
@@ -82,15 +175,22 @@ class AnswerWriter:
     # --- public --------------------------------------------------------------------
     def write(self, piece: str) -> None:
         """Add generated text; starts a new message when the current one is full."""
+        limit = self.max_chars - CLOSE_RESERVE  # room to close a code block cut in two
         while piece:
-            room = self.max_chars - len(self._part)
-            if len(piece) <= room:
+            room = limit - len(self._part)
+            cut = _code_line_end(self._part, piece, room, min(CODE_LINE_SLACK, limit // 5))
+            if cut is None and len(piece) <= room:
                 self._append(piece)
                 return
-            cut = split_point(self._part + piece, self.max_chars) - len(self._part)
+            if cut is None:
+                cut = split_point(self._part + piece, limit).cut - len(self._part)
             if cut > 0:
                 self._append(piece[:cut])
                 piece = piece[cut:]
+            opening = open_fence(self._part)
+            if opening is not None:
+                self._append(_close_for(self._part, opening))
+                piece = opening + "\n" + piece
             self._close_part(final_blocks=None)
 
     def finish(self, final_blocks: list[dict[str, Any]]) -> list[str]:

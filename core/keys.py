@@ -190,3 +190,23 @@ model a training run produced (what ``/finetune promote`` may switch to)."""
 # --- Operations -------------------------------------------------------------------------
 METRICS = f"{PREFIX}metrics"
 """HASH: "<metric>|<label>=<value>..." -> count, shared by every process (see core.metrics)."""
+
+
+# --- Agent experience -----------------------------------------------------------------
+def viewing(owner_id: str) -> str:
+    """STRING (with TTL): JSON list of what a user is looking at in Slack, from
+    app_context_changed / assistant_thread_context_changed, under their user id and
+    their DM with the app (whichever the event names)."""
+    return f"{PREFIX}viewing:{owner_id}"
+
+
+def greeted(user_id: str) -> str:
+    """STRING: set once the Messages tab greeted this user, so reopening it does not
+    post the greeting again."""
+    return f"{PREFIX}greeted:{user_id}"
+
+
+def titled(channel_id: str, thread_ts: str) -> str:
+    """STRING (with TTL): set once a Messages-tab thread got its title from its first
+    question."""
+    return f"{PREFIX}titled:{channel_id}:{thread_ts}"

@@ -87,6 +87,39 @@ class SlackSettings(_Frozen):
     recover_after_s: Annotated[float, Field(ge=3.0)] = 30.0
 
 
+class SuggestedPrompt(_Frozen):
+    """One suggested prompt of the agent's Messages tab: its button title and the
+    message it sends."""
+
+    title: str = Field(min_length=1, max_length=75)
+    message: str = Field(min_length=1, max_length=2000)
+
+
+class AgentSettings(_Frozen):
+    """The agent experience: the greeting and the suggested prompts (Slack shows at
+    most four), and how long the user's active view is remembered."""
+
+    greeting: str = Field(
+        default="Hi! Ask me anything. Rate my answers with the thumbs to help me improve.",
+        min_length=1,
+    )
+    prompts_title: str = Field(default="Try asking", max_length=75)
+    suggested_prompts: tuple[SuggestedPrompt, ...] = Field(default=(), max_length=4)
+    view_context_ttl_s: PositiveInt = 3600
+
+
+class FileSettings(_Frozen):
+    """Files attached to questions: what is read, up to which size, and which models
+    are given images (models not listed get a note that images were not read)."""
+
+    enabled: bool = True
+    max_files: Annotated[int, Field(ge=0, le=20)] = 5
+    max_file_bytes: PositiveInt = 5_000_000
+    max_image_bytes: PositiveInt = 4_000_000
+    max_prompt_tokens: PositiveInt = 3000  # at most half the context budget is used
+    vision_models: tuple[str, ...] = ("gpt-4o", "gpt-4.1", "gpt-5", "o3", "o4")
+
+
 class ApprovalSettings(_Frozen):
     mode: ApprovalMode = ApprovalMode.BOTH
     asker_upvote_approves: bool = True
@@ -187,6 +220,8 @@ class Settings(_Frozen):
 
     model: ModelSettings
     slack: SlackSettings = SlackSettings()
+    agent: AgentSettings = AgentSettings()
+    files: FileSettings = FileSettings()
     approval: ApprovalSettings = ApprovalSettings()
     retention: RetentionSettings = RetentionSettings()
     training: TrainingSettings = TrainingSettings()

@@ -311,21 +311,6 @@ def test_slack_429_is_retried_after_retry_after(bot: Bot) -> None:
     assert bot.slack.message("C1", ts)["text"] == "A long answer that is streamed. " * 10
 
 
-def test_a_message_with_only_a_file_gets_a_polite_reply(bot: Bot) -> None:
-    event = payloads.message(
-        "",
-        channel="D1",
-        channel_type="im",
-        subtype="file_share",
-        files=[{"id": "F1", "name": "x.png"}],
-    )
-    bot.event(event)
-    bot.run_worker()
-    posted = bot.slack.calls("chat.postMessage")
-    assert len(posted) == 1 and "text" in posted[0].args["text"]
-    assert bot.openai.completions() == []
-
-
 def test_a_promoted_model_is_used_for_the_next_answer(bot: Bot) -> None:
     bot.openai.add_model("ft:gpt-4o-mini-2024-07-18:org:tuneloop:abc")
     bot.redis.set(keys.CURRENT_MODEL, "ft:gpt-4o-mini-2024-07-18:org:tuneloop:abc")

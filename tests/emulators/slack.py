@@ -8,6 +8,18 @@ The real ``slack_sdk.WebClient`` talks to it over HTTP::
     assert emu.messages("C1")[0]["text"] == "hi"
     emu.stop()
 
+It is as strict as Slack's reference pages (each handler names its page): unknown
+arguments are refused (``invalid_arguments``), blocks are checked against Block Kit's
+limits (``invalid_blocks``, also for response URLs), ``markdown_text`` is limited to
+12,000 characters, streaming chunks are checked (``invalid_chunks``), and
+``chat.startStream`` outside a DM needs ``recipient_user_id`` and ``recipient_team_id``.
+Files people share (:meth:`SlackEmulator.add_file`) are found by ``files.info`` and served
+from ``url_private_download`` to the bot token only; uploads go through
+``files.getUploadURLExternal``, the upload URL and ``files.completeUploadExternal``. The
+AI-app events (Messages tab opened, app_context_changed, assistant threads) are built by
+the emulator in Slack's shape, and ``experience`` says whether it acts as an agent_view or
+an assistant_view app.
+
 State (messages, streams, files, views, response URLs) lives in memory behind one lock.
 Every API call is recorded as a :class:`Call`, including the ones that were answered
 with an error (``Call.error``).
@@ -131,6 +143,188 @@ def _chunks_text(chunks: Any) -> str:
     )
 
 
+REF = "https://docs.slack.dev/reference/methods/"
+
+# The arguments each method accepts besides ``token``, as its reference page lists them
+# (REF + method name); any other argument is refused with ``invalid_arguments``, so code
+# that sends a misspelt or invented argument fails here as it would risk failing at Slack.
+_ARGS: dict[str, frozenset[str]] = {
+    name: frozenset(args.split())
+    for name, args in {
+        "auth.test": "",
+        "apps.connections.open": "",
+        "chat.postMessage": (
+            "channel text as_user attachments blocks thread_ts reply_broadcast unfurl_links "
+            "unfurl_media container_id icon_emoji icon_url mrkdwn link_names username parse "
+            "metadata markdown_text"
+        ),
+        "chat.update": (
+            "channel ts text attachments blocks as_user file_ids link_names parse "
+            "reply_broadcast metadata markdown_text"
+        ),
+        "chat.delete": "channel ts as_user",
+        "chat.postEphemeral": (
+            "channel user text as_user attachments blocks thread_ts icon_emoji icon_url "
+            "link_names username parse markdown_text"
+        ),
+        "chat.startStream": (
+            "channel thread_ts markdown_text recipient_team_id recipient_user_id chunks "
+            "task_display_mode icon_emoji icon_url username"
+        ),
+        "chat.appendStream": "channel ts markdown_text chunks",
+        "chat.stopStream": "channel ts markdown_text blocks metadata chunks session_status",
+        "assistant.threads.setStatus": (
+            "channel_id thread_ts status loading_messages icon_emoji icon_url username"
+        ),
+        "assistant.threads.setSuggestedPrompts": "channel_id thread_ts title prompts",
+        "assistant.threads.setTitle": "channel_id thread_ts title",
+        "conversations.replies": (
+            "channel ts cursor inclusive include_all_metadata latest limit oldest"
+        ),
+        "conversations.history": (
+            "channel cursor inclusive include_all_metadata latest limit oldest"
+        ),
+        "conversations.info": "channel include_locale include_num_members",
+        "conversations.open": "users channel return_im prevent_creation",
+        "reactions.add": "channel name timestamp",
+        "users.info": "user include_locale",
+        "views.open": "trigger_id interactivity_pointer view",
+        "views.update": "view external_id view_id hash",
+        "views.publish": "user_id view hash",
+        "files.info": "file count cursor limit page",
+        "files.getUploadURLExternal": "filename length alt_txt snippet_type",
+        "files.completeUploadExternal": "files channel_id channels initial_comment thread_ts blocks",
+    }.items()
+}
+
+# Block Kit limits from the reference (docs.slack.dev/reference/block-kit/blocks/...).
+MAX_MESSAGE_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100
+MAX_MARKDOWN_CHARS = 12_000  # markdown_text arguments, and markdown blocks in one message
+MAX_TEXT_CHARS = 40_000  # a message's text; longer is msg_too_long
+MAX_SECTION_TEXT = 3_000
+MAX_HEADER_TEXT = 150
+_BLOCK_TYPES = frozenset(
+    {
+        "actions",
+        "context",
+        "context_actions",
+        "divider",
+        "file",
+        "header",
+        "image",
+        "input",
+        "markdown",
+        "rich_text",
+        "section",
+        "table",
+        "video",
+    }
+)
+_TEXT_TYPES = frozenset({"plain_text", "mrkdwn"})
+_CONTEXT_ACTION_ELEMENTS = frozenset({"feedback_buttons", "icon_button"})
+
+
+def _text_object(obj: Any, limit: int, types: frozenset[str] = _TEXT_TYPES) -> bool:
+    return (
+        isinstance(obj, dict)
+        and obj.get("type") in types
+        and isinstance(obj.get("text"), str)
+        and 0 < len(obj["text"]) <= limit
+    )
+
+
+def _block_problem(block: Any) -> str | None:
+    """What is wrong with one block, per its reference page, or None."""
+    if not isinstance(block, dict) or block.get("type") not in _BLOCK_TYPES:
+        return "unknown block type"
+    kind = block["type"]
+    block_id = block.get("block_id")
+    if block_id is not None and (not isinstance(block_id, str) or len(block_id) > 255):
+        return "block_id must be a string of at most 255 characters"
+    elements = block.get("elements")
+    if kind == "section":
+        fields = block.get("fields")
+        if "text" not in block and not fields:
+            return "a section needs text or fields"
+        if "text" in block and not _text_object(block["text"], MAX_SECTION_TEXT):
+            return f"section text must be a text object of 1-{MAX_SECTION_TEXT} characters"
+        if fields is not None and (
+            not isinstance(fields, list)
+            or len(fields) > 10
+            or not all(_text_object(f, 2000) for f in fields)
+        ):
+            return "section fields: at most 10 text objects of 1-2000 characters"
+    elif kind == "header":
+        if not _text_object(block.get("text"), MAX_HEADER_TEXT, frozenset({"plain_text"})):
+            return f"header text must be plain_text of 1-{MAX_HEADER_TEXT} characters"
+    elif kind == "markdown":
+        if not isinstance(block.get("text"), str) or not block["text"]:
+            return "a markdown block needs text"
+    elif kind == "context":
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
+            return "a context block holds 1-10 elements"
+    elif kind == "actions":
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 25:
+            return "an actions block holds 1-25 elements"
+    elif kind == "context_actions":
+        if (
+            not isinstance(elements, list)
+            or not 1 <= len(elements) <= 5
+            or not all(
+                isinstance(e, dict) and e.get("type") in _CONTEXT_ACTION_ELEMENTS for e in elements
+            )
+        ):
+            return "context_actions holds 1-5 feedback_buttons / icon_button elements"
+    elif kind == "input":
+        if not _text_object(block.get("label"), 2000, frozenset({"plain_text"})):
+            return "an input block needs a plain_text label"
+        if not isinstance(block.get("element"), dict):
+            return "an input block needs an element"
+    elif kind == "rich_text" and not isinstance(elements, list):
+        return "a rich_text block needs elements"
+    return None
+
+
+def _blocks_problem(blocks: Any, limit: int) -> str | None:
+    if not isinstance(blocks, list):
+        return "blocks must be an array"
+    if len(blocks) > limit:
+        return f"no more than {limit} items allowed"
+    seen: set[str] = set()
+    markdown = 0
+    for index, block in enumerate(blocks):
+        problem = _block_problem(block)
+        if problem:
+            return f"[{index}] {problem}"
+        if block.get("block_id"):
+            if block["block_id"] in seen:
+                return f"[{index}] duplicate block_id"
+            seen.add(block["block_id"])
+        if block["type"] == "markdown":
+            markdown += len(block["text"])
+    if markdown > MAX_MARKDOWN_CHARS:
+        return f"markdown blocks hold at most {MAX_MARKDOWN_CHARS} characters in total"
+    return None
+
+
+_CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+
+
+def _chunks_problem(chunks: Any) -> str | None:
+    """What is wrong with the streaming chunks of chat.*Stream, or None."""
+    if not isinstance(chunks, list):
+        return "chunks must be an array"
+    for index, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict) or chunk.get("type") not in _CHUNK_TYPES:
+            return f"[{index}] unknown chunk type"
+        if chunk["type"] == "markdown_text" and (
+            not isinstance(chunk.get("text"), str) or len(chunk["text"]) > MAX_MARKDOWN_CHARS
+        ):
+            return f"[{index}] markdown_text chunks hold text of at most {MAX_MARKDOWN_CHARS}"
+    return None
+
+
 class SlackEmulator(LoopbackServer):
     """In-memory Slack Web API served on ``http://127.0.0.1:PORT/api/``."""
 
@@ -150,6 +344,9 @@ class SlackEmulator(LoopbackServer):
         self.team_id = team_id
         self.latency_s = latency_s
         self.refuse_streaming = False
+        self.experience = "agent"
+        """``agent`` (manifest agent_view) or ``assistant`` (assistant_view): decides
+        whether setSuggestedPrompts honours ``thread_ts``."""
         self._lock = threading.RLock()
         self._new_call = threading.Condition(self._lock)
         self._ts_micros = 1_700_000_000_000_000
@@ -168,6 +365,7 @@ class SlackEmulator(LoopbackServer):
             "assistant.threads.setStatus": self._assistant_set_status,
             "assistant.threads.setSuggestedPrompts": self._assistant_set_prompts,
             "assistant.threads.setTitle": self._assistant_set_title,
+            "files.info": self._files_info,
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "conversations.info": self._conversations_info,
@@ -194,6 +392,12 @@ class SlackEmulator(LoopbackServer):
         self._uploaded_files: list[dict] = []
         self._response_urls: dict[str, int] = {}
         self._responses: list[tuple[str, Any]] = []
+        self._rejected_responses: list[tuple[str, str]] = []
+        self._files: dict[str, dict] = {}
+        self._file_content: dict[str, bytes] = {}
+        self._downloads: list[tuple[str, bool]] = []
+        self._prompts: dict[tuple[str, str | None], dict] = {}
+        self._titles: dict[tuple[str, str], str] = {}
 
     # -- public API -------------------------------------------------------------------
     def start(self) -> SlackEmulator:
@@ -222,6 +426,7 @@ class SlackEmulator(LoopbackServer):
         with self._lock:
             self._init_state()
             self.refuse_streaming = False
+            self.experience = "agent"
         self.socket_mode.reset()
 
     def calls(self, method: str | None = None) -> list[Call]:
@@ -418,6 +623,114 @@ class SlackEmulator(LoopbackServer):
         with self._lock:
             return copy.deepcopy(self._uploaded_files)
 
+    def rejected_responses(self) -> list[tuple[str, str]]:
+        """Posts to response URLs refused for malformed blocks: (url, problem)."""
+        with self._lock:
+            return list(self._rejected_responses)
+
+    def add_file(
+        self,
+        name: str,
+        content: bytes,
+        *,
+        user: str = "U1",
+        mimetype: str | None = None,
+        filetype: str | None = None,
+    ) -> dict:
+        """A file a person uploaded; returns its object as message events carry it
+        (put it in ``add_message(..., files=[...])`` and in the event's ``files``).
+
+        Its ``url_private_download`` serves ``content`` only with the bot token, like
+        Slack's (files:read); without it the answer is an HTML login page.
+        """
+        with self._lock:
+            return copy.deepcopy(self._new_file(name, content, user, mimetype, filetype))
+
+    def downloads(self) -> list[tuple[str, bool]]:
+        """Private file URLs fetched so far, each with whether the bot token came along."""
+        with self._lock:
+            return list(self._downloads)
+
+    def suggested_prompts(self, channel: str, thread_ts: str | None = None) -> dict | None:
+        """The prompts last set for a DM (agent experience) or one assistant thread:
+        ``{"title", "prompts"}``, or None."""
+        with self._lock:
+            found = self._prompts.get((channel, thread_ts))
+            return copy.deepcopy(found) if found else None
+
+    def thread_title(self, channel: str, thread_ts: str) -> str | None:
+        """The title assistant.threads.setTitle gave a thread, or None."""
+        with self._lock:
+            return self._titles.get((channel, thread_ts))
+
+    # -- AI-app events, as Slack sends them (docs.slack.dev/reference/events/...) ----
+    def dm_channel(self, user: str) -> str:
+        """The app's DM with ``user`` (its Messages tab): ``D`` + the user id's tail."""
+        return "D" + user[1:]
+
+    def messages_tab_opened(self, user: str = "U1") -> dict:
+        """app_home_opened with tab "messages": the agent experience's replacement of
+        assistant_thread_started (reference/events/app_home_opened)."""
+        return {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": self.dm_channel(user),
+            "tab": "messages",
+            "event_ts": self._event_ts(),
+        }
+
+    def app_context_changed(self, user: str, entities: list[dict]) -> dict:
+        """What the user looks at while the agent is visible, most relevant first
+        (reference/events/app_context_changed); ``entities=[]`` sends ``context: {}``."""
+        return {
+            "type": "app_context_changed",
+            "user": user,
+            "channel": self.dm_channel(user),
+            "context": {"entities": copy.deepcopy(entities)} if entities else {},
+            "event_ts": self._event_ts(),
+        }
+
+    def assistant_thread_started(self, user: str = "U1", context_channel: str = "") -> dict:
+        """An assistant thread opened (assistant_view apps; reference/events/
+        assistant_thread_started): its root message is stored as Slack stores it."""
+        channel = self.dm_channel(user)
+        with self._lock:
+            ts = self._next_ts()
+        self.add_message(
+            channel, "New chat", user, ts=ts, subtype="assistant_app_thread", thread_ts=ts
+        )
+        context = (
+            {"channel_id": context_channel, "team_id": self.team_id} if context_channel else {}
+        )
+        return {
+            "type": "assistant_thread_started",
+            "assistant_thread": {
+                "user_id": user,
+                "context": context,
+                "channel_id": channel,
+                "thread_ts": ts,
+            },
+            "event_ts": self._event_ts(),
+        }
+
+    def assistant_thread_context_changed(self, user: str, thread_ts: str, channel: str) -> dict:
+        """The user switched channel beside an assistant thread (reference/events/
+        assistant_thread_context_changed)."""
+        return {
+            "type": "assistant_thread_context_changed",
+            "assistant_thread": {
+                "user_id": user,
+                "context": {"channel_id": channel, "team_id": self.team_id},
+                "channel_id": self.dm_channel(user),
+                "thread_ts": thread_ts,
+            },
+            "event_ts": self._event_ts(),
+        }
+
+    def _event_ts(self) -> str:
+        with self._lock:
+            return self._next_ts()
+
     def new_response_url(self) -> str:
         """A fresh response_url on the emulator (5 uses, like Slack's)."""
         with self._lock:
@@ -502,6 +815,47 @@ class SlackEmulator(LoopbackServer):
             },
         }
 
+    def _new_file(
+        self,
+        name: str,
+        content: bytes,
+        user: str,
+        mimetype: str | None,
+        filetype: str | None,
+        file_id: str | None = None,
+    ) -> dict:
+        file_id = file_id or f"F{self._next_id():010d}"
+        mimetype = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        now = int(time.time())
+        private = f"{self.base}/files-pri/{self.team_id}-{file_id}/{name}"
+        info = {
+            "id": file_id,
+            "created": now,
+            "timestamp": now,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": filetype or (name.rsplit(".", 1)[-1].lower() if "." in name else "binary"),
+            "pretty_type": (filetype or mimetype).upper(),
+            "user": user,
+            "user_team": self.team_id,
+            "mode": "hosted",
+            "editable": False,
+            "is_external": False,
+            "external_type": "",
+            "size": len(content),
+            "url_private": private,
+            "url_private_download": private.replace(f"/{file_id}/", f"/{file_id}/download/"),
+            "permalink": f"https://tuneloop-test.slack.com/files/{user}/{file_id}/{name}",
+            "is_public": False,
+            "channels": [],
+            "groups": [],
+            "ims": [],
+        }
+        self._files[file_id] = info
+        self._file_content[file_id] = content
+        return info
+
     def _get_message(self, channel: str, ts: Any) -> dict:
         msg = self._channels.get(channel, {}).get(str(ts)) if ts else None
         if msg is None:
@@ -543,6 +897,8 @@ class SlackEmulator(LoopbackServer):
             self._dispatch_api(req.path[len("/api/") :], req, resp)
         elif req.path.startswith("/upload/v1/"):
             self._dispatch_upload(req.path[len("/upload/v1/") :], req, resp)
+        elif req.path.startswith("/files-pri/"):
+            self._dispatch_file_download(req, resp)
         elif req.path.startswith("/actions/"):
             self._dispatch_response_url(req, resp)
         else:
@@ -590,6 +946,7 @@ class SlackEmulator(LoopbackServer):
             token = req.bearer_token() or args.get("token")
             expected, other = self.bot_token, self.app_token
         args.pop("token", None)
+        args = {k: v for k, v in args.items() if v is not None}
         status, headers = 200, {}
         with self._lock:
             fault = None
@@ -612,6 +969,7 @@ class SlackEmulator(LoopbackServer):
                 handler = self._handlers.get(method)
                 if handler is None:
                     raise _SlackError("unknown_method", req_method=method)
+                self._check_args(method, args)
                 body = handler(args)
                 body = {"ok": True, **body}
                 error = None
@@ -642,6 +1000,25 @@ class SlackEmulator(LoopbackServer):
         self._sleep(self.latency_s)
         resp.send(answer[0], answer[1], "text/plain; charset=utf-8")
 
+    def _dispatch_file_download(self, req: Request, resp: Responder) -> None:
+        """GET url_private / url_private_download (docs.slack.dev/messaging/working-with-
+        files): the bot token in ``Authorization: Bearer`` gets the bytes; anything else
+        gets Slack's HTML login page with status 200, as Slack answers it."""
+        parts = req.path.split("/")  # "", "files-pri", "T1-F…", ["download"], name
+        file_id = parts[2].split("-", 1)[-1] if len(parts) > 2 else ""
+        authorized = req.bearer_token() == self.bot_token
+        with self._lock:
+            self._downloads.append((req.path, authorized))
+            info = self._files.get(file_id)
+            content = self._file_content.get(file_id)
+        if not authorized:
+            page = b"<!DOCTYPE html><html><body>Sign in to Slack</body></html>"
+            resp.send(200, page, "text/html; charset=utf-8")
+        elif info is None or content is None:
+            resp.send(404, b"file not found", "text/plain; charset=utf-8")
+        else:
+            resp.send(200, content, info["mimetype"])
+
     def _dispatch_response_url(self, req: Request, resp: Responder) -> None:
         if req.content_type == "application/json":
             body: Any = req.json()
@@ -654,6 +1031,14 @@ class SlackEmulator(LoopbackServer):
                 answer: tuple[int, dict] = (404, {"ok": False, "error": "expired_url"})
             elif uses >= 5:
                 answer = (404, {"ok": False, "error": "used_url"})
+            elif (
+                isinstance(body, dict)
+                and "blocks" in body
+                and (problem := _blocks_problem(body["blocks"], MAX_MESSAGE_BLOCKS))
+            ):
+                # Slack checks blocks sent to a response_url as it does for chat.postMessage.
+                self._rejected_responses.append((self.base + req.path, problem))
+                answer = (400, {"ok": False, "error": "invalid_blocks", "errors": [problem]})
             else:
                 self._response_urls[req.path] = uses + 1
                 self._responses.append((self.base + req.path, body))
@@ -675,6 +1060,46 @@ class SlackEmulator(LoopbackServer):
                 },
             )
 
+    @staticmethod
+    def _check_args(method: str, args: dict) -> None:
+        # slack_sdk adds team_id to every call of a client that knows its workspace
+        # (Bolt's clients do; Slack reads it for org-wide installations).
+        unknown = sorted(set(args) - _ARGS[method] - {"team_id"})
+        if unknown:
+            raise _SlackError(
+                "invalid_arguments",
+                response_metadata={"messages": [f"[ERROR] unknown argument: {n}" for n in unknown]},
+            )
+        markdown = args.get("markdown_text")
+        if markdown is not None and len(str(markdown)) > MAX_MARKDOWN_CHARS:
+            raise _SlackError("msg_too_long")
+        if len(str(args.get("text") or "")) > MAX_TEXT_CHARS:
+            raise _SlackError("msg_too_long")
+        # markdown_text "should not be used in conjunction with blocks or text"
+        if (
+            markdown is not None
+            and (args.get("text") or args.get("blocks"))
+            and method in ("chat.postMessage", "chat.update", "chat.postEphemeral")
+        ):
+            raise _SlackError("invalid_arguments")
+        if "chunks" in args:
+            problem = _chunks_problem(args["chunks"])
+            if problem:
+                raise _SlackError("invalid_chunks", errors=[problem])
+        if "blocks" in args:
+            view = method.startswith("views.")
+            problem = _blocks_problem(
+                args["blocks"], MAX_VIEW_BLOCKS if view else MAX_MESSAGE_BLOCKS
+            )
+            if problem:
+                raise _SlackError("invalid_blocks", errors=[problem])
+        view = args.get("view")
+        if isinstance(view, dict) and "blocks" in view:
+            problem = _blocks_problem(view["blocks"], MAX_VIEW_BLOCKS)
+            if problem:
+                raise _SlackError("invalid_blocks", errors=[problem])
+
+    # https://docs.slack.dev/reference/methods/auth.test
     def _auth_test(self, args: dict) -> dict:
         return {
             "url": "https://tuneloop-test.slack.com/",
@@ -686,6 +1111,7 @@ class SlackEmulator(LoopbackServer):
             "is_enterprise_install": False,
         }
 
+    # https://docs.slack.dev/reference/methods/apps.connections.open
     def _apps_connections_open(self, args: dict) -> dict:
         return {"url": self.socket_mode.issue_url()}
 
@@ -694,6 +1120,7 @@ class SlackEmulator(LoopbackServer):
             if args.get(key) is not None:
                 msg[key] = args[key]
 
+    # https://docs.slack.dev/reference/methods/chat.postMessage
     def _chat_post_message(self, args: dict) -> dict:
         self._require(args, "channel")
         text = args.get("text") or args.get("markdown_text") or ""
@@ -707,6 +1134,7 @@ class SlackEmulator(LoopbackServer):
         self._store(channel, msg)
         return {"channel": channel, "ts": msg["ts"], "message": copy.deepcopy(msg)}
 
+    # https://docs.slack.dev/reference/methods/chat.update
     def _chat_update(self, args: dict) -> dict:
         self._require(args, "channel", "ts")
         channel = str(args["channel"])
@@ -725,6 +1153,7 @@ class SlackEmulator(LoopbackServer):
             "message": copy.deepcopy(msg),
         }
 
+    # https://docs.slack.dev/reference/methods/chat.delete
     def _chat_delete(self, args: dict) -> dict:
         self._require(args, "channel", "ts")
         channel = str(args["channel"])
@@ -737,6 +1166,7 @@ class SlackEmulator(LoopbackServer):
             self._refresh_parent(channel, msg["thread_ts"])
         return {"channel": channel, "ts": msg["ts"]}
 
+    # https://docs.slack.dev/reference/methods/chat.postEphemeral
     def _chat_post_ephemeral(self, args: dict) -> dict:
         self._require(args, "channel", "user")
         text = args.get("text") or args.get("markdown_text") or ""
@@ -755,11 +1185,15 @@ class SlackEmulator(LoopbackServer):
         self._ephemerals.append(record)
         return {"message_ts": ts}
 
+    # https://docs.slack.dev/reference/methods/chat.startStream
     def _chat_start_stream(self, args: dict) -> dict:
         if self.refuse_streaming:
             raise _SlackError("feature_not_enabled")
         self._require(args, "channel", "thread_ts")
         channel = str(args["channel"])
+        if not channel.startswith("D"):
+            # "Required when streaming to channels."
+            self._require(args, "recipient_user_id", "recipient_team_id")
         chunks = args.get("chunks") if isinstance(args.get("chunks"), list) else []
         text = (args.get("markdown_text") or "") + _chunks_text(chunks)
         msg = self._bot_message(text, self._next_ts())
@@ -790,31 +1224,61 @@ class SlackEmulator(LoopbackServer):
         msg["text"] = msg.get("text", "") + (args.get("markdown_text") or "") + _chunks_text(chunks)
         return channel, msg, stream
 
+    # https://docs.slack.dev/reference/methods/chat.appendStream
     def _chat_append_stream(self, args: dict) -> dict:
         channel, msg, _ = self._streaming_message(args)
         return {"channel": channel, "ts": msg["ts"]}
 
+    # https://docs.slack.dev/reference/methods/chat.stopStream
     def _chat_stop_stream(self, args: dict) -> dict:
         channel, msg, stream = self._streaming_message(args)
         self._message_fields(msg, args)
         stream["state"] = "stopped"
         return {"channel": channel, "ts": msg["ts"], "message": copy.deepcopy(msg)}
 
+    # https://docs.slack.dev/reference/methods/assistant.threads.setStatus
     def _assistant_set_status(self, args: dict) -> dict:
         self._require(args, "channel_id", "thread_ts")
         if "status" not in args:
             raise _SlackError("invalid_arguments")
         return {}
 
+    # https://docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts
     def _assistant_set_prompts(self, args: dict) -> dict:
         self._require(args, "channel_id", "prompts")
-        if not isinstance(args["prompts"], list):
+        prompts = args["prompts"]
+        if (
+            not isinstance(prompts, list)
+            or not 1 <= len(prompts) <= 4
+            or not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts)
+        ):
             raise _SlackError("invalid_arguments")
+        thread_ts = str(args["thread_ts"]) if args.get("thread_ts") else None
+        if thread_ts and self.experience == "agent":
+            return {}  # "Including it in a call for an agent app will cause the call to silently fail."
+        self._prompts[(str(args["channel_id"]), thread_ts)] = {
+            "title": args.get("title"),
+            "prompts": copy.deepcopy(prompts),
+        }
         return {}
 
+    # https://docs.slack.dev/reference/methods/assistant.threads.setTitle
     def _assistant_set_title(self, args: dict) -> dict:
         self._require(args, "channel_id", "thread_ts", "title")
+        self._titles[(str(args["channel_id"]), str(args["thread_ts"]))] = str(args["title"])
         return {}
+
+    # https://docs.slack.dev/reference/methods/files.info
+    def _files_info(self, args: dict) -> dict:
+        self._require(args, "file")
+        info = self._files.get(str(args["file"]))
+        if info is None:
+            raise _SlackError("file_not_found")
+        return {
+            "file": copy.deepcopy(info),
+            "comments": [],
+            "response_metadata": {"next_cursor": ""},
+        }
 
     @staticmethod
     def _limit(args: dict, default: int, maximum: int) -> int:
@@ -859,6 +1323,7 @@ class SlackEmulator(LoopbackServer):
             },
         }
 
+    # https://docs.slack.dev/reference/methods/conversations.replies
     def _conversations_replies(self, args: dict) -> dict:
         self._require(args, "channel", "ts")
         channel = str(args["channel"])
@@ -871,6 +1336,7 @@ class SlackEmulator(LoopbackServer):
         replies = self._in_range([m for m in thread if m["ts"] != root], args)
         return self._page(parent + replies, args, self._limit(args, 1000, 1000))
 
+    # https://docs.slack.dev/reference/methods/conversations.history
     def _conversations_history(self, args: dict) -> dict:
         self._require(args, "channel")
         channel = str(args["channel"])
@@ -890,6 +1356,7 @@ class SlackEmulator(LoopbackServer):
             raise _SlackError("not_implemented")
         return {"channel": {"id": "D" + users[0][1:]}, "no_op": True, "already_open": True}
 
+    # https://docs.slack.dev/reference/methods/conversations.info
     def _conversations_info(self, args: dict) -> dict:
         self._require(args, "channel")
         cid = str(args["channel"])
@@ -925,6 +1392,7 @@ class SlackEmulator(LoopbackServer):
         channel.update(self._channel_info.get(cid, {}))
         return {"channel": channel}
 
+    # https://docs.slack.dev/reference/methods/reactions.add
     def _reactions_add(self, args: dict) -> dict:
         self._require(args, "channel", "timestamp", "name")
         msg = self._get_message(str(args["channel"]), args["timestamp"])
@@ -940,6 +1408,7 @@ class SlackEmulator(LoopbackServer):
         reactions.append({"name": name, "users": [self.bot_user_id], "count": 1})
         return {}
 
+    # https://docs.slack.dev/reference/methods/users.info
     def _users_info(self, args: dict) -> dict:
         self._require(args, "user")
         uid = str(args["user"])
@@ -976,6 +1445,7 @@ class SlackEmulator(LoopbackServer):
             raise _SlackError("invalid_arguments")
         return view
 
+    # https://docs.slack.dev/reference/methods/views.open
     def _views_open(self, args: dict) -> dict:
         if not args.get("trigger_id") and not args.get("interactivity_pointer"):
             raise _SlackError("invalid_arguments")
@@ -984,6 +1454,7 @@ class SlackEmulator(LoopbackServer):
         self._views[view_id] = self._make_view(view, view_id)
         return {"view": copy.deepcopy(self._views[view_id])}
 
+    # https://docs.slack.dev/reference/methods/views.update
     def _views_update(self, args: dict) -> dict:
         view = self._view_arg(args)
         current = None
@@ -1001,6 +1472,7 @@ class SlackEmulator(LoopbackServer):
         self._views[current["id"]] = updated
         return {"view": copy.deepcopy(updated)}
 
+    # https://docs.slack.dev/reference/methods/views.publish
     def _views_publish(self, args: dict) -> dict:
         self._require(args, "user_id")
         view = self._view_arg(args)
@@ -1018,6 +1490,7 @@ class SlackEmulator(LoopbackServer):
         )
         return {"view": copy.deepcopy(self._views[view_id])}
 
+    # https://docs.slack.dev/reference/methods/files.getUploadURLExternal
     def _files_get_upload_url(self, args: dict) -> dict:
         self._require(args, "filename", "length")
         file_id = f"F{self._next_id():010d}"
@@ -1031,6 +1504,7 @@ class SlackEmulator(LoopbackServer):
         }
         return {"upload_url": f"{self.base}/upload/v1/{file_id}", "file_id": file_id}
 
+    # https://docs.slack.dev/reference/methods/files.completeUploadExternal
     def _files_complete_upload(self, args: dict) -> dict:
         files = args.get("files")
         if not isinstance(files, list) or not files:
@@ -1046,27 +1520,15 @@ class SlackEmulator(LoopbackServer):
                 raise _SlackError("file_not_found")
             if pending["content"] is None:
                 raise _SlackError("file_upload_not_completed")
-        now = int(time.time())
         public: list[dict] = []
         for f in files:
             pending = self._pending_files.pop(str(f["id"]))
             name = pending["filename"]
-            mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            info = {
-                "id": pending["id"],
-                "created": now,
-                "timestamp": now,
-                "name": name,
-                "title": f.get("title") or name,
-                "mimetype": mimetype,
-                "filetype": name.rsplit(".", 1)[-1].lower() if "." in name else "binary",
-                "user": self.bot_user_id,
-                "size": len(pending["content"]),
-                "is_external": False,
-                "url_private": f"{self.base}/files/{pending['id']}/{name}",
-                "channels": channels,
-            }
-            public.append(info)
+            info = self._new_file(
+                name, pending["content"], self.bot_user_id, None, None, file_id=pending["id"]
+            )
+            info.update(title=f.get("title") or name, channels=channels)
+            public.append(copy.deepcopy(info))
             self._uploaded_files.append(
                 {
                     **info,

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -372,3 +373,161 @@ def test_emulators_are_independent_and_stop_cleanly() -> None:
     a.stop()  # idempotent
     assert time.monotonic() - started < 1
     assert a.server_errors() == [] and b.server_errors() == []
+
+
+# --- as strict as Slack -------------------------------------------------------------
+def test_unknown_arguments_are_refused_and_named(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel="C1", text="hi", colour="red")
+    assert _error(exc) == "invalid_arguments"
+    assert exc.value.response["response_metadata"]["messages"] == [
+        "[ERROR] unknown argument: colour"
+    ]
+    with pytest.raises(SlackApiError) as exc:
+        client.assistant_threads_setStatus(channel_id="D1", thread_ts="1.2", status="x", emoji="y")
+    assert _error(exc) == "invalid_arguments"
+    # team_id is what slack_sdk adds for a client that knows its workspace: accepted.
+    team_client = WebClient(token=client.token, base_url=client.base_url, team_id="T1")
+    assert team_client.chat_postMessage(channel="C1", text="hi")["ok"]
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [{"type": "sektion", "text": {"type": "mrkdwn", "text": "x"}}],
+        [{"type": "section"}],
+        [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}],
+        [{"type": "header", "text": {"type": "mrkdwn", "text": "not plain"}}],
+        [{"type": "markdown", "text": "x" * 6001}, {"type": "markdown", "text": "y" * 6000}],
+        [{"type": "divider", "block_id": "a"}, {"type": "divider", "block_id": "a"}],
+        [{"type": "context_actions", "elements": [{"type": "button"}]}],
+        [{"type": "divider"}] * 51,
+        "not a list",
+    ],
+)
+def test_malformed_blocks_are_refused(client: WebClient, blocks: object) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel="C1", text="fallback", blocks=blocks)
+    assert _error(exc) == "invalid_blocks"
+    assert exc.value.response["errors"]
+
+
+def test_valid_blocks_pass_everywhere(slack_api: SlackEmulator, client: WebClient) -> None:
+    blocks = [
+        {"type": "markdown", "text": "**bold** and `code`"},
+        *FEEDBACK_BLOCKS,
+    ]
+    ts = client.chat_postMessage(channel="C1", text="answer", blocks=blocks)["ts"]
+    client.chat_update(channel="C1", ts=ts, text="answer", blocks=blocks)
+    client.views_publish(user_id="U1", view={"type": "home", "blocks": [{"type": "divider"}] * 60})
+    assert all(c.error is None for c in slack_api.calls())
+
+
+def test_markdown_text_is_limited_and_not_mixed_with_text(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel="C1", markdown_text="x" * 12_001)
+    assert _error(exc) == "msg_too_long"
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel="C1", markdown_text="**a**", text="a")
+    assert _error(exc) == "invalid_arguments"
+    assert client.chat_postMessage(channel="C1", markdown_text="x" * 12_000)["ok"]
+    parent = client.chat_postMessage(channel="D1", text="q")["ts"]
+    stream = client.chat_startStream(channel="D1", thread_ts=parent)
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_appendStream(channel="D1", ts=stream["ts"], markdown_text="y" * 12_001)
+    assert _error(exc) == "msg_too_long"
+
+
+def test_streams_in_channels_need_a_recipient_dms_do_not(client: WebClient) -> None:
+    parent = client.chat_postMessage(channel="C1", text="q")["ts"]
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_startStream(channel="C1", thread_ts=parent, recipient_user_id="U1")
+    assert _error(exc) == "invalid_arguments"
+    assert "recipient_team_id" in str(exc.value.response["response_metadata"])
+    assert client.chat_startStream(
+        channel="C1", thread_ts=parent, recipient_user_id="U1", recipient_team_id="T1"
+    )["ok"]
+    dm_parent = client.chat_postMessage(channel="D1", text="q")["ts"]
+    assert client.chat_startStream(channel="D1", thread_ts=dm_parent)["ok"]
+
+
+def test_shared_files_are_found_by_files_info_and_downloaded_with_the_bot_token(
+    slack_api: SlackEmulator, client: WebClient
+) -> None:
+    shared = slack_api.add_file("notes.md", b"# Notes\n", mimetype="text/markdown")
+    info = client.files_info(file=shared["id"])["file"]
+    assert info["name"] == "notes.md" and info["size"] == 8
+    assert info["mimetype"] == "text/markdown" and info["filetype"] == "md"
+    url = info["url_private_download"]
+    with urllib.request.urlopen(
+        urllib.request.Request(url, headers={"Authorization": f"Bearer {slack_api.bot_token}"})
+    ) as resp:
+        assert resp.read() == b"# Notes\n"
+        assert resp.headers["Content-Type"] == "text/markdown"
+    # Without the token Slack answers its login page, not the file.
+    with urllib.request.urlopen(url) as resp:
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert b"# Notes" not in resp.read()
+    path = urllib.parse.urlparse(url).path
+    assert slack_api.downloads() == [(path, True), (path, False)]
+    with pytest.raises(SlackApiError) as exc:
+        client.files_info(file="F0NOPE")
+    assert _error(exc) == "file_not_found"
+
+
+def test_uploaded_files_are_found_by_files_info(client: WebClient) -> None:
+    uploaded = client.files_upload_v2(content=b"a,b\n", filename="set.csv", channel="C1")
+    info = client.files_info(file=uploaded["file"]["id"])["file"]
+    assert info["name"] == "set.csv" and info["size"] == 4 and info["channels"] == ["C1"]
+
+
+def test_suggested_prompts_follow_the_experience(
+    slack_api: SlackEmulator, client: WebClient
+) -> None:
+    prompts = [{"title": "Hi", "message": "Say hi"}]
+    client.assistant_threads_setSuggestedPrompts(channel_id="D1", prompts=prompts, title="Try")
+    assert slack_api.suggested_prompts("D1") == {"title": "Try", "prompts": prompts}
+    # Agent apps: a thread_ts makes the call silently do nothing.
+    client.assistant_threads_setSuggestedPrompts(channel_id="D1", thread_ts="1.1", prompts=prompts)
+    assert slack_api.suggested_prompts("D1", "1.1") is None
+    slack_api.experience = "assistant"
+    client.assistant_threads_setSuggestedPrompts(channel_id="D1", thread_ts="1.1", prompts=prompts)
+    assert slack_api.suggested_prompts("D1", "1.1") == {"title": None, "prompts": prompts}
+    with pytest.raises(SlackApiError) as exc:
+        client.assistant_threads_setSuggestedPrompts(channel_id="D1", prompts=prompts * 5)
+    assert _error(exc) == "invalid_arguments"
+    client.assistant_threads_setTitle(channel_id="D1", thread_ts="1.1", title="Keys")
+    assert slack_api.thread_title("D1", "1.1") == "Keys"
+
+
+def test_ai_app_events_have_slacks_shape(slack_api: SlackEmulator) -> None:
+    opened = slack_api.messages_tab_opened("U7")
+    assert opened["type"] == "app_home_opened" and opened["tab"] == "messages"
+    assert opened["channel"] == "D7" and opened["user"] == "U7"
+    changed = slack_api.app_context_changed(
+        "U7", [{"type": "slack#/types/channel_id", "value": "C9", "team_id": "T1"}]
+    )
+    assert changed["context"]["entities"][0]["value"] == "C9"
+    assert slack_api.app_context_changed("U7", [])["context"] == {}
+    started = slack_api.assistant_thread_started("U7", context_channel="C9")
+    thread = started["assistant_thread"]
+    assert thread["context"] == {"channel_id": "C9", "team_id": "T1"}
+    root = slack_api.message(thread["channel_id"], thread["thread_ts"])
+    assert root is not None and root["subtype"] == "assistant_app_thread"
+    switched = slack_api.assistant_thread_context_changed("U7", thread["thread_ts"], "C8")
+    assert switched["assistant_thread"]["context"]["channel_id"] == "C8"
+
+
+def test_malformed_stream_chunks_are_refused(client: WebClient) -> None:
+    parent = client.chat_postMessage(channel="D1", text="q")["ts"]
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_startStream(channel="D1", thread_ts=parent, chunks=[{"type": "sparkles"}])
+    assert _error(exc) == "invalid_chunks"
+    ts = client.chat_startStream(
+        channel="D1", thread_ts=parent, chunks=[{"type": "markdown_text", "text": "ok"}]
+    )["ts"]
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_appendStream(
+            channel="D1", ts=ts, chunks=[{"type": "markdown_text", "text": "x" * 12_001}]
+        )
+    assert _error(exc) == "invalid_chunks"

@@ -14,6 +14,7 @@ from bot.answering import Question
 from bot.dispatch import submit_question
 from bot.feedback import cast_vote, vote_for_reaction
 from bot.finetune import is_admin
+from bot.listeners.events import agent
 from bot.runtime import Services
 from core import approved
 from core.store import VoteSource
@@ -40,6 +41,7 @@ def _question(event: dict[str, Any], team_id: str | None) -> Question:
         message_ts=event["ts"],
         thread_ts=event.get("thread_ts") or "",
         text=event.get("text") or "",
+        files=tuple(f["id"] for f in event.get("files") or () if f.get("id")),
     )
 
 
@@ -65,6 +67,7 @@ def _follows_bot_thread(services: Services, event: dict[str, Any]) -> bool:
 
 def register(app: App, services: Services) -> None:
     """Attach the event listeners."""
+    agent.register(app, services)  # first: it takes app_home_opened for the Messages tab
 
     @app.event("app_mention")
     def on_mention(event: dict[str, Any], context: Any) -> None:
@@ -75,7 +78,8 @@ def register(app: App, services: Services) -> None:
     def on_message(event: dict[str, Any], context: Any) -> None:
         if not _from_a_person(event):
             return
-        if event.get("channel_type") == "im" or _follows_bot_thread(services, event):
+        if event.get("channel_type") in ("im", "mpim") or _follows_bot_thread(services, event):
+            agent.title_thread(services, event)
             submit_question(services, _question(event, context.team_id))
 
     @app.event(re.compile(r"^reaction_(added|removed)$"))
@@ -118,21 +122,6 @@ def register(app: App, services: Services) -> None:
         client.views_publish(
             user_id=user_id,
             view=blocks.home_view(model=model, stats=stats, pending=pending, is_admin=admin),
-        )
-
-    @app.event("assistant_thread_started")
-    def on_assistant_thread(event: dict[str, Any], client: Any) -> None:
-        thread = event.get("assistant_thread") or {}
-        channel_id, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
-        if not channel_id or not thread_ts:
-            return
-        client.chat_postMessage(
-            channel=channel_id, thread_ts=thread_ts, text=messages.ASSISTANT_GREETING
-        )
-        client.assistant_threads_setSuggestedPrompts(
-            channel_id=channel_id,
-            thread_ts=thread_ts,
-            prompts=[{"title": t, "message": m} for t, m in messages.ASSISTANT_PROMPTS],
         )
 
     @app.event(re.compile(".*"))
