@@ -352,6 +352,10 @@ class CachedCounter:
         self._encode = _direct_encoder(counter)
         self.role_tokens: dict[str, int] = {role: self.count(role) for role in ROLES}
 
+    def __reduce__(self) -> tuple[Any, tuple[Tokenizer, int]]:
+        """Pickled as the counter it wraps (the cache starts empty in the new process)."""
+        return CachedCounter, (self._counter, self._max)
+
     def _count_new(self, text: str) -> int:
         encode = self._encode
         if encode is not None:

@@ -48,6 +48,11 @@ class Tokenizer:
     source: str
     _encoder: _Encoder | None
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickled by its encoding's name (the encoder itself cannot be), so a worker
+        process started from a fork server rebuilds the same counter."""
+        return counter_for_encoding, (self.encoding,)
+
     def count(self, text: str) -> int:
         """Number of tokens in ``text`` (an estimate of chars/4 when not exact)."""
         if not text:

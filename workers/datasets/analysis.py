@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import string
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from os.path import commonprefix
@@ -726,7 +727,8 @@ def default_jobs() -> int:
 
 
 def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    methods = multiprocessing.get_all_start_methods()
+    return "fork" in methods and "forkserver" in methods
 
 
 def analyze(
@@ -784,7 +786,12 @@ def _analyze_parallel(
     count_all: bool,
     rules: TrainerRules,
 ) -> Analysis:
-    context = multiprocessing.get_context("fork")
+    # Forking copies every lock of the parent as it is at that moment: in a process with
+    # other threads running (a host embedding this, a test runner), a child can inherit a
+    # lock held by one of them and wait forever. Such a process starts its workers from a
+    # fresh fork server instead (the token counter travels by its encoding's name).
+    method = "fork" if threading.active_count() == 1 else "forkserver"
+    context = multiprocessing.get_context(method)
     shared = context.Value("q", 0)
     ranges = [(os.fspath(path), start, end) for start, end in split_ranges(path, jobs * 2)]
     with tempfile.TemporaryDirectory(prefix="tuneloop-validate-") as directory:

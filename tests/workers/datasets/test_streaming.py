@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -101,3 +102,25 @@ def test_progress_bar_on_request(tmp_path: Path, run) -> None:
 
     assert result.exit_code == 0
     assert "checking progress.jsonl" in result.stderr
+
+
+def test_parallel_workers_start_safely_beside_other_threads(tmp_path: Path) -> None:
+    """A process with other threads (a host embedding the tool, a test runner) must not
+    fork its workers: a child could inherit a lock one of those threads holds and hang.
+    It gets the same analysis from workers started by a fork server."""
+    busy = threading.Event()
+    other = threading.Thread(target=busy.wait, daemon=True)
+    other.start()
+    try:
+        path = _generate(tmp_path / "defects.jsonl", 3_000, defects=True)
+        counter = CachedCounter(counter_for_model("gpt-4o-mini"))
+        one = analyze(path, "chat", counter, 65536, jobs=1)
+        many = analyze(path, "chat", counter, 65536, jobs=2, parallel_min_bytes=0)
+    finally:
+        busy.set()
+    assert (many.examples, many.kept, many.tokens_total) == (
+        one.examples,
+        one.kept,
+        one.tokens_total,
+    )
+    assert many.tallies.keys() == one.tallies.keys()
