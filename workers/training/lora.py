@@ -432,7 +432,7 @@ _LOGIT_TRANSFORMS = (
 )
 
 
-def plain_lm_head_ok(model_config: Any, device_type: str) -> bool:
+def _plain_lm_head_ok(model_config: Any, device_type: str) -> bool:
     """Whether the supervised loss may project only the completion tokens with a plain
     ``lm_head`` call and cross-entropy, instead of TRL's fused LM head.
 
@@ -472,7 +472,7 @@ def _lean_sft_trainer(**kwargs: Any) -> Any:
             if (
                 return_outputs
                 or self.aux_loss_enabled
-                or not plain_lm_head_ok(causal_lm.config, device_type)
+                or not _plain_lm_head_ok(causal_lm.config, device_type)
             ):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             mode = "train" if model.training else "eval"
@@ -506,9 +506,9 @@ def _packed_rows_collator(pad_token_id: int) -> Callable[[list[dict[str, Any]]],
     block-diagonal mask over the whole flattened batch, quadratic in the batch's total
     length (4x the work for 4 rows). Here each packed example stays a row, its position
     ids restart at every example it holds, and there is no attention mask, so
-    transformers masks each row block-diagonally: the same attention, per row. Labels at
-    an example's first token are ignored, as in TRL, so no example learns to predict the
-    next one.
+    transformers masks each row block-diagonally: the same attention, per row. Every
+    example starts with prompt tokens, whose labels are ignored, so no example learns to
+    predict the next one.
     """
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -517,7 +517,6 @@ def _packed_rows_collator(pad_token_id: int) -> Callable[[list[dict[str, Any]]],
     def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = rows(examples)
         del batch["attention_mask"]  # padding is a run of one-token examples (position 0)
-        batch["labels"][batch["position_ids"] == 0] = -100
         return batch
 
     return collate
