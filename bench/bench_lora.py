@@ -184,6 +184,45 @@ def _peak_gib(cuda: bool) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
+class Clock:
+    """Wall and CPU seconds from the start of training to the last step's report.
+
+    Both sides are timed over the same window, from ``on_train_begin`` to the last
+    ``on_log``: set-up inside ``train()`` (a full garbage collection, the dataloader) is
+    left out. CPU seconds of this process are the steadier measure on a shared machine:
+    other jobs slow the wall clock, not the work one run does (torch uses the threads
+    given by ``--threads``, so they are counted too).
+    """
+
+    def __init__(self) -> None:
+        self.begin: tuple[float, float] | None = None
+        self.last: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        self.begin = (time.perf_counter(), time.process_time())
+
+    def lap(self) -> None:
+        self.last = (time.perf_counter(), time.process_time())
+
+    def seconds(self) -> tuple[float, float]:
+        """(wall, cpu) seconds between the start and the last lap."""
+        assert self.begin and self.last, "training reported no step"
+        return self.last[0] - self.begin[0], self.last[1] - self.begin[1]
+
+    def timed(self, steps: int, tokens: int, final_loss: float | None, cuda: bool) -> dict:
+        wall, cpu = self.seconds()
+        return {
+            "steps": steps,
+            "tokens": tokens,
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "tokens_per_s": tokens / wall,
+            "tokens_per_cpu_s": tokens / cpu,
+            "final_loss": final_loss,
+            "peak_gpu_gib": _peak_gib(cuda),
+        }
+
+
 @dataclass(frozen=True)
 class Setup:
     """What every run of one benchmark shares."""
@@ -203,6 +242,14 @@ def run_tuneloop(s: Setup) -> dict[str, Any]:
     """One run of ``train_adapter``, as the training job runs it."""
     shutil.rmtree(s.work / "adapters", ignore_errors=True)
     _reset_peak(s.cuda)
+    clock = Clock()
+
+    def on_progress(event: Any) -> None:
+        if event.step == 0:  # "Training started", from on_train_begin
+            clock.start()
+        elif event.train_loss is not None:  # a step's report, from on_log
+            clock.lap()
+
     result = lora.train_adapter(
         base_model=str(s.base),
         parent_adapter=None,
@@ -211,21 +258,13 @@ def run_tuneloop(s: Setup) -> dict[str, Any]:
         out_dir=s.work / "adapters" / "bench-1",
         settings=s.settings,
         method=TrainingMethod.SUPERVISED,
-        on_progress=lambda event: None,
+        on_progress=on_progress,
         should_cancel=lambda: False,
         seed=s.args.seed,
         gradient_checkpointing=s.checkpointing,
         device="cuda" if s.cuda else "cpu",
     )
-    seconds = result.metadata["train_seconds"]
-    return {
-        "steps": result.steps,
-        "tokens": result.tokens,
-        "seconds": seconds,
-        "tokens_per_s": result.tokens / seconds,
-        "final_loss": result.train_loss,
-        "peak_gpu_gib": _peak_gib(s.cuda),
-    }
+    return clock.timed(result.steps, result.tokens, result.train_loss, s.cuda)
 
 
 def _tokenized(s: Setup, tokenizer: Any) -> Any:
@@ -289,7 +328,13 @@ def run_hf_trainer(s: Setup, *, packed: bool) -> dict[str, Any]:
     """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
     from trl.data_utils import pack_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(s.base)
@@ -330,23 +375,27 @@ def run_hf_trainer(s: Setup, *, packed: bool) -> dict[str, Any]:
         ),
         processing_class=tokenizer,  # non-padding tokens are counted without a mask
     )
+    clock = Clock()
+
+    class Timing(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            clock.start()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                clock.lap()
+
+    trainer.add_callback(Timing())
     lora._quiet(trainer)
     _reset_peak(s.cuda)
-    started = time.perf_counter()
-    out = trainer.train()
-    seconds = time.perf_counter() - started
-    tokens = int(trainer.state.num_input_tokens_seen)
-    return {
-        "steps": int(trainer.state.global_step),
-        "tokens": tokens,
-        "seconds": seconds,
-        "tokens_per_s": tokens / seconds,
-        "final_loss": next(
-            (float(e["loss"]) for e in reversed(trainer.state.log_history) if "loss" in e),
-            out.training_loss,
-        ),
-        "peak_gpu_gib": _peak_gib(s.cuda),
-    }
+    trainer.train()
+    final_loss = next(e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e)
+    return clock.timed(
+        int(trainer.state.global_step),
+        int(trainer.state.num_input_tokens_seen),
+        float(final_loss),
+        s.cuda,
+    )
 
 
 def sides(packing: bool) -> list[tuple[str, Callable[[Setup], dict[str, Any]]]]:
@@ -361,18 +410,24 @@ def sides(packing: bool) -> list[tuple[str, Callable[[Setup], dict[str, Any]]]]:
     return out
 
 
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "all": [round(x, 3) for x in values],
+    }
+
+
 def summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median throughput and its spread over the repeats, with every run's numbers."""
-    rates = [r["tokens_per_s"] for r in runs]
+    """Median throughput (wall and CPU time) and its spread over the repeats."""
     peaks = [r["peak_gpu_gib"] for r in runs if r["peak_gpu_gib"] is not None]
     return {
         "name": name,
         "steps": sorted({r["steps"] for r in runs}),
         "tokens": sorted({r["tokens"] for r in runs}),
-        "tokens_per_s": statistics.median(rates),
-        "min_tokens_per_s": min(rates),
-        "max_tokens_per_s": max(rates),
-        "all_tokens_per_s": [round(x, 1) for x in rates],
+        "tokens_per_s": _spread([r["tokens_per_s"] for r in runs]),
+        "tokens_per_cpu_s": _spread([r["tokens_per_cpu_s"] for r in runs]),
         "final_loss": [r["final_loss"] for r in runs],
         "peak_gpu_gib": max(peaks) if peaks else None,
     }
@@ -391,9 +446,9 @@ def same_work(results: list[dict[str, Any]], tolerance: float) -> list[str]:
     return problems
 
 
-def _ratios(ours: list[dict[str, Any]], other: list[dict[str, Any]]) -> list[float]:
+def _ratios(ours: list[dict[str, Any]], other: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """tuneloop's throughput over the other side's, repeat by repeat (runs next to each other)."""
-    return [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(ours, other, strict=True)]
+    return _spread([a[key] / b[key] for a, b in zip(ours, other, strict=True)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,12 +491,18 @@ def main(argv: list[str] | None = None) -> int:
                 runs[k].append(compared[k][1](setup))
             print(
                 f"repeat {i + 1}/{args.repeat} (first: {compared[shift][0]}): "
-                + ", ".join(f"{r[-1]['tokens_per_s']:,.0f}" for r in runs)
+                + ", ".join(
+                    f"{r[-1]['tokens_per_s']:,.0f} ({r[-1]['tokens_per_cpu_s']:,.0f} per CPU-s)"
+                    for r in runs
+                )
                 + " tokens/s",
                 file=sys.stderr,
             )
     results = [summary(name, r) for (name, _), r in zip(compared, runs, strict=True)]
-    ratios = [_ratios(runs[0], other) for other in runs[1:]]
+    ratios = [
+        {key: _ratios(runs[0], other, key) for key in ("tokens_per_s", "tokens_per_cpu_s")}
+        for other in runs[1:]
+    ]
     problems = same_work(results, args.loss_tolerance)
     device = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
     report = {
@@ -466,22 +527,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(
-        "| run | steps | tokens | tokens/s (median) | min-max | all runs | "
-        "tuneloop vs this (median of paired runs, range) | final loss | peak GPU GiB |"
+        "| run | steps | tokens | tokens/s (median; min-max) | tokens per CPU-s (median; min-max)"
+        " | tuneloop vs this, wall (paired; range) | tuneloop vs this, CPU (paired; range)"
+        " | final loss | peak GPU GiB |"
     )
-    print("|---|---:|---:|---:|---|---|---|---|---:|")
+    print("|---|---:|---:|---|---|---|---|---|---:|")
+
+    def spread(x: dict[str, Any], unit: str) -> str:
+        digits = 2 if unit == "x" else 0
+        return f"{x['median']:,.{digits}f}{unit} ({x['min']:,.{digits}f}-{x['max']:,.{digits}f})"
+
     for k, r in enumerate(results):
         peak = f"{r['peak_gpu_gib']:.2f}" if r["peak_gpu_gib"] is not None else "-"
-        every = ", ".join(f"{x:,.0f}" for x in r["all_tokens_per_s"])
-        versus = "-"
+        wall = cpu = "-"
         if k:
-            paired = ratios[k - 1]
-            versus = f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})"
-        losses = sorted(set(round(x, 4) for x in r["final_loss"]))
+            wall = spread(ratios[k - 1]["tokens_per_s"], "x")
+            cpu = spread(ratios[k - 1]["tokens_per_cpu_s"], "x")
+        losses = sorted({round(x, 4) for x in r["final_loss"]})
         print(
             f"| {r['name']} | {'/'.join(map(str, r['steps']))} | "
-            f"{'/'.join(f'{t:,}' for t in r['tokens'])} | {r['tokens_per_s']:,.0f} | "
-            f"{r['min_tokens_per_s']:,.0f}-{r['max_tokens_per_s']:,.0f} | {every} | {versus} | "
+            f"{'/'.join(f'{t:,}' for t in r['tokens'])} | {spread(r['tokens_per_s'], '')} | "
+            f"{spread(r['tokens_per_cpu_s'], '')} | {wall} | {cpu} | "
             f"{', '.join(f'{x:.4f}' for x in losses)} | {peak} |"
         )
     if args.json:
