@@ -605,6 +605,7 @@ def train_adapter(
     require_gpu_stack()
     import datasets
     import torch
+    import transformers
 
     datasets.disable_progress_bars()  # progress goes through on_progress
 
@@ -643,6 +644,9 @@ def train_adapter(
     try:
         tokenizer = _load_tokenizer(base_model)
         attn = attention_implementation(use_cpu=use_cpu, bf16=bf16)
+        # A fresh adapter's initial weights come from the seed too: same data and seed,
+        # same adapter.
+        transformers.set_seed(seed)
         model = _load_model(base_model, parent_adapter, settings, bf16, attn)
         if should_cancel():
             raise TrainingCancelled("cancelled before training started")
