@@ -454,10 +454,12 @@ def _plain_lm_head_ok(model_config: Any, device_type: str) -> bool:
 def _lean_sft_trainer(**kwargs: Any) -> Any:
     """An ``SFTTrainer`` whose step computes what the run reports and nothing else.
 
-    TRL's step also computes the mean entropy of every prediction and a running count of
-    tokens, which nothing here reads. The loss (summed over the completion tokens and
-    divided by the batch's count of them, as in TRL) and the token accuracy reported
-    with each step are kept.
+    Where the plain LM head applies (see :func:`_plain_lm_head_ok`), the step computes
+    the loss (summed over the completion tokens and divided by the batch's count of
+    them, as in TRL) and the token accuracy reported with each step; TRL's step also
+    computes the entropy of every prediction and a running token count, which nothing
+    here reads. Elsewhere (CUDA with Triton, logit-rescaling models, MoE auxiliary loss)
+    TRL's own step runs.
     """
     import torch
     from trl import SFTTrainer
