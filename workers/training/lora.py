@@ -465,18 +465,18 @@ def _lean_sft_trainer(**kwargs: Any) -> Any:
     from trl import SFTTrainer
 
     class LeanSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            unwrapped = self.accelerator.unwrap_model(model)
-            causal_lm = (
-                unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            # Looked up once: the PEFT model's causal LM keeps its identity for the run.
+            self._causal_lm = self.model.get_base_model()
+            self._plain_head = not self.aux_loss_enabled and _plain_lm_head_ok(
+                self._causal_lm.config, self.args.device.type
             )
-            device_type = inputs["input_ids"].device.type
-            if (
-                return_outputs
-                or self.aux_loss_enabled
-                or not _plain_lm_head_ok(causal_lm.config, device_type)
-            ):
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or not self._plain_head:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            causal_lm = self._causal_lm
             mode = "train" if model.training else "eval"
             model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
             hidden = causal_lm.base_model(**model_inputs, use_cache=False).last_hidden_state
