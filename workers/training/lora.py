@@ -317,9 +317,10 @@ def _make_callback(progress: _Progress) -> Any:
 def attention_implementation(*, use_cpu: bool, bf16: bool) -> str:
     """FlashAttention 2 when it is installed and usable (CUDA, bf16), else SDPA.
 
-    Packing (TRL's padding-free best-fit packing) attends within each packed example
-    only; with FlashAttention that costs nothing extra, with SDPA transformers builds a
-    block-diagonal mask over the whole flattened batch, which is correct but slower.
+    Packing (TRL's best-fit packing) attends within each packed example only. With
+    FlashAttention a batch is one flattened sequence (TRL's padding-free collation),
+    which costs nothing extra; with SDPA each packed example stays a row of the batch
+    (:func:`_packed_rows_collator`), masked block-diagonally row by row.
     """
     import importlib.util
 
@@ -473,7 +474,13 @@ def _lean_sft_trainer(**kwargs: Any) -> Any:
                 self._causal_lm.config, self.args.device.type
             )
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
             if return_outputs or not self._plain_head:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             causal_lm = self._causal_lm
