@@ -191,7 +191,8 @@ class Clock:
     ``on_log``: set-up inside ``train()`` (a full garbage collection, the dataloader) is
     left out. CPU seconds of this process are the steadier measure on a shared machine:
     other jobs slow the wall clock, not the work one run does (torch uses the threads
-    given by ``--threads``, so they are counted too).
+    given by ``--threads``, so they are counted too). On CUDA read the wall clock: the
+    CPU seconds then count only the host's side of the work.
     """
 
     def __init__(self) -> None:
@@ -209,7 +210,10 @@ class Clock:
         assert self.begin and self.last, "training reported no step"
         return self.last[0] - self.begin[0], self.last[1] - self.begin[1]
 
-    def timed(self, steps: int, tokens: int, final_loss: float | None, cuda: bool) -> dict:
+    def timed(
+        self, steps: int, tokens: int, final_loss: float | None, cuda: bool
+    ) -> dict[str, Any]:
+        """One run's numbers, throughput over this clock's window."""
         wall, cpu = self.seconds()
         return {
             "steps": steps,
