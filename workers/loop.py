@@ -45,7 +45,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from core import keys, metrics
+from core import canary, keys, metrics
 from core.errors import TrainingError, TuneloopError
 from core.settings import Settings, TrainerBackend, TrainingMethod
 from core.store import Store
@@ -84,6 +84,8 @@ class RunStatus(str, Enum):
     PROMOTED = "promoted"
     HELD = "held"
     """Trained but not promoted: worse than the current model, or the check failed."""
+    CANARY = "canary"
+    """Passed the gate; answering a share of new threads until the votes decide."""
     TOO_FEW = "too_few"
     DRY_RUN = "dry_run"
     FAILED = "failed"
@@ -521,6 +523,9 @@ def supervise_active(ctx: LoopContext, every_s: float) -> bool:
     run = active_run(ctx.redis)
     if run is not None:
         supervise(ctx, run)
+    from workers import rollout  # it applies decisions with this module's promotion
+
+    rollout.tick(ctx)
     return True
 
 
@@ -941,7 +946,7 @@ def promote(redis: Redis, settings: Settings, model: str, *, by: str, reason: st
         else {},
     }
     previous = _switch(redis, settings, model, record)
-    if run is not None and run.status in (RunStatus.HELD, RunStatus.EVALUATING):
+    if run is not None and run.status in (RunStatus.HELD, RunStatus.EVALUATING, RunStatus.CANARY):
         update_run(redis, run.run_id, status=RunStatus.PROMOTED, promoted_by=by)
     logger.info("promoted %s (was %s) by %s", model, previous, by)
     return previous
@@ -1007,11 +1012,30 @@ def evaluate_and_promote(ctx: LoopContext, run_id: str) -> None:
     if info is not None:
         info["evaluation"] = {"score": report.candidate.score, "against": report.current.score}
         redis.hset(keys.MODELS, run.candidate_model, json.dumps(info))
-    if report.passed:
+    if report.passed and settings.canary.enabled:
+        _enter_canary(ctx, run, current)
+    elif report.passed:
         promote(redis, settings, run.candidate_model, by="evaluation gate", reason=run_id)
         _finish(ctx, run, RunStatus.PROMOTED, "evaluated", promoted_by="evaluation gate")
     else:
         _finish(ctx, run, RunStatus.HELD, "evaluated")
+
+
+def _enter_canary(ctx: LoopContext, run: Run, incumbent: str) -> None:
+    """A candidate that passed the gate answers a share of new threads first (one canary
+    at a time: while another is going, the candidate is held)."""
+    started = canary.start(
+        ctx.redis,
+        ctx.settings.canary,
+        candidate=run.candidate_model,
+        incumbent=incumbent,
+        run_id=run.run_id,
+        by="evaluation gate",
+    )
+    if started is None:
+        _finish(ctx, run, RunStatus.HELD, "evaluated", error="another canary is going")
+    else:
+        _finish(ctx, run, RunStatus.CANARY, "canary")
 
 
 # --- cancelling -------------------------------------------------------------------------------
