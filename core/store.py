@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from core import approved, keys
+from core import approved, keys, satisfaction
 
 STATS_WINDOW_S = 7 * 24 * 3600
 
@@ -332,7 +332,9 @@ class Store:
         undo a button click.
         """
         now = time.time()
-        result = self._vote(
+        pipe = self.redis.pipeline(transaction=True)
+        self._vote(
+            client=pipe,
             keys=[
                 keys.answer(answer_id),
                 keys.votes(answer_id),
@@ -351,15 +353,21 @@ class Store:
                 keys.MESSAGE_ANSWER_PREFIX,
             ],
         )
+        satisfaction.sync_feedback(pipe, answer_id, user_id)  # per-model totals move with it
+        result = pipe.execute()[0]
         return VoteResult(result.decode() if isinstance(result, bytes) else result)
 
     def add_correction(self, answer_id: str, user_id: str, text: str) -> bool:
         """Attach "what it should have said" to an answer; False if the answer is gone."""
         payload = json.dumps({"text": text, "at": time.time()}, ensure_ascii=False)
-        done = self._correct(
-            keys=[keys.answer(answer_id), keys.corrections(answer_id)], args=[user_id, payload]
+        pipe = self.redis.pipeline(transaction=True)
+        self._correct(
+            client=pipe,
+            keys=[keys.answer(answer_id), keys.corrections(answer_id)],
+            args=[user_id, payload],
         )
-        return bool(done)
+        satisfaction.sync_feedback(pipe, answer_id, user_id)  # per-model totals move with it
+        return bool(pipe.execute()[0])
 
     def get_answer(self, answer_id: str) -> AnswerRecord | None:
         """The stored answer, or None if it never existed or expired."""
