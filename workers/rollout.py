@@ -55,8 +55,11 @@ def decide(
                     by=f"canary ({decision.by})",
                     reason=taken.run_id,
                 )
-        elif run is not None and run.status is RunStatus.CANARY:
-            loop.update_run(redis, run.run_id, status=RunStatus.HELD)
+        if run is not None and run.status is RunStatus.CANARY:
+            promoted = decision.outcome is Outcome.PROMOTE
+            loop.update_run(
+                redis, run.run_id, status=RunStatus.PROMOTED if promoted else RunStatus.HELD
+            )
         canary.finish(redis, taken, decision)
     except TuneloopError:
         canary.release(redis, taken.canary_id)
