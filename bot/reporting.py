@@ -17,8 +17,9 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks, messages
+from bot import blocks, learning, messages
 from bot.runtime import Services, worker_services
+from core import canary
 from workers import loop, trainset
 from workers.loop import Run, RunStatus
 
@@ -235,6 +236,13 @@ def post_report(services: Services, run: Run, kind: str) -> None:
             )
         else:
             _post(services, run, text)
+    elif kind == "canary":
+        _upload_loss_curve(services, run)
+        _post(services, run, learning.canary_started_text(run, services.settings))
+    elif kind == "canary_decided":
+        decided = [h for h in canary.history(services.redis, 20) if h.get("run_id") == run.run_id]
+        if decided:
+            _post(services, run, learning.canary_decided_text(decided[0]))
     elif kind == "failed":
         _post(services, run, messages.RUN_FAILED.format(run_id=run.run_id, error=run.error or "?"))
         _upload_loss_curve(services, run)

@@ -213,3 +213,6 @@ def thread_model(channel_id: str, thread_ts: str) -> str:
 GOLDEN = f"{PREFIX}golden"
 """HASH: answer id -> JSON {"question", "expected", "by", "at"}: golden examples admins
 marked in /finetune review; the evaluation gate asks them with those of eval.yaml."""
+SAT_CHART = f"{PREFIX}sat:chart"
+"""HASH: "digest" -> hash of the data drawn, "file_id" -> the Slack file of the up-rate
+chart, so App Home uploads a new chart only when the numbers changed."""
