@@ -314,3 +314,13 @@ def chart_file_id(services: Services) -> str | None:
     file_id = str(response["files"][0]["id"])
     redis.hset(keys.SAT_CHART, mapping={"digest": digest, "file_id": file_id})
     return file_id
+
+
+def home_lines(services: Services, current: str) -> list[str]:
+    """The admins' App Home section: satisfaction per model version, canary, cost."""
+    redis = services.redis
+    return [
+        *satisfaction_lines(redis, current),
+        *canary_lines(redis, services.settings),
+        *cost_lines(redis),
+    ]
