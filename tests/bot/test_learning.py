@@ -26,6 +26,7 @@ from workers import loop
 from workers.loop import RunStatus
 
 QUESTIONS = [f"What is the door code of building {n}?" for n in range(400)]
+LIVE = frozenset(QUESTIONS)
 CANARY = {"enabled": True, "share": 0.5, "min_votes": 15, "margin": 0.05, "confidence": 0.9}
 
 
@@ -39,6 +40,7 @@ def bot_settings(tmp_path: Any) -> dict[str, Any]:
             "replay_fraction": 0.0,
         },
         "slack": {"recover_after_s": 3},  # the periodic check runs every second
+        "approval": {"mode": "admin"},  # training data: the seeded examples only
         "canary": CANARY,
     }
 
@@ -108,17 +110,26 @@ def test_admin_app_home_shows_the_models_and_an_uploaded_up_rate_chart(bot: Bot)
 
 # --- the simulation --------------------------------------------------------------------------
 class World:
-    """The emulated model's quality per version and the users' voting rule."""
+    """The emulated model: how often each version answers the users' questions right.
+
+    Every version answers the offline questions (held-out examples, golden set) alike,
+    so the offline gate passes each candidate and only the users' votes can tell them
+    apart. A version gets the quality ``upcoming`` holds when it first answers.
+    """
 
     def __init__(self) -> None:
         self.quality: dict[str, float] = {BASE: 0.6}
+        self.upcoming = 0.5
 
     def right(self, model: str, question: str) -> bool:
         """Whether ``model`` answers ``question`` right (fixed per model and question)."""
-        return random.Random(f"{model}|{question}").random() < self.quality.get(model, 0.5)
+        return random.Random(f"{model}|{question}").random() < self.quality[model]
 
     def answer(self, body: dict[str, Any]) -> str:
         question = str(body["messages"][-1]["content"]).replace("<@UBOT>", "").strip()
+        self.quality.setdefault(str(body["model"]), self.upcoming)
+        if question not in LIVE:
+            return f"Echo: {question}"
         if self.right(str(body["model"]), question):
             return f"Right: the answer to '{question}'."
         return f"Wrong: no idea about '{question}'."
@@ -148,15 +159,13 @@ def simulate_until_decided(bot: Bot, world: World, start: int, limit: int = 300)
 
 def new_candidate(bot: Bot, world: World, quality: float, start: int) -> loop.Run:
     """A training run whose model passes the offline gate and enters the canary."""
+    world.upcoming = quality
     seed(bot, 12, start=start)
     assert "started" in command(bot, "retrain")["text"]
     work(bot)
-    run = loop.load_run(bot.redis, loop.recent_runs(bot.redis, 1)[0].run_id)
-    model = bot.openai.job(run.job_id)["fine_tuned_model"] or ""
     run = train(bot)
-    world.quality[run.candidate_model] = quality
-    assert model in ("", run.candidate_model)
     assert run.status is RunStatus.CANARY, run
+    assert world.quality[run.candidate_model] == quality
     return run
 
 
