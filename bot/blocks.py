@@ -196,6 +196,7 @@ def review_blocks(items: list[Any], total: int) -> list[Block]:
             )
         buttons.append(_button(messages.REVIEW_EDIT, ids.REVIEW_EDIT, value))
         buttons.append(_button(messages.REVIEW_REJECT, ids.REVIEW_REJECT, value, "danger"))
+        buttons.append(_button(messages.REVIEW_GOLDEN, ids.REVIEW_GOLDEN, value))
         out.append(
             {
                 "type": "actions",

@@ -265,3 +265,6 @@ EVAL_SIGN = "Per question: {wins} better, {losses} worse, {ties} tied (sign test
 HOME_ADMIN_HEADER = "Learning (admins)"
 CHART_TITLE = "Up-rate per model version per day"
 CHART_ALT = "Line chart of the daily share of thumbs-up for each model version"
+REVIEW_GOLDEN = "Add to golden set"
+REVIEW_GOLDEN_DONE = "Added to the golden set: every candidate model is now asked this question."
+REVIEW_GOLDEN_ALREADY = "That answer is already in the golden set."

@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from bot import blocks, learning, messages
 from bot.runtime import Services, worker_services
 from core import canary
-from workers import loop, trainset
+from workers import evaluation, loop, trainset
 from workers.loop import Run, RunStatus
 
 logger = logging.getLogger(__name__)
@@ -109,14 +109,22 @@ def evaluation_text(run: Run) -> str:
         "items": report.items,
         "tolerance": report.tolerance,
     }
+    sign = sign_text(report)
     if run.status is RunStatus.PROMOTED:
-        return messages.RUN_PROMOTED.format(**values)
-    text = messages.RUN_HELD.format(**values)
+        return messages.RUN_PROMOTED.format(**values) + "\n" + sign
+    text = messages.RUN_HELD.format(**values) + "\n" + sign
     worse = [
         messages.RUN_WORSE_EXAMPLE.format(**{k: str(v)[:150] for k, v in example.items()})
         for example in report.examples[:3]
     ]
     return "\n".join([text, *worse])
+
+
+def sign_text(report: evaluation.EvalReport) -> str:
+    """Per-question wins, losses and ties of the candidate, with the sign test's p-value."""
+    return messages.EVAL_SIGN.format(
+        wins=report.wins, losses=report.losses, ties=report.ties, p=report.sign_p
+    )
 
 
 def loss_curve_png(points: list[dict[str, Any]], title: str) -> bytes | None:
@@ -221,9 +229,8 @@ def post_report(services: Services, run: Run, kind: str) -> None:
             _post(services, run, text)
     elif kind == "trained":
         current = loop.LoopContext(services.settings, services.redis).current_model()
-        _post(
-            services, run, messages.RUN_TRAINED.format(model=run.candidate_model, current=current)
-        )
+        text = messages.RUN_TRAINED.format(model=run.candidate_model, current=current)
+        _post(services, run, text + "\n" + learning.training_cost_line(services.redis, run))
     elif kind == "evaluated":
         _upload_loss_curve(services, run)
         text = evaluation_text(run)
@@ -238,7 +245,9 @@ def post_report(services: Services, run: Run, kind: str) -> None:
             _post(services, run, text)
     elif kind == "canary":
         _upload_loss_curve(services, run)
-        _post(services, run, learning.canary_started_text(run, services.settings))
+        report = run.report
+        text = learning.canary_started_text(run, services.settings)
+        _post(services, run, text + ("\n" + sign_text(report) if report else ""))
     elif kind == "canary_decided":
         decided = [h for h in canary.history(services.redis, 20) if h.get("run_id") == run.run_id]
         if decided:

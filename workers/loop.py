@@ -995,7 +995,11 @@ def evaluate_and_promote(ctx: LoopContext, run_id: str) -> None:
             if valid
             else []
         )
-        items = evaluation.validation_items(lines) + list(golden.items)
+        items = (
+            evaluation.validation_items(lines)
+            + list(golden.items)
+            + evaluation.stored_golden(redis, settings.model.system_prompt)
+        )
         report = evaluation.evaluate(
             ctx.llm,
             settings,

@@ -44,17 +44,16 @@ def decide(
     decision = Decision.from_json(taken.decision)
     try:
         run = loop.load_run(redis, taken.run_id) if taken.run_id else None
-        if decision.outcome is Outcome.PROMOTE:
-            if ctx.current_model() != taken.candidate:
-                if taken.candidate != ctx.base_model:
-                    ctx.trainer.activate(taken.candidate)
-                loop.promote(
-                    redis,
-                    settings,
-                    taken.candidate,
-                    by=f"canary ({decision.by})",
-                    reason=taken.run_id,
-                )
+        if decision.outcome is Outcome.PROMOTE and ctx.current_model() != taken.candidate:
+            if taken.candidate != ctx.base_model:
+                ctx.trainer.activate(taken.candidate)
+            loop.promote(
+                redis,
+                settings,
+                taken.candidate,
+                by=f"canary ({decision.by})",
+                reason=taken.run_id,
+            )
         if run is not None and run.status is RunStatus.CANARY:
             promoted = decision.outcome is Outcome.PROMOTE
             loop.update_run(

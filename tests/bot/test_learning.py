@@ -191,6 +191,11 @@ def test_simulation_the_canary_promotes_a_better_model_and_rolls_back_a_worse_on
     assert decided["p_value"] < 0.1
     thread = [m["text"] for m in bot.slack.messages(better.channel, better.thread_ts)]
     assert any("now answers 50% of new threads as a canary" in t for t in thread)
+    cost = next(t for t in thread if f"*Training cost of `{better.run_id}`:*" in t)
+    tokens = loop.load_run(bot.redis, better.run_id).trained_tokens
+    assert tokens > 0 and f"after ({tokens:,} trained tokens)" in cost
+    assert f"${tokens / 1e6 * 3.00:,.2f} after" in cost  # gpt-4o-mini trains at $3 / 1M
+    assert "Per question: 0 better, 0 worse" in "\n".join(thread)
     assert any("ended: *promoted*" in t and "z = " in t for t in thread), thread
 
     worse = new_candidate(bot, world, quality=0.2, start=100)
