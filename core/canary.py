@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 
 from redis import Redis
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from core import keys, satisfaction
@@ -125,6 +126,7 @@ end
 redis.call('SET', KEYS[1], model, 'EX', ARGV[3])
 return model
 """
+_ASSIGN_SCRIPT = Script(None, _ASSIGN.encode())  # EVALSHA on the answer path
 
 
 def model_for_thread(
@@ -135,14 +137,14 @@ def model_for_thread(
     share of new threads, else ``current_model``. Never fails: without Redis it is
     ``current_model``."""
     try:
-        model = redis.eval(
-            _ASSIGN,
-            2,
-            keys.thread_model(channel_id, thread_ts),
-            keys.CANARY,
-            current_model,
-            repr(bucket(channel_id, thread_ts)),
-            settings.retention.unrated_days * 86400,
+        model = _ASSIGN_SCRIPT(
+            keys=[keys.thread_model(channel_id, thread_ts), keys.CANARY],
+            args=[
+                current_model,
+                repr(bucket(channel_id, thread_ts)),
+                settings.retention.unrated_days * 86400,
+            ],
+            client=redis,
         )
     except RedisError:
         logger.warning("Redis unavailable: thread answered with the current model")

@@ -26,6 +26,7 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 
 from core import keys
 
@@ -119,6 +120,10 @@ return moved
 )
 
 
+_ANSWER_SCRIPT = Script(None, _ANSWER.encode())  # EVALSHA, loaded on first use
+_SYNC_SCRIPT = Script(None, _SYNC.encode())
+
+
 def _prefixes() -> list[str]:
     return [keys.sat_model(""), keys.sat_channels(""), keys.sat_days("")]
 
@@ -143,19 +148,19 @@ def record_answer(
     """Add one stored answer to its model's totals (overall, channel, day), once per
     answer id: a retried job or a second call counts nothing. ``cost`` is None for a
     model without a known price; it is then counted as unpriced, never guessed."""
-    redis.eval(
-        _ANSWER,
-        2,
-        keys.sat_counted(answer_id),
-        keys.SAT_MODELS,
-        retention_s,
-        *_prefixes(),
-        model,
-        channel_id,
-        repr(created_at),
-        prompt_tokens,
-        completion_tokens,
-        "" if cost is None else repr(cost),
+    _ANSWER_SCRIPT(
+        keys=[keys.sat_counted(answer_id), keys.SAT_MODELS],
+        args=[
+            retention_s,
+            *_prefixes(),
+            model,
+            channel_id,
+            repr(created_at),
+            prompt_tokens,
+            completion_tokens,
+            "" if cost is None else repr(cost),
+        ],
+        client=redis,
     )
 
 
@@ -166,15 +171,15 @@ def sync_feedback(redis: Redis | Pipeline, answer_id: str, user_id: str) -> None
     new vote adds one, a changed vote moves one count, a withdrawn vote removes one, and
     a first correction adds one. Calling it again changes nothing.
     """
-    redis.eval(
-        _SYNC,
-        4,
-        keys.answer(answer_id),
-        keys.votes(answer_id),
-        keys.corrections(answer_id),
-        keys.sat_counted(answer_id),
-        user_id,
-        *_prefixes(),
+    _SYNC_SCRIPT(
+        keys=[
+            keys.answer(answer_id),
+            keys.votes(answer_id),
+            keys.corrections(answer_id),
+            keys.sat_counted(answer_id),
+        ],
+        args=[user_id, *_prefixes()],
+        client=redis,
     )
 
 
