@@ -216,7 +216,9 @@ def canary_decided_text(record: dict[str, Any]) -> str:
         incumbent=record["incumbent"],
         outcome=messages.CANARY_OUTCOMES.get(record["outcome"], record["outcome"]),
         reason=record.get("reason", ""),
-        by=record.get("by", "canary"),
+        by=messages.CANARY_BY_RULE
+        if record.get("by", "canary") == "canary"
+        else f"<@{record['by']}>",
         cu=record.get("candidate_up", 0),
         cv=record.get("candidate_votes", 0),
         iu=record.get("incumbent_up", 0),

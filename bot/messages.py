@@ -260,6 +260,7 @@ CANARY_DECIDED = (
 CANARY_DECIDED_TEST = (
     "; z = {z:.2f}, one-sided p = {p:.4f} (margin {margin:.0%}, confidence {confidence:.0%})"
 )
+CANARY_BY_RULE = "the canary's rule"
 CANARY_OUTCOMES = {"promote": "promoted", "rollback": "rolled back"}
 EVAL_SIGN = "Per question: {wins} better, {losses} worse, {ties} tied (sign test p = {p:.3f})."
 HOME_ADMIN_HEADER = "Learning (admins)"

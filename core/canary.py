@@ -291,7 +291,7 @@ def verdict(
         )
         numbers.update(z=round(test.z, 4), p_value=round(test.p_value, 6))
     if force is not None:
-        return Decision(force, "decided by an admin", **numbers)
+        return Decision(force, "ended early", **numbers)
     if enough and test is not None:
         if test.passed:
             return Decision(Outcome.PROMOTE, "not worse than the incumbent", **numbers)

@@ -213,3 +213,25 @@ def test_simulation_the_canary_promotes_a_better_model_and_rolls_back_a_worse_on
     # no admin acted on either canary
     assert not [e for e in loop.audit_entries(bot.redis, 100) if "canary" in e["action"]]
     assert bot.redis.exists(keys.CANARY) == 0
+
+
+def test_an_admin_follows_and_ends_the_canary(bot: Bot) -> None:
+    world = World()
+    bot.openai.answer_fn = world.answer
+    assert command(bot, "canary")["text"] == messages.CANARY_NONE
+    run = new_candidate(bot, world, quality=0.5, start=0)
+    progress = command(bot, "canary")["text"]
+    assert f"`{run.candidate_model}` answers 50% of new threads against `{BASE}`" in progress
+    assert "candidate: 0/0 :+1: (no votes yet)" in progress
+    assert command(bot, "canary maybe")["text"] == messages.FINETUNE_USAGE.format(
+        usage="canary [promote|rollback]"
+    )
+    assert command(bot, "canary promote", user="U2")["text"] == messages.NOT_ADMIN
+    reply = command(bot, "canary rollback")["text"]
+    assert reply.startswith(f"Ending the canary of `{run.candidate_model}`: rolled back.")
+    work(bot)
+    assert canary.active(bot.redis) is None
+    assert bot.services.store.current_model(BASE) == BASE
+    thread = [m["text"] for m in bot.slack.messages(run.channel, run.thread_ts)]
+    assert any("ended: *rolled back* (ended early, decided by <@UADMIN>)" in t for t in thread)
+    assert loop.load_run(bot.redis, run.run_id).status is RunStatus.HELD
