@@ -208,7 +208,6 @@ class Progress:
     candidate_down: int
     incumbent_up: int
     incumbent_down: int
-    candidate_answers: int
     elapsed_s: float
 
     @property
@@ -231,7 +230,6 @@ def progress(redis: Redis, canary: Canary, now: float | None = None) -> Progress
         candidate_down=cand.down - canary.base_candidate_down,
         incumbent_up=inc.up - canary.base_incumbent_up,
         incumbent_down=inc.down - canary.base_incumbent_down,
-        candidate_answers=cand.answers,
         elapsed_s=(time.time() if now is None else now) - canary.started_at,
     )
 

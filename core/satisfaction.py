@@ -30,16 +30,6 @@ from redis.commands.core import Script
 
 from core import keys
 
-TOTALS = (
-    "answers",
-    "up",
-    "down",
-    "corrections",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-    "unpriced",
-)
 _SEP = "|"
 _NORMAL = NormalDist()
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+from rq.job import JobStatus as RQStatus
+
 from core import canary
 from core.canary import CanaryState, Decision, Outcome
 from core.errors import TuneloopError
@@ -20,6 +22,7 @@ from workers.loop import LoopContext, RunStatus
 logger = logging.getLogger(__name__)
 
 DECIDE_JOB = "workers.rollout.decide_job"
+_WAITING = (RQStatus.QUEUED, RQStatus.STARTED, RQStatus.SCHEDULED, RQStatus.DEFERRED)
 
 
 def decide(
@@ -84,8 +87,19 @@ def tick(ctx: LoopContext) -> bool:
 
 
 def request(ctx: LoopContext, *, force: Outcome | None = None, by: str = "canary") -> None:
-    """Queue :func:`decide_job` (what an admin's ``/finetune canary promote`` does)."""
-    loop._enqueue(ctx, DECIDE_JOB, force.value if force else "", by)
+    """Queue :func:`decide_job` (what an admin's ``/finetune canary promote`` does). The
+    periodic check queues one job per canary at a time, however often it runs while the
+    training worker is busy."""
+    if force is not None:
+        loop._enqueue(ctx, DECIDE_JOB, force.value, by)
+        return
+    going = canary.active(ctx.redis)
+    if going is None:
+        return
+    job_id = f"decide-{going.canary_id}"
+    if loop._rq_status(ctx.redis, job_id) in _WAITING:
+        return
+    loop._enqueue(ctx, DECIDE_JOB, "", by, job_id=job_id)
 
 
 def decide_job(force: str = "", by: str = "canary") -> None:

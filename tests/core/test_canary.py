@@ -70,7 +70,7 @@ def test_a_rolled_back_candidate_stops_answering(redis_conn: Redis, settings: Se
 
 
 def _seen(cu: int, cd: int, iu: int, idn: int, elapsed: float = 60.0) -> Progress:
-    return Progress(cu, cd, iu, idn, candidate_answers=cu + cd, elapsed_s=elapsed)
+    return Progress(cu, cd, iu, idn, elapsed_s=elapsed)
 
 
 def test_verdict_rules() -> None:

@@ -185,3 +185,13 @@ def test_two_processes_deciding_at_once_decide_once(
     promotions = [h for h in loop.history(ctx.redis, 10) if h["action"] == "promote"]
     assert len(promotions) == 1
     assert len(canary.history(ctx.redis)) == 1
+
+
+def test_the_periodic_check_queues_one_decision_at_a_time(ctx: LoopContext) -> None:
+    start_canary(ctx)
+    votes(ctx.redis, CAND, 20, 0, tag="c")
+    votes(ctx.redis, INC, 20, 0, tag="i")
+    for _ in range(3):  # the training worker is busy: checks keep coming
+        assert rollout.tick(ctx)
+    queued = [j for j in Queue(keys.QUEUE_TRAINING, connection=ctx.redis).get_jobs()]
+    assert [j.func_name for j in queued] == [rollout.DECIDE_JOB]
