@@ -25,6 +25,7 @@ from bot.runtime import Services
 from core import canary, keys, pricing, satisfaction
 from core.satisfaction import Totals
 from core.settings import Settings
+from workers import trainset
 from workers.loop import Run
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,6 @@ def cost_lines(redis: Redis, now: float | None = None) -> list[str]:
 
 def training_cost_line(redis: Redis, run: Run) -> str:
     """A run's training cost: the set's estimate before, the trained tokens' price after."""
-    from workers import trainset
-
     manifest = trainset.load_manifest(redis, run.set_id) if run.set_id else None
     estimate = ((manifest or {}).get("estimate") or {}).get("cost_usd")
     actual = (
