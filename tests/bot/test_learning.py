@@ -27,7 +27,9 @@ from workers.loop import RunStatus
 
 QUESTIONS = [f"What is the door code of building {n}?" for n in range(400)]
 LIVE = frozenset(QUESTIONS)
-CANARY = {"enabled": True, "share": 0.5, "min_votes": 15, "margin": 0.05, "confidence": 0.9}
+# With these qualities (base 0.3, better 0.95, worse 0.2) and 20 votes a side, the wrong
+# decision has a chance below 1 in 20,000 (simulated with the same test and rule).
+CANARY = {"enabled": True, "share": 0.5, "min_votes": 20, "margin": 0.05, "confidence": 0.9}
 
 
 @pytest.fixture
@@ -118,7 +120,7 @@ class World:
     """
 
     def __init__(self) -> None:
-        self.quality: dict[str, float] = {BASE: 0.6}
+        self.quality: dict[str, float] = {BASE: 0.3}
         self.upcoming = 0.5
 
     def right(self, model: str, question: str) -> bool:
@@ -175,7 +177,7 @@ def test_simulation_the_canary_promotes_a_better_model_and_rolls_back_a_worse_on
     world = World()
     bot.openai.answer_fn = world.answer
 
-    better = new_candidate(bot, world, quality=0.9, start=0)
+    better = new_candidate(bot, world, quality=0.95, start=0)
     going = canary.active(bot.redis)
     assert going is not None and going.candidate == better.candidate_model
     assert going.incumbent == BASE
@@ -187,7 +189,7 @@ def test_simulation_the_canary_promotes_a_better_model_and_rolls_back_a_worse_on
     assert loop.load_run(bot.redis, better.run_id).status is RunStatus.PROMOTED
     decided = canary.history(bot.redis)[0]
     assert decided["outcome"] == "promote" and decided["by"] == "canary"
-    assert decided["candidate_votes"] >= 15 and decided["incumbent_votes"] >= 15
+    assert decided["candidate_votes"] >= 20 and decided["incumbent_votes"] >= 20
     assert decided["p_value"] < 0.1
     thread = [m["text"] for m in bot.slack.messages(better.channel, better.thread_ts)]
     assert any("now answers 50% of new threads as a canary" in t for t in thread)
