@@ -4,9 +4,10 @@
 
 Side by side in one run, on the same (empty) Redis db, alternating which goes first:
 
-* answer: ``Store.save_answer`` alone (the baseline) against the answer path's Redis work
-  now: ``canary.model_for_thread`` before the answer, ``save_answer`` and
-  ``satisfaction.record_answer`` after it;
+* answer: the save script alone in a MULTI, as storing an answer was before (the
+  baseline), against the answer path's Redis work now: ``canary.model_for_thread``
+  before the answer, and ``Store.save_answer``, whose MULTI also runs
+  ``satisfaction.record_answer``, after it;
 * vote: the vote script alone in a MULTI (the baseline) against ``Store.record_vote``,
   whose MULTI also runs ``satisfaction.sync_feedback``.
 
@@ -23,7 +24,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from core import canary, keys, pricing, satisfaction
+from core import canary, keys
 from core.settings import load_behaviour
 from core.store import AnswerRecord, Store, Vote, VoteSource
 
@@ -72,23 +73,30 @@ def main() -> None:
         for r in range(args.rounds):
 
             def baseline_answer(i: int, r: int = r) -> None:
-                store.save_answer(_record(i, f"b{r}-"))
+                record = _record(i, f"b{r}-")
+                fields = record.to_hash()
+                pipe = redis.pipeline(transaction=True)
+                store._save(  # the save script alone, as storing an answer was before
+                    client=pipe,
+                    keys=[
+                        keys.answer(record.answer_id),
+                        keys.STATS_ANSWERS,
+                        keys.user_answers(record.user_id),
+                        keys.bot_thread(record.channel_id, record.thread_ts),
+                        keys.claimed_message(record.channel_id, record.question_ts),
+                        keys.INFLIGHT,
+                        keys.METRICS,
+                        *(keys.message_answer(record.channel_id, ts) for ts in record.message_ts),
+                    ],
+                    args=[3600, record.answer_id, repr(record.created_at), 0, 3600, "done"]
+                    + [len(fields), *(item for pair in fields.items() for item in pair)],
+                )
+                pipe.execute()
 
             def answer_now(i: int, r: int = r) -> None:
                 record = _record(i, f"n{r}-")
                 canary.model_for_thread(redis, settings, "C1", record.thread_ts, MODEL)
                 store.save_answer(record)
-                satisfaction.record_answer(
-                    redis,
-                    answer_id=record.answer_id,
-                    model=MODEL,
-                    channel_id="C1",
-                    created_at=record.created_at,
-                    prompt_tokens=120,
-                    completion_tokens=40,
-                    cost=pricing.answer_cost(MODEL, 120, 40),
-                    retention_s=3600,
-                )
 
             def baseline_vote(i: int, r: int = r) -> None:
                 answer_id = f"C1-b{r}-{i}"
@@ -119,7 +127,12 @@ def main() -> None:
                 store.record_vote(f"C1-n{r}-{i}", "U2", Vote.UP, VoteSource.BUTTON)
 
             pairs = [
-                ("answer: save only", baseline_answer, "answer: + canary + totals", answer_now),
+                (
+                    "answer: save script only",
+                    baseline_answer,
+                    "answer: + canary + totals",
+                    answer_now,
+                ),
                 ("vote: vote script only", baseline_vote, "vote: + totals sync", vote_now),
             ]
             for base_name, base, new_name, new in pairs:

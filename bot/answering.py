@@ -21,7 +21,7 @@ from bot import blocks, messages
 from bot.delayed import SCHEDULER
 from bot.runtime import Services, worker_services
 from bot.streaming import AnswerWriter
-from core import canary, logs, metrics, pricing, satisfaction
+from core import canary, logs, metrics
 from core.conversation import PromptTooLong, Turn, build_prompt
 from core.errors import ModelError, TuneloopError
 from core.llm import stream_answer
@@ -306,23 +306,4 @@ def _answer(
     except RedisError:
         logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
         return None
-    _count_satisfaction(services, record)
     return record.answer_id
-
-
-def _count_satisfaction(services: Services, record: AnswerRecord) -> None:
-    """Add a stored answer to its model's totals and cost (counted once per answer id)."""
-    try:
-        satisfaction.record_answer(
-            services.redis,
-            answer_id=record.answer_id,
-            model=record.model,
-            channel_id=record.channel_id,
-            created_at=record.created_at,
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens,
-            cost=pricing.answer_cost(record.model, record.prompt_tokens, record.completion_tokens),
-            retention_s=services.settings.retention.unrated_days * 86400,
-        )
-    except (RedisError, TuneloopError):
-        logger.exception("satisfaction totals of %s not updated", record.answer_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import yaml
 
 from core.errors import ConfigError
 from core.settings import ROOT
+
+logger = logging.getLogger(__name__)
 
 PRICES_FILE = ROOT / "config" / "prices.yaml"
 # The default-epochs rule of OpenAI's data-preparation notebook.
@@ -168,6 +171,11 @@ def inference_price(
 def answer_cost(
     model: str, prompt_tokens: int, completion_tokens: int, today: dt.date | None = None
 ) -> float | None:
-    """USD one answer cost, or None for a model without a known price."""
-    price = inference_price(model, today=today)
+    """USD one answer cost, or None for a model without a known price. A broken price
+    file is logged and leaves the answer unpriced: an answer is never lost over a price."""
+    try:
+        price = inference_price(model, today=today)
+    except ConfigError:
+        logger.exception("answers cannot be priced")
+        return None
     return None if price is None else price.cost(prompt_tokens, completion_tokens)

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from core import approved, keys, satisfaction
+from core import approved, keys, pricing, satisfaction
 
 STATS_WINDOW_S = 7 * 24 * 3600
 
@@ -291,9 +291,12 @@ class Store:
     ) -> None:
         """Store a posted answer with its message index and thread flag, mark its question
         answered (as :meth:`finish_answering` does) and add ``metric_updates`` to the
-        shared metrics: all at once, in one script and one round trip."""
+        shared metrics, and add it to its model's satisfaction totals: all at once, in one
+        MULTI and one round trip."""
         fields = record.to_hash()
+        pipe = self.redis.pipeline(transaction=True)
         self._save(
+            client=pipe,
             keys=[
                 keys.answer(record.answer_id),
                 keys.STATS_ANSWERS,
@@ -316,6 +319,18 @@ class Store:
                 *(item for update in metric_updates for item in (update[0], repr(update[1]))),
             ],
         )
+        satisfaction.record_answer(  # per-model totals and cost, with the answer
+            pipe,
+            answer_id=record.answer_id,
+            model=record.model,
+            channel_id=record.channel_id,
+            created_at=record.created_at,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            cost=pricing.answer_cost(record.model, record.prompt_tokens, record.completion_tokens),
+            retention_s=self.retention_s,
+        )
+        pipe.execute()
 
     # --- feedback ----------------------------------------------------------------------
     def answer_for_message(self, channel_id: str, message_ts: str) -> str | None:

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from redis import Redis
 
-from core import keys, pricing, satisfaction
+from core import keys, satisfaction
 from core.satisfaction import Totals
 from core.store import AnswerRecord, Store, Vote, VoteResult, VoteSource
 
@@ -77,18 +77,7 @@ def _save(store: Store, answer_id: str, *, model: str, channel: str, created_at:
         created_at=created_at,
         message_ts=(f"{answer_id}.1",),
     )
-    store.save_answer(record)
-    satisfaction.record_answer(
-        store.redis,
-        answer_id=answer_id,
-        model=model,
-        channel_id=channel,
-        created_at=created_at,
-        prompt_tokens=1000,
-        completion_tokens=500,
-        cost=pricing.answer_cost(model, 1000, 500),
-        retention_s=3600,
-    )
+    store.save_answer(record)  # adds the answer to its model's totals in the same MULTI
 
 
 def test_answers_count_once_with_their_cost_per_model_channel_and_day(redis_conn: Redis) -> None:
@@ -96,7 +85,17 @@ def test_answers_count_once_with_their_cost_per_model_channel_and_day(redis_conn
     day1 = dt.datetime(2024, 2, 29, 23, 59, 59, tzinfo=dt.UTC).timestamp()
     day2 = dt.datetime(2024, 3, 1, 0, 0, 0, tzinfo=dt.UTC).timestamp()
     _save(store, "a1", model=MODEL, channel="C1", created_at=day1)
-    _save(store, "a1", model=MODEL, channel="C1", created_at=day1)  # a retry counts nothing
+    satisfaction.record_answer(  # counting the same answer again counts nothing
+        redis_conn,
+        answer_id="a1",
+        model=MODEL,
+        channel_id="C1",
+        created_at=day1,
+        prompt_tokens=1000,
+        completion_tokens=500,
+        cost=1.0,
+        retention_s=3600,
+    )
     _save(store, "a2", model=MODEL, channel="C2", created_at=day2)
     _save(store, "a3", model="tuneloop-local-3", channel="C1", created_at=day2)
 

@@ -14,7 +14,7 @@ from openai import OpenAI
 from redis import Redis
 from rq import Queue
 
-from core import canary, keys, pricing, satisfaction
+from core import canary, keys
 from core.canary import CanaryState, Outcome
 from core.settings import ROOT, CanarySettings, Settings, load_behaviour
 from core.store import AnswerRecord, Store, Vote, VoteSource
@@ -59,17 +59,6 @@ def votes(redis: Redis, model: str, up: int, down: int, *, tag: str) -> None:
                 created_at=time.time(),
                 message_ts=(f"{tag}{n}.5",),
             )
-        )
-        satisfaction.record_answer(
-            redis,
-            answer_id=answer_id,
-            model=model,
-            channel_id="C1",
-            created_at=time.time(),
-            prompt_tokens=10,
-            completion_tokens=5,
-            cost=pricing.answer_cost(model, 10, 5),
-            retention_s=3600,
         )
         vote = Vote.UP if n < up else Vote.DOWN
         store.record_vote(answer_id, "UVOTER", vote, VoteSource.BUTTON)
