@@ -14,7 +14,7 @@ from openai import OpenAI
 from redis import Redis
 from rq import Queue
 
-from core import canary, keys, model_registry, run_control, runs
+from core import canary, keys, model_registry, replies, run_control, runs
 from core.canary import CanaryState, Outcome
 from core.run_control import LoopContext
 from core.runs import Run, RunStatus
@@ -77,8 +77,9 @@ def start_canary(ctx: LoopContext) -> canary.Canary:
     return going
 
 
-def reports(redis: Redis) -> list[tuple]:
-    return [j.args for j in Queue(keys.QUEUE_TRAINING, connection=redis).get_jobs()]
+def reports(redis: Redis) -> list[tuple[str, str]]:
+    """(run id, kind) of what the loop recorded for Slack, oldest first."""
+    return [(f["run_id"], f["kind"]) for _, f in replies.entries(redis.xrange(keys.RUN_EVENTS))]
 
 
 def test_votes_before_the_canary_do_not_count(ctx: LoopContext) -> None:
@@ -168,7 +169,7 @@ def test_two_processes_deciding_at_once_decide_once(
         "REDIS_URL": redis_url,
         "CONFIG_FILE": str(write_config(tmp_path / "settings.yaml", {"canary": RULES})),
     }
-    code = "from workers.rollout import decide_job; decide_job()"
+    code = "from workers.jobs import decide_canary_job; decide_canary_job()"
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env) for _ in range(2)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     assert ctx.current_model() == CAND
