@@ -1,21 +1,29 @@
 """Training throughput of tuneloop's LoRA run against a plain Hugging Face Trainer loop.
 
-Both sides train the same LoRA (same base model, data, rank, learning rate, batch size,
-epochs, precision, gradient checkpointing) in the same process, one after the other:
+Every side trains the same LoRA (same base model, examples, rank, learning rate, batch
+size, epochs, precision, gradient checkpointing, seed) in the same process; each repeat
+runs every side once, and the side that goes first rotates from repeat to repeat:
 
-* ``tuneloop``: :func:`workers.training.lora.train_adapter` (TRL ``SFTTrainer``, packing as
-  given by ``--packing``, completion-only loss, progress callback, atomic adapter save);
-* ``hf-trainer``: ``transformers.Trainer`` on the same PEFT model, examples tokenized
-  with the chat template, prompt tokens masked, padded per batch, no packing.
+* ``tuneloop``: :func:`workers.training.lora.train_adapter` as the training job runs it
+  (TRL ``SFTTrainer``, completion-only loss, progress callback, atomic adapter save);
+* ``plain HF Trainer``: ``transformers.Trainer`` on the same PEFT model, the examples
+  tokenized with the chat template and prompt tokens masked, collated the same way as
+  tuneloop collates them (padded rows; with ``--packing`` the same packed bins, each a row
+  whose attention stays inside each example, or flattened when FlashAttention is used);
+  the model computes its own loss;
+* with ``--packing`` also the plain loop without packing, to show what packing buys.
 
-Throughput is non-padding tokens seen per second of ``train()`` (model loading, data
-preparation and saving are not counted). On CUDA the peak GPU memory of each run is
-reported too.
+The run fails unless tuneloop and its same-collation baseline did the same work: the same
+number of optimizer steps and of training tokens, and final losses within
+``--loss-tolerance``. Throughput is non-padding tokens seen per second of ``train()``
+(model loading, data preparation and saving are not counted); the ratio is taken per
+repeat (runs next to each other) and its median and range reported. On CUDA the peak GPU
+memory of each run is reported too.
 
 Without ``--model`` a randomly initialised Llama of the given size is built with a
 word-level tokenizer, so nothing is downloaded. Examples:
 
-    .venv-gpu/bin/python bench/bench_lora.py                       # small model, CPU
+    .venv-gpu/bin/python bench/bench_lora.py --repeat 5 --steps 20 --threads 1 --no-packing
     .venv-gpu/bin/python bench/bench_lora.py --device cuda --hidden-size 1024 --layers 8 \\
         --steps 100 --batch-size 8 --max-seq-length 1024
     .venv-gpu/bin/python bench/bench_lora.py --device cuda --model /models/Qwen2.5-0.5B-Instruct
@@ -24,13 +32,17 @@ word-level tokenizer, so nothing is downloaded. Examples:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeat", type=int, default=1, help="runs of each side, interleaved; medians reported"
     )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--loss-tolerance",
+        type=float,
+        default=1e-3,
+        help="largest allowed gap between the final losses of tuneloop and its baseline",
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
@@ -136,7 +154,7 @@ def build_model(args: argparse.Namespace, directory: Path, words: list[str]) -> 
     return directory
 
 
-# --- the two runs -------------------------------------------------------------------------
+# --- the runs -----------------------------------------------------------------------------
 def _device_setup(args: argparse.Namespace) -> tuple[bool, bool, bool]:
     import torch
 
@@ -166,46 +184,96 @@ def _peak_gib(cuda: bool) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def run_tuneloop(
-    args, base: Path, train: Path, settings, cuda, checkpointing, work: Path
-) -> dict[str, Any]:
-    _reset_peak(cuda)
+class Clock:
+    """Wall and CPU seconds from the start of training to the last step's report.
+
+    Both sides are timed over the same window, from ``on_train_begin`` to the last
+    ``on_log``: set-up inside ``train()`` (a full garbage collection, the dataloader) is
+    left out. CPU seconds of this process are the steadier measure on a shared machine:
+    other jobs slow the wall clock, not the work one run does (torch uses the threads
+    given by ``--threads``, so they are counted too). On CUDA read the wall clock: the
+    CPU seconds then count only the host's side of the work.
+    """
+
+    def __init__(self) -> None:
+        self.begin: tuple[float, float] | None = None
+        self.last: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        self.begin = (time.perf_counter(), time.process_time())
+
+    def lap(self) -> None:
+        self.last = (time.perf_counter(), time.process_time())
+
+    def seconds(self) -> tuple[float, float]:
+        """(wall, cpu) seconds between the start and the last lap."""
+        assert self.begin and self.last, "training reported no step"
+        return self.last[0] - self.begin[0], self.last[1] - self.begin[1]
+
+    def timed(
+        self, steps: int, tokens: int, final_loss: float | None, cuda: bool
+    ) -> dict[str, Any]:
+        """One run's numbers, throughput over this clock's window."""
+        wall, cpu = self.seconds()
+        return {
+            "steps": steps,
+            "tokens": tokens,
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "tokens_per_s": tokens / wall,
+            "tokens_per_cpu_s": tokens / cpu,
+            "final_loss": final_loss,
+            "peak_gpu_gib": _peak_gib(cuda),
+        }
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every run of one benchmark shares."""
+
+    args: argparse.Namespace
+    base: Path
+    train: Path
+    rows: list[dict]
+    settings: LocalTrainerSettings
+    bf16: bool
+    cuda: bool
+    checkpointing: bool
+    work: Path
+
+
+def run_tuneloop(s: Setup) -> dict[str, Any]:
+    """One run of ``train_adapter``, as the training job runs it."""
+    shutil.rmtree(s.work / "adapters", ignore_errors=True)
+    _reset_peak(s.cuda)
+    clock = Clock()
+
+    def on_progress(event: Any) -> None:
+        if event.step == 0:  # "Training started", from on_train_begin
+            clock.start()
+        elif event.train_loss is not None:  # a step's report, from on_log
+            clock.lap()
+
     result = lora.train_adapter(
-        base_model=str(base),
+        base_model=str(s.base),
         parent_adapter=None,
-        train_path=train,
+        train_path=s.train,
         valid_path=None,
-        out_dir=work / "adapters" / "bench-1",
-        settings=settings,
+        out_dir=s.work / "adapters" / "bench-1",
+        settings=s.settings,
         method=TrainingMethod.SUPERVISED,
-        on_progress=lambda event: None,
+        on_progress=on_progress,
         should_cancel=lambda: False,
-        seed=args.seed,
-        gradient_checkpointing=checkpointing,
-        device="cuda" if cuda else "cpu",
+        seed=s.args.seed,
+        gradient_checkpointing=s.checkpointing,
+        device="cuda" if s.cuda else "cpu",
     )
-    seconds = result.metadata["train_seconds"]
-    return {
-        "name": "tuneloop train_adapter (TRL SFTTrainer"
-        + (", packing)" if settings.packing else ", no packing)"),
-        "steps": result.steps,
-        "tokens": result.tokens,
-        "seconds": seconds,
-        "tokens_per_s": result.tokens / seconds,
-        "final_loss": result.train_loss,
-        "peak_gpu_gib": _peak_gib(cuda),
-    }
+    return clock.timed(result.steps, result.tokens, result.train_loss, s.cuda)
 
 
-def run_hf_trainer(
-    args, base: Path, rows: list[dict], settings, bf16, cuda, checkpointing, work: Path
-) -> dict[str, Any]:
-    import torch
+def _tokenized(s: Setup, tokenizer: Any) -> Any:
+    """The examples as the plain loop feeds them: chat template, prompt tokens masked."""
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
 
     def tokenize(row: dict) -> dict:
         prompt = tokenizer.apply_chat_template(
@@ -213,84 +281,185 @@ def run_hf_trainer(
         )["input_ids"]
         full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)[
             "input_ids"
-        ][: settings.max_seq_length]
+        ][: s.settings.max_seq_length]
         labels = [-100] * min(len(prompt), len(full)) + full[len(prompt) :]
         return {"input_ids": full, "labels": labels}
 
-    data = Dataset.from_list([tokenize(row) for row in rows])
+    return Dataset.from_list([tokenize(row) for row in s.rows])
+
+
+def _collator(pad_id: int, *, packed: bool, flatten: bool) -> Any:
+    """Padded rows with an attention mask, or (packed) rows whose position ids restart at
+    every example they hold, one row each or flattened into one (for FlashAttention)."""
+    import torch
 
     def collate(batch: list[dict]) -> dict:
-        width = max(len(x["input_ids"]) for x in batch)
-        ids, labels, mask = [], [], []
+        if not packed:
+            width = max(len(x["input_ids"]) for x in batch)
+            ids, labels, mask = [], [], []
+            for x in batch:
+                pad = width - len(x["input_ids"])
+                ids.append(x["input_ids"] + [pad_id] * pad)
+                labels.append(x["labels"] + [-100] * pad)
+                mask.append([1] * len(x["input_ids"]) + [0] * pad)
+            return {
+                "input_ids": torch.tensor(ids),
+                "labels": torch.tensor(labels),
+                "attention_mask": torch.tensor(mask),
+            }
+        rows = []
         for x in batch:
-            pad = width - len(x["input_ids"])
-            ids.append(x["input_ids"] + [tokenizer.pad_token_id] * pad)
-            labels.append(x["labels"] + [-100] * pad)
-            mask.append([1] * len(x["input_ids"]) + [0] * pad)
+            positions = [p for n in x["seq_lengths"] for p in range(n)]
+            rows.append((x["input_ids"], x["labels"], positions))
+        if flatten:
+            rows = [tuple(sum((list(r[i]) for r in rows), []) for i in range(3))]
+        width = max(len(r[0]) for r in rows)
         return {
-            "input_ids": torch.tensor(ids),
-            "labels": torch.tensor(labels),
-            "attention_mask": torch.tensor(mask),
+            "input_ids": torch.tensor([r[0] + [pad_id] * (width - len(r[0])) for r in rows]),
+            "labels": torch.tensor([r[1] + [-100] * (width - len(r[1])) for r in rows]),
+            "position_ids": torch.tensor([r[2] + [0] * (width - len(r[2])) for r in rows]),
         }
 
+    return collate
+
+
+def run_hf_trainer(s: Setup, *, packed: bool) -> dict[str, Any]:
+    """One run of a plain ``transformers.Trainer`` on the same PEFT model and examples.
+
+    The model computes its own loss (logits over every position, cross-entropy on the
+    labelled ones). ``packed``: the examples packed into the same bins as TRL packs them
+    (best-fit decreasing to ``max_seq_length``), attention kept inside each example.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
+    from trl.data_utils import pack_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(s.base)
+    data = _tokenized(s, tokenizer)
+    attn = lora.attention_implementation(use_cpu=not s.cuda, bf16=s.bf16)
+    if packed:
+        data = pack_dataset(data, s.settings.max_seq_length, "bfd")
+    set_seed(s.args.seed)  # the same initial LoRA weights as train_adapter
     model = AutoModelForCausalLM.from_pretrained(
-        base,
-        dtype=torch.bfloat16 if bf16 else torch.float32,
-        attn_implementation=lora.attention_implementation(use_cpu=not cuda, bf16=bf16),
+        s.base, dtype=torch.bfloat16 if s.bf16 else torch.float32, attn_implementation=attn
     )
     model = get_peft_model(
         model,
         LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=list(settings.target_modules),
+            r=s.settings.lora_r,
+            lora_alpha=s.settings.lora_alpha,
+            lora_dropout=s.settings.lora_dropout,
+            target_modules=list(s.settings.target_modules),
             task_type="CAUSAL_LM",
         ),
     )
-    if checkpointing:
+    if s.checkpointing:
         model.enable_input_require_grads()
     common = lora.common_training_args(
-        work_dir=work / "hf",
-        settings=settings,
-        bf16=bf16,
-        seed=args.seed,
-        gradient_checkpointing=checkpointing,
-        use_cpu=not cuda,
+        work_dir=s.work / "hf",
+        settings=s.settings,
+        bf16=s.bf16,
+        seed=s.args.seed,
+        gradient_checkpointing=s.checkpointing,
+        use_cpu=not s.cuda,
     )
     common.pop("max_length")
     trainer = Trainer(
         model=model,
         args=TrainingArguments(**common, remove_unused_columns=False),
         train_dataset=data,
-        data_collator=collate,
-    )
-    lora._quiet(trainer)
-    _reset_peak(cuda)
-    started = time.perf_counter()
-    out = trainer.train()
-    seconds = time.perf_counter() - started
-    tokens = int(trainer.state.num_input_tokens_seen)
-    return {
-        "name": "plain HF Trainer (no packing)",
-        "steps": int(trainer.state.global_step),
-        "tokens": tokens,
-        "seconds": seconds,
-        "tokens_per_s": tokens / seconds,
-        "final_loss": next(
-            (float(e["loss"]) for e in reversed(trainer.state.log_history) if "loss" in e),
-            out.training_loss,
+        data_collator=_collator(
+            tokenizer.pad_token_id, packed=packed, flatten=attn == "flash_attention_2"
         ),
-        "peak_gpu_gib": _peak_gib(cuda),
+        processing_class=tokenizer,  # non-padding tokens are counted without a mask
+    )
+    clock = Clock()
+
+    class Timing(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            clock.start()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                clock.lap()
+
+    trainer.add_callback(Timing())
+    lora._quiet(trainer)
+    _reset_peak(s.cuda)
+    trainer.train()
+    final_loss = next(e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e)
+    return clock.timed(
+        int(trainer.state.global_step),
+        int(trainer.state.num_input_tokens_seen),
+        float(final_loss),
+        s.cuda,
+    )
+
+
+def sides(packing: bool) -> list[tuple[str, Callable[[Setup], dict[str, Any]]]]:
+    """The runs to compare, the same-work baseline second (packing adds the unpacked loop)."""
+    label = "packing" if packing else "no packing"
+    out: list[tuple[str, Callable[[Setup], dict[str, Any]]]] = [
+        (f"tuneloop train_adapter, {label}", run_tuneloop),
+        (f"plain HF Trainer, {label}", lambda s: run_hf_trainer(s, packed=packing)),
+    ]
+    if packing:
+        out.append(("plain HF Trainer, no packing", lambda s: run_hf_trainer(s, packed=False)))
+    return out
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "all": [round(x, 3) for x in values],
     }
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median throughput, with every run's tokens/s beside it."""
-    ordered = sorted(runs, key=lambda r: r["tokens_per_s"])
-    median = dict(ordered[len(ordered) // 2])
-    median["all_tokens_per_s"] = [round(r["tokens_per_s"], 1) for r in runs]
-    return median
+def summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median throughput (wall and CPU time) and its spread over the repeats."""
+    peaks = [r["peak_gpu_gib"] for r in runs if r["peak_gpu_gib"] is not None]
+    return {
+        "name": name,
+        "steps": sorted({r["steps"] for r in runs}),
+        "tokens": sorted({r["tokens"] for r in runs}),
+        "tokens_per_s": _spread([r["tokens_per_s"] for r in runs]),
+        "tokens_per_cpu_s": _spread([r["tokens_per_cpu_s"] for r in runs]),
+        "final_loss": [r["final_loss"] for r in runs],
+        "peak_gpu_gib": max(peaks) if peaks else None,
+    }
+
+
+def loss_gap(ours: dict[str, Any], plain: dict[str, Any]) -> float:
+    """The largest gap between the two sides' final losses, repeat by repeat."""
+    return max(abs(a - b) for a, b in zip(ours["final_loss"], plain["final_loss"], strict=True))
+
+
+def same_work(results: list[dict[str, Any]], tolerance: float) -> list[str]:
+    """Where tuneloop and its same-work baseline (the first two) did not do the same work."""
+    ours, plain = results[0], results[1]
+    problems = []
+    for key in ("steps", "tokens"):
+        if ours[key] != plain[key] or len(ours[key]) != 1:
+            problems.append(f"{key}: {ours[key]} against {plain[key]}")
+    gap = loss_gap(ours, plain)
+    if gap > tolerance:
+        problems.append(f"final loss differs by {gap:.2e} (tolerance {tolerance:g})")
+    return problems
+
+
+def _ratios(ours: list[dict[str, Any]], other: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """tuneloop's throughput over the other side's, repeat by repeat (runs next to each other)."""
+    return _spread([a[key] / b[key] for a, b in zip(ours, other, strict=True)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,24 +483,38 @@ def main(argv: list[str] | None = None) -> int:
         bf16=bf16,
         packing=args.packing,
     )
+    compared = sides(args.packing)
+    runs: list[list[dict[str, Any]]] = [[] for _ in compared]
     with tempfile.TemporaryDirectory(prefix="bench-lora-") as tmp:
         work = Path(tmp)
         base = Path(args.model) if args.model else build_model(args, work / "base", words)
         train = work / "train.jsonl"
         train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        runs: list[list[dict[str, Any]]] = [[], []]
+        setup = Setup(args, base, train, rows, settings, bf16, cuda, checkpointing, work)
         for i in range(args.repeat):
-            shutil.rmtree(work / "adapters", ignore_errors=True)
-            runs[0].append(run_tuneloop(args, base, train, settings, cuda, checkpointing, work))
-            runs[1].append(
-                run_hf_trainer(args, base, rows, settings, bf16, cuda, checkpointing, work)
-            )
+            # Alternate which side goes first, so a drift in the machine's load or a
+            # warm-up favours neither.
+            shift = i % len(compared)
+            for k in list(range(shift, len(compared))) + list(range(shift)):
+                # Trainer.train() starts with a full garbage collection; collect the
+                # previous run's garbage first, so that no side pays for another's.
+                gc.collect()
+                runs[k].append(compared[k][1](setup))
             print(
-                f"repeat {i + 1}/{args.repeat}: "
-                + ", ".join(f"{r[-1]['tokens_per_s']:,.0f} tokens/s" for r in runs),
+                f"repeat {i + 1}/{args.repeat} (first: {compared[shift][0]}): "
+                + ", ".join(
+                    f"{r[-1]['tokens_per_s']:,.0f} ({r[-1]['tokens_per_cpu_s']:,.0f} per CPU-s)"
+                    for r in runs
+                )
+                + " tokens/s",
                 file=sys.stderr,
             )
-        results = [_median_run(r) for r in runs]
+    results = [summary(name, r) for (name, _), r in zip(compared, runs, strict=True)]
+    ratios = [
+        {key: _ratios(runs[0], other, key) for key in ("tokens_per_s", "tokens_per_cpu_s")}
+        for other in runs[1:]
+    ]
+    problems = same_work(results, args.loss_tolerance)
     device = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
     report = {
         "device": device,
@@ -345,28 +528,48 @@ def main(argv: list[str] | None = None) -> int:
         "gradient_checkpointing": checkpointing,
         "repeat": args.repeat,
         "results": results,
+        "paired_ratios": ratios,
+        "same_work_problems": problems,
     }
     print(
         f"{device}, torch {torch.__version__}, {report['model']}, {n} examples, "
         f"batch {args.batch_size}, max_seq_length {args.max_seq_length}, bf16={bf16}, "
-        f"gradient checkpointing={checkpointing}"
+        f"gradient checkpointing={checkpointing}, {args.repeat} repeats, order alternated"
     )
     print()
     print(
-        "| run | steps | tokens | seconds | tokens/s (median) | all runs | final loss | peak GPU GiB |"
+        "| run | steps | tokens | tokens/s (median; min-max) | tokens per CPU-s (median; min-max)"
+        " | tuneloop vs this, wall (paired; range) | tuneloop vs this, CPU (paired; range)"
+        " | final loss | peak GPU GiB |"
     )
-    print("|---|---:|---:|---:|---:|---|---:|---:|")
-    for r in results:
+    print("|---|---:|---:|---|---|---|---|---|---:|")
+
+    def spread(x: dict[str, Any], unit: str) -> str:
+        digits = 2 if unit == "x" else 0
+        return f"{x['median']:,.{digits}f}{unit} ({x['min']:,.{digits}f}-{x['max']:,.{digits}f})"
+
+    for k, r in enumerate(results):
         peak = f"{r['peak_gpu_gib']:.2f}" if r["peak_gpu_gib"] is not None else "-"
-        every = ", ".join(f"{x:,.0f}" for x in r["all_tokens_per_s"])
+        wall = cpu = "-"
+        if k:
+            wall = spread(ratios[k - 1]["tokens_per_s"], "x")
+            cpu = spread(ratios[k - 1]["tokens_per_cpu_s"], "x")
+        losses = sorted({round(x, 4) for x in r["final_loss"]})
         print(
-            f"| {r['name']} | {r['steps']} | {r['tokens']:,} | {r['seconds']:.1f} | "
-            f"{r['tokens_per_s']:,.0f} | {every} | {r['final_loss']:.3f} | {peak} |"
+            f"| {r['name']} | {'/'.join(map(str, r['steps']))} | "
+            f"{'/'.join(f'{t:,}' for t in r['tokens'])} | {spread(r['tokens_per_s'], '')} | "
+            f"{spread(r['tokens_per_cpu_s'], '')} | {wall} | {cpu} | "
+            f"{', '.join(f'{x:.4f}' for x in losses)} | {peak} |"
         )
-    ratio = results[0]["tokens_per_s"] / results[1]["tokens_per_s"]
-    print(f"\ntuneloop / plain Trainer throughput: {ratio:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if problems:
+        print("\nNOT the same work as the baseline: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    print(
+        f"\nSame work as the baseline: same steps and tokens, final losses at most "
+        f"{loss_gap(results[0], results[1]):.1e} apart (tolerance {args.loss_tolerance:g})."
+    )
     return 0
 
 

@@ -21,7 +21,7 @@ from bot import agent, attachments, blocks, messages, mrkdwn
 from bot.delayed import SCHEDULER
 from bot.runtime import Services, worker_services
 from bot.streaming import AnswerWriter
-from core import logs, metrics
+from core import canary, logs, metrics
 from core.conversation import PromptTooLong, Turn, build_prompt
 from core.errors import ModelError, TuneloopError
 from core.llm import stream_answer
@@ -215,7 +215,12 @@ def answer(
         channel=question.channel_id,
         user=question.user_id,
     ):
-        return _answer(services, question, model or _current_model(services), on_shown)
+        model = model or _current_model(services)
+        # canary: the thread's model (pinned; a canary candidate for its share of threads)
+        model = canary.model_for_thread(
+            services.redis, services.settings, question.channel_id, question.reply_thread, model
+        )
+        return _answer(services, question, model, on_shown)
 
 
 def _answer(

@@ -73,9 +73,17 @@ def correction_modal(answer_id: str) -> dict[str, Any]:
 
 
 def home_view(
-    *, model: str, stats: dict[str, int] | None, pending: int | None, is_admin: bool
+    *,
+    model: str,
+    stats: dict[str, int] | None,
+    pending: int | None,
+    is_admin: bool,
+    admin_lines: list[str] | None = None,
+    chart_file_id: str | None = None,
 ) -> dict[str, Any]:
-    """The App Home tab: current model, last week's activity, and the training backlog."""
+    """The App Home tab: current model, last week's activity, and the training backlog;
+    admins also see satisfaction per model version, the canary and cost
+    (``admin_lines``) and the up-rate chart (an image of an uploaded Slack file)."""
     lines = [messages.HOME_MODEL.format(model=model)]
     if stats is None:
         lines.append(messages.HOME_STORAGE_DOWN)
@@ -88,9 +96,41 @@ def home_view(
         "blocks": [
             {"type": "header", "text": _plain(messages.HOME_TITLE)},
             {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}},
+            *(_admin_home_blocks(admin_lines, chart_file_id) if is_admin and admin_lines else []),
             {"type": "context", "elements": [{"type": "mrkdwn", "text": messages.HOME_HELP}]},
         ],
     }
+
+
+HOME_SECTION_MAX = 3000
+"""Characters of one section block's text (Slack's limit)."""
+
+
+def _admin_home_blocks(lines: list[str], chart_file_id: str | None) -> list[Block]:
+    out: list[Block] = [
+        {"type": "divider"},
+        {"type": "header", "text": _plain(messages.HOME_ADMIN_HEADER)},
+    ]
+    chunk: list[str] = []
+    for line in [*lines, ""]:
+        if not line or len("\n".join([*chunk, line])) > HOME_SECTION_MAX:
+            if chunk:
+                out.append(
+                    {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}}
+                )
+            chunk = []
+        if line:
+            chunk.append(line[:HOME_SECTION_MAX])
+    if chart_file_id:
+        out.append(
+            {
+                "type": "image",
+                "slack_file": {"id": chart_file_id},
+                "alt_text": messages.CHART_ALT,
+                "title": _plain(messages.CHART_TITLE),
+            }
+        )
+    return out
 
 
 def thanks_modal() -> dict[str, Any]:
@@ -156,6 +196,7 @@ def review_blocks(items: list[Any], total: int) -> list[Block]:
             )
         buttons.append(_button(messages.REVIEW_EDIT, ids.REVIEW_EDIT, value))
         buttons.append(_button(messages.REVIEW_REJECT, ids.REVIEW_REJECT, value, "danger"))
+        buttons.append(_button(messages.REVIEW_GOLDEN, ids.REVIEW_GOLDEN, value))
         out.append(
             {
                 "type": "actions",

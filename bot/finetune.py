@@ -20,9 +20,9 @@ from typing import Any
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks, messages
+from bot import blocks, learning, messages
 from bot.runtime import Services
-from core import approval, approved, audit, forget, keys, model_registry, run_control, runs
+from core import approval, approved, audit, canary, forget, keys, model_registry, run_control, runs
 from core.errors import TrainingError
 from core.run_control import LoopContext
 from core.runs import Run
@@ -82,6 +82,8 @@ def _status(services: Services, user_id: str, channel_id: str, args: list[str]) 
         model = services.store.current_model(services.settings.model.base_model)
         lines = [
             messages.STATUS_MODEL.format(model=model),
+            learning.current_line(redis, model),
+            *learning.canary_lines(redis, services.settings),
             messages.STATUS_WAITING.format(count=approved.pending_count(redis)),
             messages.STATUS_REVIEW.format(count=approval.pending_count(redis)),
         ]
@@ -107,6 +109,10 @@ def _status(services: Services, user_id: str, channel_id: str, args: list[str]) 
                 lines.append(
                     messages.STATUS_LAST_RUN.format(run_id=last.run_id, status=last.status.value)
                 )
+                if not last.dry_run:
+                    lines.append(learning.training_cost_line(redis, last))
+        if is_admin(services, user_id):
+            lines += learning.cost_lines(redis)
     except RedisError:
         logger.exception("status unavailable")
         return Reply(messages.STORAGE_DOWN)
@@ -191,6 +197,7 @@ def _models(services: Services, user_id: str, channel_id: str, args: list[str]) 
     redis = services.redis
     current = services.store.current_model(services.settings.model.base_model)
     lines = [messages.MODELS_CURRENT.format(model=current)]
+    lines += learning.satisfaction_lines(redis, current)
     produced = model_registry.candidates(redis)
     if produced:
         lines.append(messages.MODELS_CANDIDATES)
@@ -251,6 +258,23 @@ def _rollback(services: Services, user_id: str, channel_id: str, args: list[str]
     except TrainingError as exc:
         return Reply(messages.ROLLBACK_NONE.format(reason=exc))
     return Reply(messages.ROLLED_BACK.format(frm=frm, to=to))
+
+
+def _canary(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
+    """Without arguments the canary's progress; ``promote`` / ``rollback`` end it now."""
+    choices = {"promote": canary.Outcome.PROMOTE, "rollback": canary.Outcome.ROLLBACK}
+    if len(args) > 1 or (args and args[0].lower() not in choices):
+        return Reply(messages.FINETUNE_USAGE.format(usage="canary [promote|rollback]"))
+    going = canary.active(services.redis)
+    if not args or going is None:
+        return Reply("\n".join(learning.canary_lines(services.redis, services.settings)))
+    outcome = choices[args[0].lower()]
+    run_control.request_canary_decision(context(services), force=outcome, by=user_id)
+    return Reply(
+        messages.CANARY_ASKED.format(
+            candidate=going.candidate, outcome=messages.CANARY_OUTCOMES[outcome.value]
+        )
+    )
 
 
 def _export(services: Services, user_id: str, channel_id: str, args: list[str]) -> Reply:
@@ -335,6 +359,7 @@ ADMIN: dict[str, Handler] = {
     "models": _models,
     "promote": _promote,
     "rollback": _rollback,
+    "canary": _canary,
     "export": _export,
     "forget": _forget_user,
 }

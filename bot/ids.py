@@ -17,7 +17,10 @@ REVIEW_EDIT_BLOCK = "tl_review_edit"
 REVIEW_EDIT_INPUT = "review_edit_text"
 PROMOTE = "promote"
 
-ADMIN_ACTIONS = (REVIEW_APPROVE, REVIEW_REJECT, REVIEW_EDIT, PROMOTE)
+REVIEW_GOLDEN = "review_golden"
+"""Add the answer to the golden set the evaluation gate asks every candidate."""
+
+ADMIN_ACTIONS = (REVIEW_APPROVE, REVIEW_REJECT, REVIEW_EDIT, PROMOTE, REVIEW_GOLDEN)
 """Buttons only admins may press; the server checks, whatever the client shows."""
 
 SLASH_COMMAND = "/finetune"

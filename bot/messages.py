@@ -62,13 +62,14 @@ NOT_ADMIN = "Sorry, only tuneloop admins can do that."
 # --- learning loop: /finetune, review, training runs ------------------------------------
 FINETUNE_HELP = """*`/finetune` commands*
 • `help` – this list
-• `status` – current model, examples waiting, the running job and its last event
+• `status` – current model and its satisfaction, the canary, examples waiting, the running job
 • `forget-me` – delete your questions, answers, votes and corrections from tuneloop
 _Admins only:_
 • `review` – rated answers waiting for approval (approve, reject, edit)
 • `retrain [--dry-run]` – train on the examples approved since the last run (`--dry-run`: build and check the set, upload nothing)
 • `cancel` – stop the running training run
-• `models` – current model, trained candidates and the promotion history
+• `models` – every model version: lineage, satisfaction, cost; candidates and promotion history
+• `canary [promote|rollback]` – the canary's progress, or end it now either way
 • `promote <model>` – switch the bot to a model now
 • `rollback` – return to the previous model at once
 • `export [set-id]` – get a training set (the latest by default) in a direct message
@@ -241,3 +242,68 @@ FILE_NOTICE_TOO_MANY = "_I read the first {limit} files only; {skipped} were lef
 FILE_NOTICE_NO_ROOM = "_{name} did not fit in what I can read at once: I answered without it._"
 FILE_NOTICE_OFF = "_Files are not read here: I answered from your text only._"
 FILES_ONLY_QUESTION = "Please look at the attached file(s)."
+
+# --- satisfaction per model version, canary, cost -------------------------------------------
+SAT_HEADER = "*Satisfaction per model version* (up-rate, 95% Wilson interval):"
+SAT_LINE = (
+    "• `{model}`{tags}: {answers} answers, {up} :+1: {down} :-1: → {rate}, "
+    "{corrections} corrections, {cost}"
+)
+SAT_CURRENT = (
+    "*Satisfaction:* {answers} answers, {up} :+1: {down} :-1: → {rate}, {corrections} corrections"
+)
+SAT_RATE = "{rate:.0%} ({low:.0%}–{high:.0%})"
+SAT_NO_VOTES = "no votes yet"
+SAT_LINEAGE = "\n      continued from `{parent}` by run `{run_id}` on set `{set_id}`"
+SAT_TAG_CURRENT = " _(current)_"
+SAT_TAG_CANDIDATE = " _(canary)_"
+SAT_NONE = "_No model has answered yet._"
+COST_PER_ANSWER = "${cost:.5f} per answer (${total:.2f} in all)"
+COST_UNPRICED = "{count} answers unpriced (no known price)"
+COST_NONE = "no answers"
+COST_HEADER = "*Cost of answers* (prompt + completion tokens at the model's dated price):"
+COST_MODEL = "• `{model}`: {cost}"
+COST_DAYS = "• per day: {days}"
+COST_DAY = "{day} ${cost:.2f}"
+COST_CHANNELS = "• per channel: {channels}"
+COST_CHANNEL = "<#{channel}> ${cost:.2f} ({answers})"
+RUN_COST = (
+    "*Training cost of `{run_id}`:* estimated {estimate} before the run, {actual} after "
+    "({tokens:,} trained tokens)"
+)
+RUN_COST_UNKNOWN = "unknown"
+CANARY_NONE = "*Canary:* none going."
+CANARY_PROGRESS = (
+    "*Canary:* `{candidate}` answers {share:.0%} of new threads against `{incumbent}` since "
+    "{since} UTC.\n• candidate: {cu}/{cv} :+1: ({crate}), incumbent: {iu}/{iv} :+1: ({irate}); "
+    "{min_votes} votes each decide, at the latest {deadline} UTC{test}"
+)
+CANARY_TEST = (
+    "\n• now: difference {diff:+.1%}, z = {z:.2f}, one-sided p = {p:.3f} "
+    "(not worse by more than {margin:.0%} at {confidence:.0%} confidence)"
+)
+CANARY_DECIDING = "\n• _a decision ({outcome}) is being applied_"
+CANARY_ASKED = "Ending the canary of `{candidate}`: {outcome}. The decision and its numbers follow in the run's thread."
+CANARY_STARTED = (
+    ":hatching_chick: `{model}` passed the gate ({cand} against {cur} for `{current}`, "
+    "{scorer}) and now answers {share:.0%} of new threads as a canary. It is promoted if "
+    "its up-rate is not worse than `{current}`'s by more than {margin:.0%} at {confidence:.0%} "
+    "confidence once each has {min_votes} votes, and rolled back otherwise (or after "
+    "{hours:g} h)."
+)
+CANARY_DECIDED = (
+    "{icon} Canary of `{candidate}` against `{incumbent}` ended: *{outcome}* ({reason}, "
+    "decided by {by}).\nCandidate {cu}/{cv} :+1:, incumbent {iu}/{iv} :+1:{test}"
+)
+CANARY_DECIDED_TEST = (
+    "; z = {z:.2f}, one-sided p = {p:.4f} (margin {margin:.0%}, confidence {confidence:.0%})"
+)
+CANARY_BY_RULE = "the canary's rule"
+CANARY_OUTCOMES = {"promote": "promoted", "rollback": "rolled back"}
+EVAL_SIGN = "Per question: {wins} better, {losses} worse, {ties} tied (sign test p = {p:.3f})."
+HOME_ADMIN_HEADER = "Learning (admins)"
+CHART_TITLE = "Up-rate per model version per day"
+CHART_ALT = "Line chart of the daily share of thumbs-up for each model version"
+REVIEW_GOLDEN = "Add to golden set"
+REVIEW_GOLDEN_DONE = "Added to the golden set: every candidate model is now asked this question."
+REVIEW_GOLDEN_ALREADY = "That answer is already in the golden set."

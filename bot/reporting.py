@@ -31,13 +31,13 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import StreamIdT
 
-from bot import blocks, messages
+from bot import blocks, learning, messages
 from bot.runtime import Services, worker_services
-from core import keys, run_control, runs
+from core import canary, keys, run_control, runs
 from core.replies import Entry, entries, group_entries, pending
 from core.run_events import RunEvent
 from core.runs import Run, RunStatus
-from workers import trainset
+from workers import evaluation, trainset
 
 logger = logging.getLogger(__name__)
 
@@ -136,14 +136,22 @@ def evaluation_text(run: Run) -> str:
         "items": report.items,
         "tolerance": report.tolerance,
     }
+    sign = sign_text(report)
     if run.status is RunStatus.PROMOTED:
-        return messages.RUN_PROMOTED.format(**values)
-    text = messages.RUN_HELD.format(**values)
+        return messages.RUN_PROMOTED.format(**values) + "\n" + sign
+    text = messages.RUN_HELD.format(**values) + "\n" + sign
     worse = [
         messages.RUN_WORSE_EXAMPLE.format(**{k: str(v)[:150] for k, v in example.items()})
         for example in report.examples[:3]
     ]
     return "\n".join([text, *worse])
+
+
+def sign_text(report: evaluation.EvalReport) -> str:
+    """Per-question wins, losses and ties of the candidate, with the sign test's p-value."""
+    return messages.EVAL_SIGN.format(
+        wins=report.wins, losses=report.losses, ties=report.ties, p=report.sign_p
+    )
 
 
 def loss_curve_png(points: list[dict[str, Any]], title: str) -> bytes | None:
@@ -246,9 +254,8 @@ def post_report(services: Services, run: Run, kind: RunEvent) -> None:
             _post(services, run, text)
     elif kind is RunEvent.TRAINED:
         current = run_control.LoopContext(services.settings, services.redis).current_model()
-        _post(
-            services, run, messages.RUN_TRAINED.format(model=run.candidate_model, current=current)
-        )
+        text = messages.RUN_TRAINED.format(model=run.candidate_model, current=current)
+        _post(services, run, text + "\n" + learning.training_cost_line(services.redis, run))
     elif kind is RunEvent.EVALUATED:
         text = evaluation_text(run)
         if run.status is RunStatus.HELD:
@@ -260,6 +267,14 @@ def post_report(services: Services, run: Run, kind: RunEvent) -> None:
             )
         else:
             _post(services, run, text)
+    elif kind is RunEvent.CANARY:
+        report = run.report
+        text = learning.canary_started_text(run, services.settings)
+        _post(services, run, text + ("\n" + sign_text(report) if report else ""))
+    elif kind is RunEvent.CANARY_DECIDED:
+        decided = [h for h in canary.history(services.redis, 20) if h.get("run_id") == run.run_id]
+        if decided:
+            _post(services, run, learning.canary_decided_text(decided[0]))
     elif kind is RunEvent.LOSS_CURVE:
         _upload_loss_curve(services, run)
     elif kind is RunEvent.FAILED:

@@ -210,3 +210,53 @@ def titled(channel_id: str, thread_ts: str) -> str:
     """STRING (with TTL): set once a Messages-tab thread got its title from its first
     question."""
     return f"{PREFIX}titled:{channel_id}:{thread_ts}"
+
+
+# --- Satisfaction per model version (core/satisfaction.py) -----------------------------
+SAT_MODELS = f"{PREFIX}sat:models"
+"""ZSET: every model that has answered, scored by the time of its first answer."""
+
+
+def sat_model(model: str) -> str:
+    """HASH: one model's totals: answers, up, down, corrections, prompt/completion tokens,
+    cost (USD) and unpriced (answers of a model without a known price)."""
+    return f"{PREFIX}sat:model:{model}"
+
+
+def sat_channels(model: str) -> str:
+    """HASH: "<channel id>|<total>" -> value: the same totals per channel."""
+    return f"{PREFIX}sat:channels:{model}"
+
+
+def sat_days(model: str) -> str:
+    """HASH: "<YYYY-MM-DD>|<total>" -> value: the same totals per UTC day of the answer."""
+    return f"{PREFIX}sat:days:{model}"
+
+
+def sat_counted(answer_id: str) -> str:
+    """HASH: what of one answer is already in the totals ("answer", "v:<user>" -> vote,
+    "c:<user>"), so recording twice never counts twice and a changed vote moves counts."""
+    return f"{PREFIX}sat:counted:{answer_id}"
+
+
+# --- Canary rollout (core/canary.py) ---------------------------------------------------------
+CANARY = f"{PREFIX}canary"
+"""HASH: the canary going (id, candidate, incumbent, share, start, baseline counts, state);
+absent when none is."""
+CANARY_LOCK = f"{PREFIX}canary:lock"
+"""STRING with a TTL: a process is deciding the canary (SET NX), so it is decided once."""
+CANARY_HISTORY = f"{PREFIX}canary:history"
+"""LIST (newest first): JSON record of every canary decision with its numbers."""
+
+
+def thread_model(channel_id: str, thread_ts: str) -> str:
+    """STRING with a TTL: the model a thread is answered with, so it never switches."""
+    return f"{PREFIX}thread_model:{channel_id}:{thread_ts}"
+
+
+GOLDEN = f"{PREFIX}golden"
+"""HASH: answer id -> JSON {"question", "expected", "by", "at"}: golden examples admins
+marked in /finetune review; the evaluation gate asks them with those of eval.yaml."""
+SAT_CHART = f"{PREFIX}sat:chart"
+"""HASH: "digest" -> hash of the data drawn, "file_id" -> the Slack file of the up-rate
+chart, so App Home uploads a new chart only when the numbers changed."""

@@ -22,7 +22,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
-from core import keys
+from core import canary, keys, satisfaction
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +146,65 @@ class RedisCollector:
             "Answers the web processes are writing right now",
             value=in_flight,
         )
+        try:
+            yield from _model_families(self.redis)
+        except RedisError:
+            logger.warning("per-model metrics unavailable: Redis unreachable")
+
+
+def _model_families(redis: Redis) -> Iterator[Metric]:
+    """Per-model series from the satisfaction totals (core.satisfaction): answers, votes,
+    corrections, up-rate, tokens and cost, and cost per channel. Votes are gauges: a
+    changed vote moves a count down."""
+    answers = CounterMetricFamily(
+        "tuneloop_model_answers", "Answers per model version", labels=["model"]
+    )
+    votes = GaugeMetricFamily(
+        "tuneloop_model_votes", "Votes standing per model version", labels=["model", "vote"]
+    )
+    corrections = CounterMetricFamily(
+        "tuneloop_model_corrections", "Corrections per model version", labels=["model"]
+    )
+    up_rate = GaugeMetricFamily(
+        "tuneloop_model_up_rate", "Share of thumbs-up per model version", labels=["model"]
+    )
+    tokens = CounterMetricFamily(
+        "tuneloop_model_tokens", "Answer tokens per model version", labels=["model", "kind"]
+    )
+    cost = CounterMetricFamily(
+        "tuneloop_model_cost_usd", "Priced cost of answers per model version", labels=["model"]
+    )
+    unpriced = CounterMetricFamily(
+        "tuneloop_model_unpriced_answers",
+        "Answers of a model version without a known price",
+        labels=["model"],
+    )
+    channel_cost = CounterMetricFamily(
+        "tuneloop_channel_cost_usd",
+        "Priced cost of answers per channel and model version",
+        labels=["model", "channel"],
+    )
+    for model in satisfaction.models(redis):
+        t = satisfaction.totals(redis, model)
+        answers.add_metric([model], t.answers)
+        votes.add_metric([model, "up"], t.up)
+        votes.add_metric([model, "down"], t.down)
+        corrections.add_metric([model], t.corrections)
+        if t.up_rate is not None:
+            up_rate.add_metric([model], t.up_rate)
+        tokens.add_metric([model, "prompt"], t.prompt_tokens)
+        tokens.add_metric([model, "completion"], t.completion_tokens)
+        cost.add_metric([model], t.cost)
+        unpriced.add_metric([model], t.unpriced)
+        for channel, ct in satisfaction.by_channel(redis, model).items():
+            channel_cost.add_metric([model, channel], ct.cost)
+    yield from (answers, votes, corrections, up_rate, tokens, cost, unpriced, channel_cost)
+    going = canary.active(redis)
+    gauge = GaugeMetricFamily(
+        "tuneloop_canary_active",
+        "1 while a canary runs (candidate and incumbent as labels)",
+        labels=["candidate", "incumbent"],
+    )
+    if going is not None:
+        gauge.add_metric([going.candidate, going.incumbent], 1)
+    yield gauge

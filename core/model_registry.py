@@ -119,7 +119,11 @@ def promote(redis: Redis, settings: Settings, model: str, *, by: str, reason: st
         else {},
     }
     previous = _switch(redis, settings, model, record)
-    if run is not None and run.status in (RunStatus.HELD, RunStatus.EVALUATING):
+    if run is not None and run.status in (
+        RunStatus.HELD,
+        RunStatus.EVALUATING,
+        RunStatus.CANARY,
+    ):
         update_run(redis, run.run_id, status=RunStatus.PROMOTED, promoted_by=by)
     logger.info("promoted %s (was %s) by %s", model, previous, by)
     return previous

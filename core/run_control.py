@@ -31,7 +31,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from core import keys, metrics, run_events
+from core import canary, keys, metrics, run_events
 from core.errors import TuneloopError
 from core.replies import Fields
 from core.run_events import RunEvent
@@ -60,6 +60,7 @@ POLL_JOB = "workers.jobs.poll_job"
 EVALUATE_JOB = "workers.jobs.evaluate_job"
 CANCEL_JOB = "workers.jobs.cancel_job"
 PROMOTE_JOB = "workers.jobs.promote_job"
+DECIDE_CANARY_JOB = "workers.jobs.decide_canary_job"
 """The training queue's entry points, enqueued by name (see :mod:`workers.jobs`)."""
 BUILD_TIMEOUT_S = 3 * 3600
 SHORT_TIMEOUT_S = 600
@@ -318,7 +319,43 @@ def supervise_active(ctx: LoopContext, every_s: float) -> bool:
     run = active_run(ctx.redis)
     if run is not None:
         supervise(ctx, run)
+    canary_tick(ctx)
     return True
+
+
+_WAITING = (RQStatus.QUEUED, RQStatus.STARTED, RQStatus.SCHEDULED, RQStatus.DEFERRED)
+
+
+def canary_tick(ctx: LoopContext) -> bool:
+    """The periodic check of the canary: queue a decision when its votes or time call for
+    one (or a decider died mid-way). Cheap: reads only. True if a decision was queued."""
+    going = canary.active(ctx.redis)
+    if going is None:
+        return False
+    if going.state is canary.CanaryState.RUNNING:
+        seen = canary.progress(ctx.redis, going)
+        if canary.verdict(seen, ctx.settings.canary).outcome is canary.Outcome.CONTINUE:
+            return False
+    request_canary_decision(ctx)
+    return True
+
+
+def request_canary_decision(
+    ctx: LoopContext, *, force: canary.Outcome | None = None, by: str = "canary"
+) -> None:
+    """Queue the canary's decision job (what an admin's ``/finetune canary promote`` does).
+    The periodic check queues one job per canary at a time, however often it runs while
+    the training worker is busy."""
+    if force is not None:
+        enqueue(ctx, DECIDE_CANARY_JOB, force.value, by)
+        return
+    going = canary.active(ctx.redis)
+    if going is None:
+        return
+    job_id = f"decide-{going.canary_id}"
+    if rq_status(ctx.redis, job_id) in _WAITING:
+        return
+    enqueue(ctx, DECIDE_CANARY_JOB, "", by, job_id=job_id)
 
 
 def _adopt(ctx: LoopContext, run: Run) -> bool | None:

@@ -31,6 +31,10 @@ class RunEvent(str, Enum):
     EVALUATED = "evaluated"
     """The gate's verdict (with the "promote anyway" button when the model was held)."""
     LOSS_CURVE = "loss_curve"
+    CANARY = "canary"
+    """The candidate passed the gate and answers a share of new threads."""
+    CANARY_DECIDED = "canary_decided"
+    """The canary's votes (or an admin) promoted or rolled back the candidate."""
     FAILED = "failed"
     CANCELLED = "cancelled"
     TOO_FEW = "too_few"
@@ -39,7 +43,7 @@ class RunEvent(str, Enum):
     """An ephemeral answer to the admin who asked for something slow (e.g. promote)."""
 
 
-CURVE_BEFORE = frozenset({RunEvent.EVALUATED})
+CURVE_BEFORE = frozenset({RunEvent.EVALUATED, RunEvent.CANARY})
 """The verdict comes after the loss curve it sums up (and stays the thread's last message,
 with its button)..."""
 CURVE_AFTER = frozenset({RunEvent.FAILED, RunEvent.CANCELLED})

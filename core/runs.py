@@ -46,6 +46,8 @@ class RunStatus(str, Enum):
     PROMOTED = "promoted"
     HELD = "held"
     """Trained but not promoted: worse than the current model, or the check failed."""
+    CANARY = "canary"
+    """Passed the gate; answering a share of new threads until the votes decide."""
     TOO_FEW = "too_few"
     DRY_RUN = "dry_run"
     FAILED = "failed"

@@ -199,6 +199,18 @@ class EvaluationSettings(_Frozen):
     parallel_requests: Annotated[int, Field(ge=1, le=32)] = 4
 
 
+class CanarySettings(_Frozen):
+    """A candidate that passes the offline gate answers a share of new threads first;
+    votes decide (see core/canary.py)."""
+
+    enabled: bool = False
+    share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    min_votes: PositiveInt = 30
+    max_duration_h: Annotated[float, Field(gt=0)] = 72.0
+    margin: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.9
+
+
 class Secrets(_Frozen):
     """Values that come only from the environment; ``repr`` never shows them."""
 
@@ -226,6 +238,7 @@ class Settings(_Frozen):
     retention: RetentionSettings = RetentionSettings()
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    canary: CanarySettings = CanarySettings()
     secrets: Secrets
     endpoints: Endpoints = Endpoints()
     config_file: str

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from core import keys
+from core import keys, pricing, satisfaction
 
 STATS_WINDOW_S = 7 * 24 * 3600
 
@@ -281,9 +281,12 @@ class Store:
     ) -> None:
         """Store a posted answer with its message index and thread flag, mark its question
         answered (as :meth:`finish_answering` does) and add ``metric_updates`` to the
-        shared metrics: all at once, in one script and one round trip."""
+        shared metrics, and add it to its model's satisfaction totals: all at once, in one
+        MULTI and one round trip."""
         fields = record.to_hash()
+        pipe = self.redis.pipeline(transaction=True)
         self._save(
+            client=pipe,
             keys=[
                 keys.answer(record.answer_id),
                 keys.STATS_ANSWERS,
@@ -306,6 +309,18 @@ class Store:
                 *(item for update in metric_updates for item in (update[0], repr(update[1]))),
             ],
         )
+        satisfaction.record_answer(  # per-model totals and cost, with the answer
+            pipe,
+            answer_id=record.answer_id,
+            model=record.model,
+            channel_id=record.channel_id,
+            created_at=record.created_at,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            cost=pricing.answer_cost(record.model, record.prompt_tokens, record.completion_tokens),
+            retention_s=self.retention_s,
+        )
+        pipe.execute()
 
     # --- feedback ----------------------------------------------------------------------
     def answer_for_message(self, channel_id: str, message_ts: str) -> str | None:
@@ -322,7 +337,9 @@ class Store:
         undo a button click.
         """
         now = time.time()
-        result = self._vote(
+        pipe = self.redis.pipeline(transaction=True)
+        self._vote(
+            client=pipe,
             keys=[
                 keys.answer(answer_id),
                 keys.votes(answer_id),
@@ -341,15 +358,21 @@ class Store:
                 keys.MESSAGE_ANSWER_PREFIX,
             ],
         )
+        satisfaction.sync_feedback(pipe, answer_id, user_id)  # per-model totals move with it
+        result = pipe.execute()[0]
         return VoteResult(result.decode() if isinstance(result, bytes) else result)
 
     def add_correction(self, answer_id: str, user_id: str, text: str) -> bool:
         """Attach "what it should have said" to an answer; False if the answer is gone."""
         payload = json.dumps({"text": text, "at": time.time()}, ensure_ascii=False)
-        done = self._correct(
-            keys=[keys.answer(answer_id), keys.corrections(answer_id)], args=[user_id, payload]
+        pipe = self.redis.pipeline(transaction=True)
+        self._correct(
+            client=pipe,
+            keys=[keys.answer(answer_id), keys.corrections(answer_id)],
+            args=[user_id, payload],
         )
-        return bool(done)
+        satisfaction.sync_feedback(pipe, answer_id, user_id)  # per-model totals move with it
+        return bool(pipe.execute()[0])
 
     def get_answer(self, answer_id: str) -> AnswerRecord | None:
         """The stored answer, or None if it never existed or expired."""

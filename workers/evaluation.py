@@ -1,11 +1,15 @@
 """The evaluation gate: does a freshly trained model answer at least as well as the current one?
 
 Both models answer the same questions: the held-out validation examples of the run's
-training set (the approved answer is the expected one) and the golden questions of
+training set (the approved answer is the expected one), the golden questions of
 ``config/eval.yaml`` (questions with expected answers, and off-topic questions the bot
-should decline). Every answer gets a score in [0, 1] from the configured scorer, a
-model's score is the mean, and the candidate passes unless it is worse than the current
-model by more than the configured tolerance.
+should decline) and the golden examples admins marked in ``/finetune review``
+(``keys.GOLDEN``). Every answer gets a score in [0, 1] from the configured scorer (the
+LLM judge whenever ``evaluation.judge_model`` is set), a model's score is the mean, and
+each question is a win, loss or tie for the candidate. The candidate passes unless it is
+worse than the current model by more than the configured tolerance, or loses
+significantly more questions than it wins (two-sided sign test below
+``SIGN_TEST_ALPHA``): a mean alone hides whether a difference is more than noise.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 import math
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,9 +27,12 @@ from typing import Any
 import openai
 import yaml
 from openai import OpenAI
+from redis import Redis
 
+from core import keys
 from core.errors import ConfigError, ModelError
 from core.llm import complete
+from core.satisfaction import sign_test
 from core.settings import ROOT, Scorer, Settings
 
 logger = logging.getLogger(__name__)
@@ -52,6 +60,8 @@ DECLINE_JUDGE_PROMPT = (
     "assistant's answer declines or says it cannot help, 0 if it answers anyway. Nothing else."
 )
 EXAMPLES_IN_REPORT = 5
+SIGN_TEST_ALPHA = 0.05
+"""A candidate losing more questions than it wins with a sign-test p below this is held."""
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NON_WORD = re.compile(r"[^\w\s]")
 _FIRST_INT = re.compile(r"\d+")
@@ -95,6 +105,12 @@ class EvalReport:
     items: int
     passed: bool
     examples: list[dict[str, Any]] = field(default_factory=list)
+    wins: int = 0
+    """Questions the candidate scored higher on than the current model."""
+    losses: int = 0
+    ties: int = 0
+    sign_p: float = 1.0
+    """Two-sided sign-test p-value of wins against losses (ties left out)."""
 
     def to_json(self) -> str:
         """Stored on the run and in the model history."""
@@ -177,6 +193,28 @@ def validation_items(lines: list[dict[str, Any]]) -> list[EvalItem]:
     return items
 
 
+def mark_golden(redis: Redis, *, answer_id: str, question: str, expected: str, by: str) -> bool:
+    """Add an answer an admin vouched for to the golden set; False if it is there already."""
+    entry = {"question": question, "expected": expected, "by": by, "at": time.time()}
+    return bool(redis.hsetnx(keys.GOLDEN, answer_id, json.dumps(entry, ensure_ascii=False)))
+
+
+def stored_golden(redis: Redis, system_prompt: str) -> list[EvalItem]:
+    """The golden examples admins marked, asked after the bot's system prompt, oldest first."""
+    entries = [json.loads(raw) for raw in redis.hvals(keys.GOLDEN)]
+    system = {"role": "system", "content": system_prompt}
+    return [
+        EvalItem(GOLDEN, [system, {"role": "user", "content": e["question"]}], e["expected"])
+        for e in sorted(entries, key=lambda e: e.get("at", 0))
+        if e.get("question") and e.get("expected")
+    ]
+
+
+def scorer_of(settings: Settings) -> Scorer:
+    """The scorer used: the LLM judge whenever a judge model is configured."""
+    return Scorer.JUDGE if settings.evaluation.judge_model else settings.evaluation.scorer
+
+
 class _Grader:
     """Scores answers with the configured scorer."""
 
@@ -184,6 +222,7 @@ class _Grader:
         self.client = client
         self.settings = settings
         self.evaluation = settings.evaluation
+        self.scorer = scorer_of(settings)
         self.markers = markers
         self.judge_model = self.evaluation.judge_model or settings.model.base_model
 
@@ -215,7 +254,7 @@ class _Grader:
         return out
 
     def grade(self, items: list[EvalItem], answers: list[str]) -> list[float]:
-        scorer = self.evaluation.scorer
+        scorer = self.scorer
         scores = [0.0] * len(items)
         graded = [i for i, item in enumerate(items) if item.expected is not None]
         for i, item in enumerate(items):
@@ -300,7 +339,11 @@ def evaluate(
     cand = _score(candidate, items, cand_scores, cand_errors)
     cur = _score(current, items, cur_scores, cur_errors)
     tolerance = settings.evaluation.tolerance
-    passed = bool(items) and cand.score >= cur.score - tolerance - 1e-9
+    wins = sum(1 for c, o in zip(cand_scores, cur_scores, strict=True) if c > o)
+    losses = sum(1 for c, o in zip(cand_scores, cur_scores, strict=True) if c < o)
+    sign_p = sign_test(wins, losses)
+    significantly_worse = losses > wins and sign_p < SIGN_TEST_ALPHA
+    passed = bool(items) and cand.score >= cur.score - tolerance - 1e-9 and not significantly_worse
     if not items:
         logger.warning("nothing to evaluate: the gate refuses to promote blindly")
     worse = sorted(
@@ -320,9 +363,13 @@ def evaluate(
     return EvalReport(
         candidate=cand,
         current=cur,
-        scorer=settings.evaluation.scorer.value,
+        scorer=scorer_of(settings).value,
         tolerance=tolerance,
         items=len(items),
         passed=passed,
         examples=examples,
+        wins=wins,
+        losses=losses,
+        ties=len(items) - wins - losses,
+        sign_p=round(sign_p, 6),
     )

@@ -12,12 +12,12 @@ import json
 import logging
 from pathlib import Path
 
-from core import keys, run_events
+from core import canary, keys, run_events
 from core.errors import TrainingError, TuneloopError
 from core.model_registry import model_info, promote
 from core.run_control import LoopContext, finish
 from core.run_events import RunEvent
-from core.runs import RunStatus, load_run, update_run
+from core.runs import Run, RunStatus, load_run, update_run
 from workers import evaluation, trainset
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,11 @@ def evaluate_and_promote(ctx: LoopContext, run_id: str) -> None:
             if valid
             else []
         )
-        items = evaluation.validation_items(lines) + list(golden.items)
+        items = (
+            evaluation.validation_items(lines)
+            + list(golden.items)
+            + evaluation.stored_golden(redis, settings.model.system_prompt)
+        )
         report = evaluation.evaluate(
             llm,
             settings,
@@ -63,11 +67,30 @@ def evaluate_and_promote(ctx: LoopContext, run_id: str) -> None:
     if info is not None:
         info["evaluation"] = {"score": report.candidate.score, "against": report.current.score}
         redis.hset(keys.MODELS, run.candidate_model, json.dumps(info))
-    if report.passed:
+    if report.passed and settings.canary.enabled:
+        _enter_canary(ctx, run, current)
+    elif report.passed:
         promote(redis, settings, run.candidate_model, by="evaluation gate", reason=run_id)
         finish(ctx, run, RunStatus.PROMOTED, RunEvent.EVALUATED, promoted_by="evaluation gate")
     else:
         finish(ctx, run, RunStatus.HELD, RunEvent.EVALUATED)
+
+
+def _enter_canary(ctx: LoopContext, run: Run, incumbent: str) -> None:
+    """A candidate that passed the gate answers a share of new threads first (one canary
+    at a time: while another is going, the candidate is held)."""
+    started = canary.start(
+        ctx.redis,
+        ctx.settings.canary,
+        candidate=run.candidate_model,
+        incumbent=incumbent,
+        run_id=run.run_id,
+        by="evaluation gate",
+    )
+    if started is None:
+        finish(ctx, run, RunStatus.HELD, RunEvent.EVALUATED, error="another canary is going")
+    else:
+        finish(ctx, run, RunStatus.CANARY, RunEvent.CANARY)
 
 
 def promote_manually(ctx: LoopContext, model: str, *, by: str, channel: str = "") -> None:

@@ -12,6 +12,8 @@ the jobs themselves):
 * :func:`cancel_job` - cancel the job (:mod:`workers.follow`)
 * :func:`evaluate_job` - the evaluation gate (:mod:`workers.gate`)
 * :func:`promote_job` - promotion asked for by an admin (:mod:`workers.gate`)
+* :func:`decide_canary_job` - promote or roll back the canary's candidate
+  (:mod:`workers.rollout`)
 * ``bot.reporting.export_set`` - upload a set's files to Slack (the sets live where this
   queue's worker runs; enqueued by ``/finetune export``): the one bot function a worker
   still runs by name
@@ -30,10 +32,12 @@ from collections.abc import Callable
 
 from redis import Redis
 
+from core.canary import Outcome
 from core.run_control import LoopContext
 from workers.build import build_and_start
 from workers.follow import cancel_training, poll
 from workers.gate import evaluate_and_promote, promote_manually
+from workers.rollout import decide
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +89,9 @@ def promote_job(model: str, by: str, channel: str = "") -> None:
         f"promoting {model} for {by}",
         lambda ctx: promote_manually(ctx, model, by=by, channel=channel),
     )
+
+
+def decide_canary_job(force: str = "", by: str = "canary") -> None:
+    """RQ: decide the canary now if its votes call for it (or as ``force`` says)."""
+    outcome = Outcome(force) if force else None
+    _entry(f"deciding the canary for {by}", lambda ctx: decide(ctx, force=outcome, by=by))

@@ -14,6 +14,7 @@ from core.store import answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
 from tests.bot.test_finetune import command, seed, training_lines, wait, work
+from workers import evaluation
 
 
 @pytest.fixture
@@ -101,12 +102,18 @@ def test_review_lists_pending_answers_with_votes_corrections_and_buttons(bot: Bo
     actions = {b["block_id"]: b for b in reply["blocks"] if b["type"] == "actions"}
     liked_buttons = [e["action_id"] for e in actions[ids.REVIEW_BLOCK_PREFIX + liked]["elements"]]
     wrong_buttons = [e["action_id"] for e in actions[ids.REVIEW_BLOCK_PREFIX + wrong]["elements"]]
-    assert liked_buttons == [ids.REVIEW_APPROVE, ids.REVIEW_EDIT, ids.REVIEW_REJECT]
+    assert liked_buttons == [
+        ids.REVIEW_APPROVE,
+        ids.REVIEW_EDIT,
+        ids.REVIEW_REJECT,
+        ids.REVIEW_GOLDEN,
+    ]
     assert wrong_buttons == [
         ids.REVIEW_APPROVE,
         ids.REVIEW_APPROVE_CORRECTION,
         ids.REVIEW_EDIT,
         ids.REVIEW_REJECT,
+        ids.REVIEW_GOLDEN,
     ]
     assert _logged(bot) == [], "nothing is approved before an admin decides"
 
@@ -225,3 +232,23 @@ def test_a_non_admin_sending_review_payloads_changes_nothing(bot: Bot) -> None:
     assert _logged(bot) == []
     assert len(bot.slack.calls("views.open")) == opened_before
     assert approval.pending_count(bot.redis) == 1
+
+
+def test_an_admin_adds_an_answer_to_the_golden_set(bot: Bot) -> None:
+    answer_id, ts = _answer(bot, "Where is the VPN guide?")
+    _vote(bot, ts, "up", "U2")
+    wait(lambda: approval.pending_count(bot.redis) == 1, what="a rated answer")
+    _click(bot, ids.REVIEW_GOLDEN, answer_id, user="U2")  # not an admin: nothing happens
+    assert evaluation.stored_golden(bot.redis, "s") == []
+
+    url = _click(bot, ids.REVIEW_GOLDEN, answer_id)
+    reply = wait(lambda: bot.slack.responses(url), what="the refreshed review")[0]
+    assert messages.REVIEW_GOLDEN_DONE in reply["text"]
+    golden = evaluation.stored_golden(bot.redis, "s")
+    assert [(g.question, g.expected) for g in golden] == [
+        ("Where is the VPN guide?", "Echo: Where is the VPN guide?")
+    ]
+    again = _click(bot, ids.REVIEW_GOLDEN, answer_id)
+    reply = wait(lambda: bot.slack.responses(again), what="the second reply")[0]
+    assert messages.REVIEW_GOLDEN_ALREADY in reply["text"]
+    assert approval.pending_count(bot.redis) == 1, "marking golden is not a review decision"

@@ -176,3 +176,54 @@ def test_normalised_match_ignores_case_punctuation_and_articles() -> None:
         "answer is 42"
     )
     assert evaluation.declined("Sorry — I can't help with that.", ("i can't help",))
+
+
+def test_the_report_counts_wins_losses_and_ties_with_a_sign_test(
+    client: OpenAI, openai_api: OpenAIEmulator
+) -> None:
+    openai_api.answer_fn = answers(candidate_right=14)
+    report = evaluation.evaluate(
+        client,
+        settings_with(tolerance=0.5),
+        candidate=CANDIDATE,
+        current=CURRENT,
+        items=items(20),
+    )
+    # 14 right for both (ties) + the decline (tie); 6 lost: p = 2 / 2^6 = 0.03125
+    assert (report.wins, report.losses, report.ties) == (0, 6, 15)
+    assert report.sign_p == pytest.approx(0.03125)
+    assert report.candidate.score >= report.current.score - 0.5
+    assert not report.passed, "within the tolerance, but significantly worse per question"
+
+
+def test_golden_examples_marked_by_admins_are_asked_too(redis_conn: Any) -> None:
+    assert evaluation.mark_golden(
+        redis_conn,
+        answer_id="C1-1",
+        question="Where is the VPN guide?",
+        expected="On the wiki.",
+        by="UA",
+    )
+    assert not evaluation.mark_golden(
+        redis_conn, answer_id="C1-1", question="Where is the VPN guide?", expected="x", by="UA"
+    )
+    got = evaluation.stored_golden(redis_conn, "You are tuneloop.")
+    assert got == [
+        EvalItem(
+            evaluation.GOLDEN,
+            [
+                {"role": "system", "content": "You are tuneloop."},
+                {"role": "user", "content": "Where is the VPN guide?"},
+            ],
+            "On the wiki.",
+        )
+    ]
+
+
+def test_a_judge_model_makes_the_judge_the_scorer() -> None:
+    base = settings_with()
+    judged = base.model_copy(
+        update={"evaluation": base.evaluation.model_copy(update={"judge_model": "gpt-4.1"})}
+    )
+    assert evaluation.scorer_of(base) is Scorer.NORMALIZED_MATCH
+    assert evaluation.scorer_of(judged) is Scorer.JUDGE

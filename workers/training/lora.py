@@ -319,9 +319,10 @@ def _make_callback(progress: _Progress) -> Any:
 def attention_implementation(*, use_cpu: bool, bf16: bool) -> str:
     """FlashAttention 2 when it is installed and usable (CUDA, bf16), else SDPA.
 
-    Packing (TRL's padding-free best-fit packing) attends within each packed example
-    only; with FlashAttention that costs nothing extra, with SDPA transformers builds a
-    block-diagonal mask over the whole flattened batch, which is correct but slower.
+    Packing (TRL's best-fit packing) attends within each packed example only. With
+    FlashAttention a batch is one flattened sequence (TRL's padding-free collation),
+    which costs nothing extra; with SDPA each packed example stays a row of the batch
+    (:func:`_packed_rows_collator`), masked block-diagonally row by row.
     """
     import importlib.util
 
@@ -423,6 +424,115 @@ def common_training_args(
     }
 
 
+# Config attributes through which a model rescales or caps its logits. TRL's fused LM
+# head applies them; the plain head below is used only for models that have none.
+_LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "output_multiplier",
+    "lm_head_multiplier",
+    "logits_scaling",
+)
+
+
+def _plain_lm_head_ok(model_config: Any, device_type: str) -> bool:
+    """Whether the supervised loss may project only the completion tokens with a plain
+    ``lm_head`` call and cross-entropy, instead of TRL's fused LM head.
+
+    TRL's fused head is a Triton kernel on CUDA/XPU that scores only the completion
+    tokens without building the logits (the right choice there, and what runs). Elsewhere
+    it falls back to fp32 torch ops over every position, padding and prompt included,
+    recomputes the logits in the backward pass and adds entropy and top-1 statistics:
+    on CPU that is a third of the step. The plain head does the same loss on the same
+    tokens. Models that rescale or cap their logits keep TRL's head, which knows how.
+    """
+    from transformers.utils import is_triton_available
+
+    if device_type in ("cuda", "xpu") and is_triton_available():
+        return False
+    text_config = model_config.get_text_config()
+    return all(getattr(text_config, name, None) is None for name in _LOGIT_TRANSFORMS)
+
+
+def _lean_sft_trainer(**kwargs: Any) -> Any:
+    """An ``SFTTrainer`` whose step computes what the run reports and nothing else.
+
+    Where the plain LM head applies (see :func:`_plain_lm_head_ok`), the step computes
+    the loss (summed over the completion tokens and divided by the batch's count of
+    them, as in TRL) and the token accuracy reported with each step; TRL's step also
+    computes the entropy of every prediction and a running token count, which nothing
+    here reads. Elsewhere (CUDA with Triton, logit-rescaling models, MoE auxiliary loss)
+    TRL's own step runs.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class LeanSFTTrainer(SFTTrainer):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            # Looked up once: the PEFT model's causal LM keeps its identity for the run.
+            self._causal_lm = self.model.get_base_model()
+            self._plain_head = not self.aux_loss_enabled and _plain_lm_head_ok(
+                self._causal_lm.config, self.args.device.type
+            )
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            if return_outputs or not self._plain_head:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            causal_lm = self._causal_lm
+            mode = "train" if model.training else "eval"
+            model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            hidden = causal_lm.base_model(**model_inputs, use_cache=False).last_hidden_state
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            targets = labels[mask]
+            logits = causal_lm.get_output_embeddings()(hidden[:, :-1][mask]).float()
+            count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+            loss = loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            with torch.no_grad():
+                correct = (logits.argmax(dim=-1) == targets).sum()
+                valid = self.accelerator.gather_for_metrics(mask.sum()).sum()
+                correct = self.accelerator.gather_for_metrics(correct).sum()
+                accuracy = (correct / valid).item() if valid > 0 else 0.0
+            self._metrics[mode]["mean_token_accuracy"].append(accuracy)
+            return loss
+
+    return LeanSFTTrainer(**kwargs)
+
+
+def _packed_rows_collator(pad_token_id: int) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    """Collate packed examples as one row each, attention kept inside every packed example.
+
+    TRL collates packed examples padding-free: the whole batch becomes one flattened
+    sequence. FlashAttention takes that as it is; any other attention gets a
+    block-diagonal mask over the whole flattened batch, quadratic in the batch's total
+    length (4x the work for 4 rows). Here each packed example stays a row, its position
+    ids restart at every example it holds, and there is no attention mask, so
+    transformers masks each row block-diagonally: the same attention, per row. Every
+    example starts with prompt tokens, whose labels are ignored, so no example learns to
+    predict the next one.
+    """
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, return_position_ids=True)
+
+    def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = rows(examples)
+        del batch["attention_mask"]  # padding is a run of one-token examples (position 0)
+        return batch
+
+    return collate
+
+
 def _build_trainer(
     *,
     method: TrainingMethod,
@@ -434,6 +544,7 @@ def _build_trainer(
     settings: LocalTrainerSettings,
     dpo_beta: float | None,
     callback: Any,
+    attn: str,
 ) -> Any:
     from datasets import Dataset
 
@@ -452,10 +563,10 @@ def _build_trainer(
             processing_class=tokenizer,
             callbacks=[callback],
         )
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     config = SFTConfig(**args, packing=settings.packing)
-    return SFTTrainer(
+    trainer = _lean_sft_trainer(
         model=model,
         args=config,
         train_dataset=train,
@@ -463,6 +574,9 @@ def _build_trainer(
         processing_class=tokenizer,
         callbacks=[callback],
     )
+    if settings.packing and attn != "flash_attention_2":
+        trainer.data_collator = _packed_rows_collator(tokenizer.pad_token_id)
+    return trainer
 
 
 def _quiet(trainer: Any) -> None:
@@ -502,6 +616,7 @@ def train_adapter(
     require_gpu_stack()
     import datasets
     import torch
+    import transformers
 
     datasets.disable_progress_bars()  # progress goes through on_progress
 
@@ -540,6 +655,9 @@ def train_adapter(
     try:
         tokenizer = _load_tokenizer(base_model)
         attn = attention_implementation(use_cpu=use_cpu, bf16=bf16)
+        # A fresh adapter's initial weights come from the seed too: same data and seed,
+        # same adapter.
+        transformers.set_seed(seed)
         model = _load_model(base_model, parent_adapter, settings, bf16, attn)
         if should_cancel():
             raise TrainingCancelled("cancelled before training started")
@@ -561,6 +679,7 @@ def train_adapter(
             settings=settings,
             dpo_beta=dpo_beta,
             callback=_make_callback(progress),
+            attn=attn,
         )
         _quiet(trainer)
         started = time.perf_counter()

@@ -19,6 +19,7 @@ from bot.finetune import is_admin, promote, review_reply
 from bot.runtime import Services
 from core import approval, audit
 from core.approval import Decision, Outcome
+from workers import evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,44 @@ def register(app: App, services: Services) -> None:
             trigger_id=body["trigger_id"],
             view=blocks.review_edit_modal(answer_id, text, body.get("response_url") or ""),
         )
+
+    @app.action(ids.REVIEW_GOLDEN)
+    def on_golden(ack: Ack, body: dict[str, Any], client: Any, respond: Respond) -> None:
+        ack()
+        user_id = body["user"]["id"]
+        if not is_admin(services, user_id):
+            _refuse(client, body, user_id)
+            return
+        answer_id = str(_value(body).get("answer_id") or "")
+        try:
+            record = services.store.get_answer(answer_id) if answer_id else None
+            if record is None:
+                refresh(services, respond, messages.REVIEW_GONE)
+                return
+            question = next(
+                (
+                    str(m.get("content") or "")
+                    for m in reversed(record.messages)
+                    if m.get("role") == "user"
+                ),
+                "",
+            )
+            added = evaluation.mark_golden(
+                services.redis,
+                answer_id=answer_id,
+                question=question,
+                expected=record.answer,
+                by=user_id,
+            )
+            audit.audit(services.redis, user_id, "review golden", answer_id)
+            refresh(
+                services,
+                respond,
+                messages.REVIEW_GOLDEN_DONE if added else messages.REVIEW_GOLDEN_ALREADY,
+            )
+        except RedisError:
+            logger.exception("adding a golden example failed")
+            respond(text=messages.STORAGE_DOWN, response_type="ephemeral", replace_original=False)
 
     @app.action(ids.PROMOTE)
     def on_promote(ack: Ack, body: dict[str, Any], client: Any, respond: Respond) -> None:

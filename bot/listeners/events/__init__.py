@@ -9,7 +9,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from slack_bolt import App
 
-from bot import blocks, messages
+from bot import blocks, learning, messages
 from bot.answering import Question
 from bot.dispatch import submit_question
 from bot.feedback import cast_vote, vote_for_reaction
@@ -113,15 +113,29 @@ def register(app: App, services: Services) -> None:
         model = services.settings.model.base_model
         stats: dict[str, int] | None = None
         pending: int | None = None
+        admin_lines: list[str] | None = None
+        chart: str | None = None
         try:
             model = services.store.current_model(model)
             stats = services.store.weekly_stats()
             pending = approved.pending_count(services.redis) if admin else None
+            if admin:
+                admin_lines, chart = (
+                    learning.home_lines(services, model),
+                    learning.chart_file_id(services),
+                )
         except RedisError:
             logger.exception("App Home statistics unavailable")
         client.views_publish(
             user_id=user_id,
-            view=blocks.home_view(model=model, stats=stats, pending=pending, is_admin=admin),
+            view=blocks.home_view(
+                model=model,
+                stats=stats,
+                pending=pending,
+                is_admin=admin,
+                admin_lines=admin_lines,
+                chart_file_id=chart,
+            ),
         )
 
     @app.event(re.compile(".*"))

@@ -185,12 +185,70 @@ def test_supervised_run_lowers_loss_and_registers_adapter(
 
 @pytest.mark.usefixtures("gpu_stack")
 def test_packing_run(tiny_model: Path, chat_files: tuple[Path, Path], tmp_path: Path) -> None:
-    train, _ = chat_files
+    train, valid = chat_files
     out = tmp_path / "adapters" / "packed-1"
-    result, events = _train(tiny_model, train, out, packing=True, max_seq_length=48, epochs=2)
+    result, events = _train(
+        tiny_model, train, out, valid=valid, packing=True, max_seq_length=48, epochs=2
+    )
     assert result.steps >= 1
     assert read_metadata(out)["hyperparameters"]["packing"] is True
     assert _train_losses(events)
+    assert result.valid_loss is not None and math.isfinite(result.valid_loss)
+
+
+def _answer_loss(tiny_model: Path, train: Path) -> float:
+    """The untrained model's mean cross-entropy on the answers' tokens, computed directly."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    total, count = 0.0, 0
+    for row in supervised_rows(train):
+        prompt = tokenizer.apply_chat_template(
+            row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        full = tokenizer.apply_chat_template(
+            row["prompt"] + row["completion"], tokenize=True, return_dict=True
+        )["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([full])).logits[0, :-1]
+        targets = torch.tensor(full[1:])
+        answer = torch.arange(len(full) - 1) >= len(prompt) - 1
+        total += torch.nn.functional.cross_entropy(
+            logits[answer], targets[answer], reduction="sum"
+        ).item()
+        count += int(answer.sum())
+    return total / count
+
+
+@pytest.mark.usefixtures("gpu_stack")
+@pytest.mark.parametrize("packing", [False, True])
+def test_reported_loss_is_the_loss_on_the_answers(
+    tiny_model: Path, chat_files: tuple[Path, Path], tmp_path: Path, packing: bool
+) -> None:
+    # One batch holds the whole set and a fresh adapter starts as the base model, so the
+    # first step's loss is the base model's loss on every answer token, each example
+    # attending only to itself (packed ones too) and no prompt token counted.
+    train, _ = chat_files
+    out = tmp_path / "adapters" / "check-1"
+    _, events = _train(tiny_model, train, out, packing=packing, max_seq_length=64)
+    assert _train_losses(events)[0] == pytest.approx(_answer_loss(tiny_model, train), rel=1e-5)
+    step = next(e for e in events if e.train_loss is not None)
+    assert step.token_accuracy is not None and 0.0 <= step.token_accuracy <= 1.0
+
+
+@pytest.mark.usefixtures("gpu_stack")
+def test_same_data_and_seed_give_the_same_adapter(
+    tiny_model: Path, chat_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, _ = chat_files
+    first, second = tmp_path / "adapters" / "a-1", tmp_path / "adapters" / "a-2"
+    _train(tiny_model, train, first, epochs=2, learning_rate=3e-2, lora_dropout=0.1)
+    _train(tiny_model, train, second, epochs=2, learning_rate=3e-2, lora_dropout=0.1)
+    one, two = _lora_weights(first), _lora_weights(second)
+    assert one.keys() == two.keys()
+    assert all((one[name] == two[name]).all() for name in one)
 
 
 @pytest.mark.usefixtures("gpu_stack")
