@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from bot import messages
 from core import keys
+from core.replies import text_or_none
 from core.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
@@ -120,10 +121,11 @@ def system_prompt(base: str, redis: Redis, user_id: str, channel_id: str) -> str
     if not channel_id.startswith("D"):
         return base
     try:
-        raw = next(filter(None, redis.mget(keys.viewing(channel_id), keys.viewing(user_id))), None)
+        views = redis.mget(keys.viewing(channel_id), keys.viewing(user_id))
     except RedisError:
         logger.warning("Redis unavailable: answering without the user's active view")
         return base
+    raw = next(filter(None, map(text_or_none, views)), None)
     if not raw:
         return base
     try:

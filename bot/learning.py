@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from bot import messages
 from bot.runtime import Services
 from core import canary, keys, pricing, satisfaction
+from core.replies import text_or_none
 from core.runs import Run
 from core.satisfaction import Totals
 from core.settings import Settings
@@ -265,6 +266,7 @@ def chart_png(series: dict[str, list[tuple[str, float]]]) -> bytes | None:
     if not series:
         return None
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -272,7 +274,7 @@ def chart_png(series: dict[str, list[tuple[str, float]]]) -> bytes | None:
     figure = Figure(figsize=(7, 3.5), dpi=100)
     axes = figure.subplots()
     for model, points in series.items():
-        days = [dt.date.fromisoformat(day) for day, _ in points]
+        days = np.array([day for day, _ in points], dtype="datetime64[D]")
         label = model if len(model) <= 40 else "…" + model[-39:]
         axes.plot(days, [rate for _, rate in points], marker="o", markersize=3, label=label)
     axes.set_ylim(0, 1)
@@ -295,9 +297,9 @@ def chart_file_id(services: Services) -> str | None:
     if not series:
         return None
     digest = hashlib.sha256(json.dumps(series, sort_keys=True).encode()).hexdigest()
-    cached = redis.hmget(keys.SAT_CHART, "digest", "file_id")
-    if cached[0] is not None and cached[0].decode() == digest and cached[1]:
-        return cached[1].decode()
+    cached_digest, cached_file = map(text_or_none, redis.hmget(keys.SAT_CHART, "digest", "file_id"))
+    if cached_digest == digest and cached_file:
+        return cached_file
     png = chart_png(series)
     if png is None:
         return None

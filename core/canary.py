@@ -25,14 +25,15 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 
 from redis import Redis
-from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from core import keys, satisfaction
+from core.replies import text, text_hash
 from core.settings import CanarySettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -82,9 +83,9 @@ class Canary:
         return {k: str(v.value if isinstance(v, Enum) else v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> Canary:
-        """Inverse of :meth:`to_hash`."""
-        d = {k.decode(): v.decode() for k, v in raw.items()}
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Canary:
+        """Inverse of :meth:`to_hash` (from HGETALL's reply)."""
+        d = text_hash(raw)
         return cls(
             canary_id=d["canary_id"],
             candidate=d["candidate"],
@@ -126,7 +127,7 @@ end
 redis.call('SET', KEYS[1], model, 'EX', ARGV[3])
 return model
 """
-_ASSIGN_SCRIPT = Script(None, _ASSIGN.encode())  # EVALSHA on the answer path
+_ASSIGN_LUA = _ASSIGN.encode()  # run by EVALSHA on the answer path
 
 
 def model_for_thread(
@@ -137,19 +138,18 @@ def model_for_thread(
     share of new threads, else ``current_model``. Never fails: without Redis it is
     ``current_model``."""
     try:
-        model = _ASSIGN_SCRIPT(
+        model = redis.register_script(_ASSIGN_LUA)(
             keys=[keys.thread_model(channel_id, thread_ts), keys.CANARY],
             args=[
                 current_model,
                 repr(bucket(channel_id, thread_ts)),
                 settings.retention.unrated_days * 86400,
             ],
-            client=redis,
         )
     except RedisError:
         logger.warning("Redis unavailable: thread answered with the current model")
         return current_model
-    return model.decode() if isinstance(model, bytes) else str(model)
+    return text(model)
 
 
 # KEYS: canary ; ARGV: field/value pairs
@@ -267,15 +267,6 @@ def verdict(
 ) -> Decision:
     """Decide from the votes: continue, promote or roll back (``force``: an admin's choice,
     with the numbers as they stand)."""
-    numbers = {
-        "candidate_up": seen.candidate_up,
-        "candidate_votes": seen.candidate_votes,
-        "incumbent_up": seen.incumbent_up,
-        "incumbent_votes": seen.incumbent_votes,
-        "margin": settings.margin,
-        "confidence": settings.confidence,
-        "by": by,
-    }
     enough = min(seen.candidate_votes, seen.incumbent_votes) >= settings.min_votes
     test = None
     if seen.candidate_votes and seen.incumbent_votes:
@@ -287,16 +278,30 @@ def verdict(
             margin=settings.margin,
             confidence=settings.confidence,
         )
-        numbers.update(z=round(test.z, 4), p_value=round(test.p_value, 6))
+    waiting = Decision(
+        Outcome.CONTINUE,
+        "waiting for votes",
+        candidate_up=seen.candidate_up,
+        candidate_votes=seen.candidate_votes,
+        incumbent_up=seen.incumbent_up,
+        incumbent_votes=seen.incumbent_votes,
+        z=None if test is None else round(test.z, 4),
+        p_value=None if test is None else round(test.p_value, 6),
+        margin=settings.margin,
+        confidence=settings.confidence,
+        by=by,
+    )
     if force is not None:
-        return Decision(force, "ended early", **numbers)
+        return replace(waiting, outcome=force, reason="ended early")
     if enough and test is not None:
         if test.passed:
-            return Decision(Outcome.PROMOTE, "not worse than the incumbent", **numbers)
-        return Decision(Outcome.ROLLBACK, "not shown to be as good", **numbers)
+            return replace(waiting, outcome=Outcome.PROMOTE, reason="not worse than the incumbent")
+        return replace(waiting, outcome=Outcome.ROLLBACK, reason="not shown to be as good")
     if seen.elapsed_s >= settings.max_duration_h * 3600:
-        return Decision(Outcome.ROLLBACK, "too few votes before the time limit", **numbers)
-    return Decision(Outcome.CONTINUE, "waiting for votes", **numbers)
+        return replace(
+            waiting, outcome=Outcome.ROLLBACK, reason="too few votes before the time limit"
+        )
+    return waiting
 
 
 def begin_decision(redis: Redis, canary_id: str, decision: Decision) -> Canary | None:

@@ -9,7 +9,7 @@ Prometheus scrapes reports the whole service.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import (
@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 
 from core import canary, keys, satisfaction
+from core.replies import text_hash
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,10 @@ def observe(redis: Redis, name: str, value: float) -> None:
     apply(redis, observation_updates(name, value))
 
 
-def _parse(raw: dict[bytes, bytes]) -> dict[str, list[tuple[dict[str, str], float]]]:
+def _parse(raw: Mapping[bytes | str, bytes | str]) -> dict[str, list[tuple[dict[str, str], float]]]:
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for field, value in raw.items():
-        name, *pairs = field.decode().split(_SEP)
+    for field, value in text_hash(raw).items():
+        name, *pairs = field.split(_SEP)
         labels = dict(pair.split("=", 1) for pair in pairs)
         out.setdefault(name, []).append((labels, float(value)))
     return out
@@ -127,14 +128,14 @@ class RedisCollector:
         for name, spec in HISTOGRAMS.items():
             hits = {labels["le"]: value for labels, value in values.get(name + _HITS, [])}
             total = sum(value for _, value in values.get(name + "_sum", []))
-            family = HistogramMetricFamily(name, spec.help)
+            histogram = HistogramMetricFamily(name, spec.help)
             if hits:
                 running, buckets = 0.0, []
                 for bound in [*map(str, LATENCY_BUCKETS), "+Inf"]:
                     running += hits.get(bound, 0.0)
                     buckets.append((bound, running))
-                family.add_metric([], buckets, total)
-            yield family
+                histogram.add_metric([], buckets, total)
+            yield histogram
         gauge = GaugeMetricFamily(
             "tuneloop_queue_depth", "Jobs waiting per queue", labels=["queue"]
         )

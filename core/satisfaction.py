@@ -20,15 +20,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from statistics import NormalDist
 from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.commands.core import Script
 
 from core import keys
+from core.replies import members, text_hash
 
 _SEP = "|"
 _NORMAL = NormalDist()
@@ -109,9 +110,8 @@ return moved
 """
 )
 
-
-_ANSWER_SCRIPT = Script(None, _ANSWER.encode())  # EVALSHA, loaded on first use
-_SYNC_SCRIPT = Script(None, _SYNC.encode())
+_ANSWER_LUA = _ANSWER.encode()  # run by EVALSHA, loaded on first use
+_SYNC_LUA = _SYNC.encode()
 
 
 def _prefixes() -> list[str]:
@@ -138,7 +138,7 @@ def record_answer(
     """Add one stored answer to its model's totals (overall, channel, day), once per
     answer id: a retried job or a second call counts nothing. ``cost`` is None for a
     model without a known price; it is then counted as unpriced, never guessed."""
-    _ANSWER_SCRIPT(
+    redis.register_script(_ANSWER_LUA)(
         keys=[keys.sat_counted(answer_id), keys.SAT_MODELS],
         args=[
             retention_s,
@@ -150,7 +150,6 @@ def record_answer(
             completion_tokens,
             "" if cost is None else repr(cost),
         ],
-        client=redis,
     )
 
 
@@ -161,7 +160,7 @@ def sync_feedback(redis: Redis | Pipeline, answer_id: str, user_id: str) -> None
     new vote adds one, a changed vote moves one count, a withdrawn vote removes one, and
     a first correction adds one. Calling it again changes nothing.
     """
-    _SYNC_SCRIPT(
+    redis.register_script(_SYNC_LUA)(
         keys=[
             keys.answer(answer_id),
             keys.votes(answer_id),
@@ -169,7 +168,6 @@ def sync_feedback(redis: Redis | Pipeline, answer_id: str, user_id: str) -> None
             keys.sat_counted(answer_id),
         ],
         args=[user_id, *_prefixes()],
-        client=redis,
     )
 
 
@@ -218,11 +216,11 @@ class Totals:
         return cls(**out)
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, float]:
-    return {k.decode(): float(v) for k, v in raw.items()}
+def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, float]:
+    return {k: float(v) for k, v in text_hash(raw).items()}
 
 
-def _split(raw: dict[bytes, bytes]) -> dict[str, Totals]:
+def _split(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Totals]:
     grouped: dict[str, dict[str, float]] = {}
     for field, value in _decode(raw).items():
         group, name = field.rsplit(_SEP, 1)
@@ -232,7 +230,7 @@ def _split(raw: dict[bytes, bytes]) -> dict[str, Totals]:
 
 def models(redis: Redis) -> list[str]:
     """Every model that has answered, oldest first answer first."""
-    return [m.decode() for m in redis.zrange(keys.SAT_MODELS, 0, -1)]
+    return members(redis.zrange(keys.SAT_MODELS, 0, -1))
 
 
 def totals(redis: Redis, model: str) -> Totals:
@@ -266,7 +264,7 @@ def summaries(redis: Redis) -> list[ModelSummary]:
     """Every model that has answered or was trained, with lineage from ``keys.MODELS``;
     oldest first."""
     seen = models(redis)
-    lineage = {k.decode(): json.loads(v) for k, v in redis.hgetall(keys.MODELS).items()}
+    lineage = {k: json.loads(v) for k, v in text_hash(redis.hgetall(keys.MODELS)).items()}
     trained = sorted(lineage, key=lambda m: lineage[m].get("created_at", 0))
     ordered = seen + [m for m in trained if m not in seen]
     out = []
