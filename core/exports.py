@@ -58,3 +58,10 @@ def load(redis: Redis, key: str) -> dict[str, bytes] | None:
 def discard(redis: Redis, key: str) -> None:
     """Delete the stored files (once uploaded: the set's copy leaves Redis at once)."""
     redis.delete(key)
+
+
+def discard_all(redis: Redis) -> int:
+    """Delete every export waiting for upload (forgetting a user: any set may hold their
+    data; an admin whose export was dropped is told to ask again); how many."""
+    stored = list(redis.scan_iter(match=keys.export("*", "*"), count=500))
+    return int(redis.delete(*stored)) if stored else 0
