@@ -7,7 +7,8 @@ consumer group). Each entry
 becomes messages in the thread the run started in the admin's channel: the job's start,
 rate-limited progress, the evaluation verdict (with "promote anyway" when the model was
 held) and, as an entry of its own, the loss-curve PNG. Dry runs and the answers to one
-admin's command are ephemeral, to that admin only.
+admin's command are ephemeral, to that admin only. A training set the export job stored
+(:mod:`core.exports`) is uploaded to the admin's DM and its stored copy deleted.
 
 An entry is acknowledged only after it was posted. One that failed (Slack down, an
 upload that raised anything at all) stays pending and is claimed again after
