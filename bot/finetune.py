@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 HELP = messages.FINETUNE_HELP
 REVIEW_PAGE = 5
 """Pending answers per review message (each takes ~5 of Slack's 50 blocks)."""
-EXPORT_JOB = "bot.reporting.export_set"
 JOB_TIMEOUT_S = 600
 
 
@@ -293,7 +292,7 @@ def _export(services: Services, user_id: str, channel_id: str, args: list[str]) 
         logger.warning("cannot open a DM with %s: %s", user_id, exc.response.get("error"))
         return Reply(messages.EXPORT_NO_DM)
     services.training_queue.enqueue(
-        EXPORT_JOB,
+        run_control.EXPORT_JOB,
         set_id,
         dm,
         user_id,

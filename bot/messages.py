@@ -152,6 +152,14 @@ EXPORT_COMMENT = (
     "Training set `{set_id}` (version {version}): {train} training and {valid} validation examples."
 )
 EXPORT_MISSING_FILES = "The files of training set `{set_id}` are no longer on the training worker."
+EXPORT_TOO_LARGE = (
+    "Training set `{set_id}` is {size_mb} MB, more than the {limit_mb} MB an export may send: "
+    "nothing was sent. Its files are on the training worker, under `training.sets_dir`."
+)
+EXPORT_EXPIRED = (
+    "Training set `{set_id}` could not be sent in time and was not kept: "
+    "`/finetune export {set_id}` sends it again."
+)
 
 MODELS_CURRENT = "*Current model:* `{model}`"
 MODELS_CANDIDATES = "*Trained models (newest first):*"

@@ -7,7 +7,8 @@ consumer group). Each entry
 becomes messages in the thread the run started in the admin's channel: the job's start,
 rate-limited progress, the evaluation verdict (with "promote anyway" when the model was
 held) and, as an entry of its own, the loss-curve PNG. Dry runs and the answers to one
-admin's command are ephemeral, to that admin only.
+admin's command are ephemeral, to that admin only. A training set the export job stored
+(:mod:`core.exports`) is uploaded to the admin's DM and its stored copy deleted.
 
 An entry is acknowledged only after it was posted. One that failed (Slack down, an
 upload that raised anything at all) stays pending and is claimed again after
@@ -24,7 +25,6 @@ import logging
 import os
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -32,8 +32,8 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import StreamIdT
 
 from bot import blocks, learning, messages
-from bot.runtime import Services, worker_services
-from core import canary, keys, run_control, runs
+from bot.runtime import Services
+from core import canary, exports, keys, run_control, runs
 from core.replies import Entry, entries, group_entries, pending
 from core.run_events import RunEvent
 from core.runs import Run, RunStatus
@@ -291,13 +291,48 @@ def _too_few_text(run: Run) -> str:
     return messages.RUN_TOO_FEW.format(new=run.n_new, needed=needed, missing=run.missing)
 
 
+_REPLIES = {
+    "promoted": messages.PROMOTED,
+    "promote_failed": messages.PROMOTE_FAILED,
+    "export_unknown": messages.EXPORT_UNKNOWN,
+    "export_missing": messages.EXPORT_MISSING_FILES,
+    "export_too_large": messages.EXPORT_TOO_LARGE,
+}
+"""The texts of the ``reply`` entries the workers record, by name."""
+
+
+def _upload_export(services: Services, fields: dict[str, str]) -> None:
+    """A set's files the export job stored, into the admin's DM (the channel the command
+    opened with conversations.open, never a shared one); the stored copy is deleted once
+    uploaded. Raises when the upload failed: the entry is tried again."""
+    values = json.loads(fields["values"])
+    channel, user = fields["channel"], fields["user"]
+    files = exports.load(services.redis, fields["key"])
+    if files is None:
+        _ephemeral(services, channel, user, messages.EXPORT_EXPIRED.format(**values))
+        return
+    set_id = values["set_id"]
+    services.slack.files_upload_v2(
+        channel=channel,
+        initial_comment=messages.EXPORT_COMMENT.format(**values),
+        file_uploads=[
+            {"content": data, "filename": f"{set_id}-{name}", "title": f"{set_id} {name}"}
+            for name, data in files.items()
+        ],
+        request_file_info=False,
+    )
+    exports.discard(services.redis, fields["key"])
+
+
 def _post_entry(services: Services, fields: dict[str, str]) -> None:
     """Post one stream entry; raises when it could not be posted (it is tried again)."""
     kind = RunEvent(fields["kind"])
     if kind is RunEvent.REPLY:
-        template = {"promoted": messages.PROMOTED, "promote_failed": messages.PROMOTE_FAILED}
-        text = template[fields["reply"]].format(**json.loads(fields["values"]))
+        text = _REPLIES[fields["reply"]].format(**json.loads(fields["values"]))
         _ephemeral(services, fields["channel"], fields["user"], text)
+        return
+    if kind is RunEvent.EXPORT:
+        _upload_export(services, fields)
         return
     run = runs.load_run(services.redis, fields["run_id"])
     if run is None:
@@ -402,42 +437,3 @@ def _post_round(services: Services) -> None:
         logger.warning("Redis unavailable: run events are posted next time")
     except Exception:
         logger.exception("posting run events failed")
-
-
-def export_set(set_id: str, channel: str, user: str) -> None:
-    """RQ: upload a training set's files (JSONL and manifest) to the admin's channel.
-
-    Runs on the training worker, where the sets are built and kept.
-    """
-    try:
-        services = worker_services()
-        manifest = trainset.load_manifest(services.redis, set_id)
-        if manifest is None:
-            _ephemeral(services, channel, user, messages.EXPORT_UNKNOWN.format(set_id=set_id))
-            return
-        paths = [manifest["files"].get("train"), manifest["files"].get("valid")]
-        files = [Path(p) for p in paths if p]
-        manifest_path = files[0].parent / "manifest.json" if files else None
-        if manifest_path is not None:
-            files.append(manifest_path)
-        if not files or not all(p.is_file() for p in files):
-            _ephemeral(services, channel, user, messages.EXPORT_MISSING_FILES.format(set_id=set_id))
-            return
-        comment = messages.EXPORT_COMMENT.format(
-            set_id=set_id,
-            version=manifest["version"],
-            train=manifest["counts"]["train"],
-            valid=manifest["counts"]["valid"],
-        )
-        services.slack.files_upload_v2(
-            channel=channel,
-            initial_comment=comment,
-            file_uploads=[
-                {"file": str(p), "filename": f"{set_id}-{p.name}", "title": f"{set_id} {p.name}"}
-                for p in files
-            ],
-            request_file_info=False,
-        )
-    except Exception:
-        logger.exception("exporting %s failed", set_id)
-        raise

@@ -24,7 +24,7 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from core import approved, keys
+from core import approved, exports, keys
 from core.replies import binary, entries, text, text_or_none
 from core.store import AnswerRecord, Store
 
@@ -162,6 +162,7 @@ def forget_user(store: Store, user_id: str) -> Forgotten:
     examples, trained_since = _remove_examples(redis, set(asked), texts)
     _remove_admin_log_entries(redis, user_id)
     _remove_finished_jobs(redis, user_id, texts)
+    exports.discard_all(redis)  # a set waiting for an admin's DM may hold the user's data
     redis.delete(keys.user_answers(user_id))
     return Forgotten(len(asked), votes, corrected, examples, scrubbed, trained_since)
 

@@ -159,10 +159,19 @@ def run_metrics(run_id: str) -> str:
 
 
 RUN_EVENTS = f"{PREFIX}run:events"
-"""STREAM: what happened to training runs (field "kind", plus "run_id" or a reply's
-"channel", "user", "reply", "values"), for the web processes to post to Slack."""
+"""STREAM: what happened to training runs (field "kind", plus "run_id", a reply's
+"channel", "user", "reply", "values", or an export's "key", "channel", "user", "values"),
+for the web processes to post to Slack."""
 RUN_EVENTS_GROUP = "reporters"
 """The consumer group of ``RUN_EVENTS``: an entry is acknowledged once it was posted."""
+
+
+def export(set_id: str, export_id: str) -> str:
+    """HASH with a TTL: one export of a training set, file name -> gzipped bytes, stored by
+    the training worker (where the sets are) for a web process to upload to the admin's
+    DM; deleted once uploaded (core/exports.py)."""
+    return f"{PREFIX}export:{set_id}:{export_id}"
+
 
 TRAINSET_SEQ = f"{PREFIX}trainset:seq"
 """STRING counter: the last training-set version number given (set ids ``set-0007``)."""

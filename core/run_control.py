@@ -61,6 +61,7 @@ EVALUATE_JOB = "workers.jobs.evaluate_job"
 CANCEL_JOB = "workers.jobs.cancel_job"
 PROMOTE_JOB = "workers.jobs.promote_job"
 DECIDE_CANARY_JOB = "workers.jobs.decide_canary_job"
+EXPORT_JOB = "workers.jobs.export_job"
 """The training queue's entry points, enqueued by name (see :mod:`workers.jobs`)."""
 BUILD_TIMEOUT_S = 3 * 3600
 SHORT_TIMEOUT_S = 600

@@ -41,6 +41,8 @@ class RunEvent(str, Enum):
     DRY_RUN = "dry_run"
     REPLY = "reply"
     """An ephemeral answer to the admin who asked for something slow (e.g. promote)."""
+    EXPORT = "export"
+    """A training set's files (stored under ``key``) for the admin's DM (``channel``)."""
 
 
 CURVE_BEFORE = frozenset({RunEvent.EVALUATED, RunEvent.CANARY})
@@ -79,6 +81,26 @@ def publish_reply(
             "channel": channel,
             "user": user,
             "reply": reply,
+            "values": json.dumps(values),
+        },
+        maxlen=MAXLEN,
+        approximate=True,
+    )
+
+
+def publish_export(
+    redis: Redis | Pipeline, key: str, channel: str, user: str, values: dict[str, str]
+) -> None:
+    """Append an export for ``user``'s DM ``channel``: the files are under ``key``,
+    ``values`` fill the upload's comment. Give a transaction pipeline to record the entry
+    with the files."""
+    redis.xadd(
+        keys.RUN_EVENTS,
+        {
+            "kind": RunEvent.EXPORT.value,
+            "key": key,
+            "channel": channel,
+            "user": user,
             "values": json.dumps(values),
         },
         maxlen=MAXLEN,

@@ -14,9 +14,9 @@ the jobs themselves):
 * :func:`promote_job` - promotion asked for by an admin (:mod:`workers.gate`)
 * :func:`decide_canary_job` - promote or roll back the canary's candidate
   (:mod:`workers.rollout`)
-* ``bot.reporting.export_set`` - upload a set's files to Slack (the sets live where this
-  queue's worker runs; enqueued by ``/finetune export``): the one bot function a worker
-  still runs by name
+* :func:`export_job` - store a set's files for the admin's DM (the sets live where this
+  queue's worker runs; enqueued by ``/finetune export``, uploaded by the web processes:
+  :mod:`workers.export`, :mod:`core.exports`)
 
 ``gpu`` queue: ``workers.training.local.run_training_job`` - one LoRA training
 (:data:`workers.training.local.JOB_FUNC`).
@@ -35,6 +35,7 @@ from redis import Redis
 from core.canary import Outcome
 from core.run_control import LoopContext
 from workers.build import build_and_start
+from workers.export import export_set
 from workers.follow import cancel_training, poll
 from workers.gate import evaluate_and_promote, promote_manually
 from workers.rollout import decide
@@ -95,3 +96,11 @@ def decide_canary_job(force: str = "", by: str = "canary") -> None:
     """RQ: decide the canary now if its votes call for it (or as ``force`` says)."""
     outcome = Outcome(force) if force else None
     _entry(f"deciding the canary for {by}", lambda ctx: decide(ctx, force=outcome, by=by))
+
+
+def export_job(set_id: str, dm_channel: str, user_id: str) -> None:
+    """RQ: store a training set's files for the web processes to upload to the admin's DM."""
+    _entry(
+        f"exporting {set_id} for {user_id}",
+        lambda ctx: export_set(ctx, set_id, dm_channel, user_id),
+    )

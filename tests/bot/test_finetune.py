@@ -15,7 +15,7 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 from bot import ids, messages, reporting
-from core import approved, audit, keys, model_registry, run_control, runs
+from core import approved, audit, exports, keys, model_registry, run_control, runs
 from core.runs import RunStatus
 from core.settings import TrainingMethod
 from tests import payloads
@@ -480,6 +480,101 @@ def test_export_typed_in_a_channel_goes_only_to_the_admins_dm(bot: Bot) -> None:
         f for f in bot.slack.uploaded_files() if f["filename"].endswith("train.jsonl")
     )
     assert len(train_file["content"].splitlines()) == 11
+
+
+def exports_in_redis(bot: Bot) -> list[bytes]:
+    return list(bot.redis.scan_iter(match=keys.export("*", "*")))
+
+
+def test_an_export_is_run_by_a_worker_entry_point_and_leaves_no_copy_in_redis(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain --dry-run")
+    work(bot)
+    set_id = only_run(bot).set_id
+    command(bot, "export")
+    queue = Queue(keys.QUEUE_TRAINING, connection=bot.redis)
+    (queued,) = queue.get_jobs()
+    assert queued.func_name == run_control.EXPORT_JOB == "workers.jobs.export_job"
+    SimpleWorker([queue], connection=bot.redis).work(burst=True)
+    assert bot.slack.uploaded_files() == [], "the worker talks to no Slack"
+    assert len(exports_in_redis(bot)) == 1
+    ttl = bot.redis.ttl(exports_in_redis(bot)[0])
+    assert 0 < ttl <= exports.TTL_S, "a set's copy in Redis never outlives its TTL"
+
+    reporting.consume_run_events(bot.services)
+    assert len(bot.slack.uploaded_files()) == 3
+    manifest = next(
+        f for f in bot.slack.uploaded_files() if f["filename"] == f"{set_id}-manifest.json"
+    )
+    assert json.loads(manifest["content"])["set_id"] == set_id
+    assert exports_in_redis(bot) == [], "deleted once uploaded"
+    assert pending_reports(bot) == 0
+
+
+def test_an_export_slack_refused_is_uploaded_once_slack_is_back(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain --dry-run")
+    work(bot)
+    command(bot, "export")
+    bot.slack.fail_next("files.completeUploadExternal", status=200, error="internal_error")
+    work(bot)
+    assert bot.slack.uploaded_files() == []
+    assert pending_reports(bot) == 1, "kept to be tried again"
+    assert len(exports_in_redis(bot)) == 1, "the files wait for the retry"
+
+    assert reporting.consume_run_events(bot.services, retry_idle_s=0) == 1
+    dm = "D" + ADMIN[1:]
+    assert len(bot.slack.uploaded_files()) == 3
+    assert {f["channel_id"] for f in bot.slack.uploaded_files()} == {dm}
+    assert exports_in_redis(bot) == [] and pending_reports(bot) == 0
+
+
+def test_a_set_too_large_to_export_is_refused_in_the_dm_and_nothing_is_stored(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(bot, 12)
+    command(bot, "retrain --dry-run")
+    work(bot)
+    set_id = only_run(bot).set_id
+    monkeypatch.setattr(exports, "MAX_BYTES", 100)
+    command(bot, "export")
+    work(bot)
+    assert bot.slack.uploaded_files() == []
+    assert exports_in_redis(bot) == []
+    dm = "D" + ADMIN[1:]
+    (refusal,) = [e for e in bot.slack.ephemerals() if "nothing was sent" in e["text"]]
+    assert refusal["channel"] == dm and refusal["user"] == ADMIN
+    assert set_id in refusal["text"]
+
+
+def test_an_export_whose_files_expired_tells_the_admin_to_ask_again(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain --dry-run")
+    work(bot)
+    set_id = only_run(bot).set_id
+    command(bot, "export")
+    queue = Queue(keys.QUEUE_TRAINING, connection=bot.redis)
+    SimpleWorker([queue], connection=bot.redis).work(burst=True)
+    (stored,) = exports_in_redis(bot)
+    bot.redis.delete(stored)  # what the TTL does when no web process posted in time
+    reporting.consume_run_events(bot.services)
+    assert bot.slack.uploaded_files() == []
+    (told,) = [e for e in bot.slack.ephemerals() if f"/finetune export {set_id}" in e["text"]]
+    assert told["channel"] == "D" + ADMIN[1:]
+
+
+def test_forgetting_a_user_drops_the_exports_waiting_for_upload(bot: Bot) -> None:
+    seed(bot, 12)
+    command(bot, "retrain --dry-run")
+    work(bot)
+    command(bot, "export")
+    queue = Queue(keys.QUEUE_TRAINING, connection=bot.redis)
+    SimpleWorker([queue], connection=bot.redis).work(burst=True)
+    assert len(exports_in_redis(bot)) == 1
+    command(bot, "forget-me", user="U2")
+    assert exports_in_redis(bot) == []
+    reporting.consume_run_events(bot.services)
+    assert bot.slack.uploaded_files() == [], "a set that may hold their data is not sent"
 
 
 def test_a_run_whose_worker_died_is_cleaned_up_by_the_next_retrain(bot: Bot) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import json
+import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,11 +17,13 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
+from bot.answering import JOB_FUNCTION as ANSWER_JOB
 from core import audit, keys, model_registry, run_control, runs
 from core.errors import TrainingError
 from core.run_control import LoopContext
 from core.runs import RunStatus
 from core.settings import (
+    ROOT,
     LocalTrainerSettings,
     Settings,
     TrainerBackend,
@@ -285,11 +292,85 @@ def test_every_job_the_loop_enqueues_is_an_entry_point_in_workers_jobs() -> None
         run_control.EVALUATE_JOB,
         run_control.CANCEL_JOB,
         run_control.PROMOTE_JOB,
+        run_control.DECIDE_CANARY_JOB,
+        run_control.EXPORT_JOB,
     ]
+    assert run_control.EXPORT_JOB == "workers.jobs.export_job"
     for name in names:
         module, _, func = name.rpartition(".")
         assert module == "workers.jobs"
         assert callable(getattr(jobs, func)), name
+
+
+_DOTTED = re.compile(r"^(?:bot|core|workers)(?:\.[A-Za-z_]\w*)+$")
+
+
+def _function(name: str) -> Callable[..., object] | None:
+    """The function a dotted job name names, None when it names none."""
+    module, _, attr = name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return None
+    return found if inspect.isfunction(found) else None
+
+
+def _job_names() -> tuple[set[str], set[str]]:
+    """Every job name in the code: module-level constants naming a function by its dotted
+    path, and what every enqueue call is given (a literal, a constant, a function)."""
+    constants: set[str] = set()
+    enqueued: set[str] = set()
+    for path in sorted(
+        p for part in ("bot", "core", "workers") for p in (ROOT / part).rglob("*.py")
+    ):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(
+                node.value, ast.Constant
+            ):
+                value = node.value.value
+                if isinstance(value, str) and _DOTTED.match(value) and _function(value):
+                    constants.add(value)
+        calls = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
+            in ("enqueue", "enqueue_in", "enqueue_at", "enqueue_call")
+        ]
+        if not calls:
+            continue
+        module = importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for call in calls:
+            for arg in [
+                *call.args[:2],
+                *(k.value for k in call.keywords if k.arg in ("f", "func")),
+            ]:
+                if not isinstance(arg, ast.Name | ast.Attribute | ast.Constant):
+                    continue  # *args: forwarded from a caller, scanned itself
+                try:
+                    value = eval(ast.unparse(arg), vars(module))  # noqa: S307 - our own code
+                except NameError:
+                    continue  # a parameter: its callers are scanned themselves
+                if inspect.isfunction(value):
+                    enqueued.add(f"{value.__module__}.{value.__qualname__}")
+                elif isinstance(value, str) and _DOTTED.match(value):
+                    enqueued.add(value)
+    return constants, enqueued
+
+
+def test_no_job_runs_bot_code_by_name_but_the_answer_job() -> None:
+    constants, enqueued = _job_names()
+    assert {run_control.BUILD_JOB, run_control.EXPORT_JOB, ANSWER_JOB} <= enqueued, (
+        "the scan finds the enqueue calls"
+    )
+    for name in constants | enqueued:
+        assert _function(name) is not None, f"{name} names no function"
+    bot_jobs = {name for name in constants | enqueued if name.startswith("bot.")}
+    assert bot_jobs == {ANSWER_JOB}
+    assert _function("workers.jobs.export_job") is jobs.export_job
+    assert "bot.reporting.export_set" not in constants | enqueued
 
 
 def test_a_promotion_a_replica_refuses_leaves_the_pointer_and_tells_the_admin(
