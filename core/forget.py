@@ -130,7 +130,9 @@ def forget_user(store: Store, user_id: str) -> Forgotten:
         pipe.hdel(keys.votes(answer_id), user_id)
         pipe.hdel(keys.vote_sources(answer_id), user_id)
         pipe.hdel(keys.corrections(answer_id), user_id)
-        removed_vote, _, removed_correction = pipe.execute()
+        # The satisfaction totals keep the counts (anonymous), not who was counted.
+        pipe.hdel(keys.sat_counted(answer_id), f"v:{user_id}", f"c:{user_id}")
+        removed_vote, _, removed_correction, _ = pipe.execute()
         votes += removed_vote
         corrected += removed_correction
 
@@ -148,6 +150,7 @@ def forget_user(store: Store, user_id: str) -> Forgotten:
             keys.votes(answer_id),
             keys.vote_sources(answer_id),
             keys.corrections(answer_id),
+            keys.sat_counted(answer_id),
         )
         pipe.zrem(keys.RATED, answer_id)
         pipe.zrem(keys.STATS_ANSWERS, answer_id)
