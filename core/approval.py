@@ -22,7 +22,7 @@ from enum import Enum
 
 from redis import Redis
 
-from core import approved, keys
+from core import approved, keys, replies
 from core.approved import RESERVOIR_LUA, Example
 from core.settings import ApprovalMode, ApprovalSettings
 from core.store import AnswerRecord, Store, Vote
@@ -115,11 +115,11 @@ return {1, id}
 
 def corrections(redis: Redis, answer_id: str) -> tuple[Correction, ...]:
     """Every correction of an answer, oldest first."""
-    raw = redis.hgetall(keys.corrections(answer_id))
+    raw = replies.text_hash(redis.hgetall(keys.corrections(answer_id)))
     out = []
     for user, value in raw.items():
         data = json.loads(value)
-        out.append(Correction(user.decode(), str(data["text"]), float(data.get("at", 0))))
+        out.append(Correction(user, str(data["text"]), float(data.get("at", 0))))
     return tuple(sorted(out, key=lambda c: c.at))
 
 
@@ -184,7 +184,7 @@ def decide(
     )
     if not done:
         return Result(Outcome.ALREADY_DECIDED, previous=json.loads(value))
-    stream_id = value.decode() if isinstance(value, bytes) else (value or None)
+    stream_id = replies.text_or_none(value)
     logger.info("%s %s by %s (logged %s)", answer_id, decision.value, by, stream_id or "nothing")
     return Result(Outcome.DONE, decision, stream_id or None)
 
@@ -234,7 +234,7 @@ def pending(store: Store, limit: int, *, scan_batch: int = 200) -> list[Pending]
     out: list[Pending] = []
     start = 0
     while len(out) < limit:
-        ids = [i.decode() for i in redis.zrange(keys.RATED, start, start + scan_batch - 1)]
+        ids = replies.members(redis.zrange(keys.RATED, start, start + scan_batch - 1))
         if not ids:
             break
         start += scan_batch

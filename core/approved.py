@@ -97,9 +97,7 @@ def append(redis: Redis, example: Example) -> str | None:
         RESERVOIR_SIZE,
         repr(random.random()),
     )
-    if result is None:
-        return None
-    return result.decode() if isinstance(result, bytes) else str(result)
+    return replies.text_or_none(result)
 
 
 def read_after(
@@ -114,9 +112,7 @@ def read_after(
         chunk = redis.xrange(keys.APPROVED_LOG, min=f"({cursor}", count=batch)
         if not chunk:
             return
-        for raw_id, fields in chunk:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-            raw = fields.get(b"example", fields.get("example"))
+        for entry_id, raw in replies.entry_values(chunk, "example"):
             yield entry_id, Example.from_json(raw)
             cursor = entry_id
 
@@ -126,9 +122,8 @@ def pending_count(redis: Redis) -> int:
     cursor = redis.get(keys.APPROVED_CURSOR)
     if cursor is None:
         return int(redis.xlen(keys.APPROVED_LOG))
-    after = cursor.decode() if isinstance(cursor, bytes) else cursor
     total = 0
-    for _ in read_ids_after(redis, after):
+    for _ in read_ids_after(redis, replies.text(cursor)):
         total += 1
     return total
 
@@ -140,8 +135,7 @@ def read_ids_after(redis: Redis, after_id: str, batch: int = 5000) -> Iterator[s
         chunk = redis.xrange(keys.APPROVED_LOG, min=f"({cursor}", count=batch)
         if not chunk:
             return
-        for raw_id, _ in chunk:
-            cursor = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        for cursor in replies.entry_ids(chunk):
             yield cursor
 
 
@@ -232,9 +226,7 @@ def read_entries(redis: Redis, entry_ids: list[str]) -> list[tuple[str, bytes]]:
     pipe = redis.pipeline(transaction=False)
     for entry_id in entry_ids:
         pipe.xrange(keys.APPROVED_LOG, min=entry_id, max=entry_id, count=1)
-    out = []
-    for entry_id, found in zip(entry_ids, pipe.execute(), strict=True):
-        if found:
-            fields = found[0][1]
-            out.append((entry_id, fields.get(b"example", fields.get("example"))))
+    out: list[tuple[str, bytes]] = []
+    for found in pipe.execute():
+        out += replies.entry_values(found, "example")
     return out

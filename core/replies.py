@@ -16,6 +16,7 @@ from typing import NamedTuple
 from redis.typing import (
     EncodableT,
     FieldT,
+    StreamRangeResponse,
     XClaimResponse,
     XPendingRangeResponse,
     XReadGroupResponse,
@@ -81,6 +82,31 @@ def entries(reply: XClaimResponse | None) -> list[Entry]:
         entry_id, fields = item
         if entry_id is not None and fields:
             out.append((text(entry_id), text_hash(fields)))
+    return out
+
+
+def entry_ids(reply: StreamRangeResponse | None) -> list[str]:
+    """The ids of an XRANGE or XREVRANGE reply's entries as text, in reply order, leaving
+    their fields undecoded (counting or paging a long stream reads only the ids)."""
+    return [text(entry_id) for entry_id, _ in reply or [] if entry_id is not None]
+
+
+def entry_values(reply: StreamRangeResponse | None, name: str) -> list[tuple[str, bytes]]:
+    """(entry id as text, the value of field ``name`` as bytes) for each entry of an XRANGE
+    or XREVRANGE reply, in reply order.
+
+    For values the caller parses straight from bytes (JSON): no decode to text and no
+    dict per entry on the way. An entry without the field is refused, not skipped, so a
+    malformed stream is noticed rather than read short.
+    """
+    out: list[tuple[str, bytes]] = []
+    for entry_id, fields in reply or []:
+        if entry_id is None:
+            continue
+        value = None if fields is None else fields.get(name.encode(), fields.get(name))
+        if value is None:
+            raise TypeError(f"stream entry {text(entry_id)} has no field {name!r}")
+        out.append((text(entry_id), binary(value)))
     return out
 
 

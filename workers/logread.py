@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 
-from core import approved, keys
+from core import approved, keys, replies
 
 READ_BATCH = 2000
 
@@ -31,10 +31,7 @@ def read_range(
         chunk = redis.xrange(keys.APPROVED_LOG, min=f"({cursor}", max=high, count=batch)
         if not chunk:
             return
-        out: list[tuple[str, bytes]] = []
-        for raw_id, fields in chunk:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-            out.append((entry_id, fields.get(b"example", fields.get("example"))))
+        out = replies.entry_values(chunk, "example")
         yield out
         cursor = out[-1][0]
         if len(chunk) < batch:
@@ -88,11 +85,8 @@ def prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 def last_id(redis: Redis) -> str | None:
     """The newest id in the approved log (a build's upper bound), None when it is empty."""
-    newest = redis.xrevrange(keys.APPROVED_LOG, count=1)
-    if not newest:
-        return None
-    raw = newest[0][0]
-    return raw.decode() if isinstance(raw, bytes) else raw
+    newest = replies.entry_ids(redis.xrevrange(keys.APPROVED_LOG, count=1))
+    return newest[0] if newest else None
 
 
 # KEYS[1] seen set; ARGV[1] ttl, then (exact, near) digest pairs.

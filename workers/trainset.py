@@ -37,7 +37,7 @@ from typing import Any
 
 from redis import Redis
 
-from core import keys
+from core import keys, replies
 from core.errors import DatasetError
 from core.examples import (
     CachedCounter,
@@ -118,8 +118,8 @@ def _with_weights(prefix: str, assistants: int) -> str | None:
     pieces = []
     done = 0
     for at in starts[:-1]:
-        try:
-            _, end = _scanstring(prefix, at + len(_ASSISTANT_AT))
+        try:  # the content string, read from its opening quote
+            _, end = _raw_decode(prefix, at + len(_ASSISTANT_AT) - 1)
         except ValueError:
             return None
         if prefix[end : end + 1] != "}":
@@ -139,7 +139,6 @@ _loads = json.loads
 _raw_decode = json.JSONDecoder().raw_decode
 _MESSAGES_FIRST = '{"messages":'
 _ASSISTANT_AT = '{"role":"assistant","content":"'
-_scanstring = json.decoder.scanstring
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -770,10 +769,8 @@ def load_manifest(redis: Redis, set_id: str) -> dict[str, Any] | None:
 
 def latest_set_id(redis: Redis) -> str | None:
     """The id of the newest built set."""
-    newest = redis.zrevrange(keys.TRAINSETS, 0, 0)
-    if not newest:
-        return None
-    return newest[0].decode() if isinstance(newest[0], bytes) else newest[0]
+    newest = replies.members(redis.zrevrange(keys.TRAINSETS, 0, 0))
+    return newest[0] if newest else None
 
 
 def read_lines(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:

@@ -116,7 +116,7 @@ class Analysis:
     def __init__(
         self,
         fmt: str,
-        counter: TokenCounter | None,
+        counter: TokenCounter,
         max_tokens: int,
         dedup_dir: str | None = None,
         count_all: bool = True,
@@ -311,7 +311,7 @@ class Analysis:
     # --- merging (parallel workers) ----------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["counter"] = None
+        del state["counter"]  # does not travel back from a worker; the merge sets its own
         return state
 
     def merge(self, other: Analysis, offset: int) -> None:
@@ -576,7 +576,7 @@ class Analysis:
                 continue
             if stop and text.endswith(stop):
                 text = text[: -len(stop)]
-            tokens = self.counter.count(text) if self.counter is not None else 0
+            tokens = self.counter.count(text)
             if tokens != 1:
                 multi.append(entry + [tokens])
         if multi:

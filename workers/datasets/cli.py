@@ -129,7 +129,10 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 # --- shared pieces -------------------------------------------------------------------------
 def _state() -> _State:
-    return click.get_current_context().find_object(_State)
+    state = click.get_current_context().find_object(_State)
+    if state is None:  # a command run on its own, without the group that holds the settings
+        raise click.UsageError("run the dataset commands through their group (workers.datasets)")
+    return state
 
 
 @contextmanager
@@ -190,7 +193,7 @@ def _describe(tally: Tally) -> str:
 
 def _report(analysis: Analysis, name: str, *, with_fixes: bool = True) -> None:
     counter = analysis.counter
-    if counter is None or not counter.exact:
+    if not counter.exact:
         exactness = "token counts ESTIMATED (no tokenizer available)"
     elif analysis.count_all:
         exactness = f"tokens counted exactly ({counter.source}, {getattr(counter, 'encoding', '')})"

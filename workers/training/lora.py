@@ -244,12 +244,18 @@ class _Progress:
 
 
 def _make_callback(progress: _Progress) -> Any:
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
     class ProgressCallback(TrainerCallback):
         """Reports each step through ``on_progress`` and stops when ``should_cancel()``."""
 
-        def on_train_begin(self, args, state, control, **kwargs):
+        def on_train_begin(
+            self,
+            args: TrainingArguments,
+            state: TrainerState,
+            control: TrainerControl,
+            **kwargs: Any,
+        ) -> None:
             progress.total_steps = int(state.max_steps or 0)
             progress.started = time.perf_counter()
             progress.eval_every = max(1, math.ceil(progress.total_steps / 10))
@@ -259,7 +265,13 @@ def _make_callback(progress: _Progress) -> Any:
                 total_steps=progress.total_steps,
             )
 
-        def on_step_end(self, args, state, control, **kwargs):
+        def on_step_end(
+            self,
+            args: TrainingArguments,
+            state: TrainerState,
+            control: TrainerControl,
+            **kwargs: Any,
+        ) -> TrainerControl:
             progress.step = int(state.global_step)
             progress.tokens = int(state.num_input_tokens_seen or 0)
             if progress.has_valid and (
@@ -273,7 +285,14 @@ def _make_callback(progress: _Progress) -> Any:
                 control.should_save = False
             return control
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
+        def on_log(
+            self,
+            args: TrainingArguments,
+            state: TrainerState,
+            control: TrainerControl,
+            logs: dict[str, float] | None = None,
+            **kwargs: Any,
+        ) -> None:
             logs = logs or {}
             step = int(state.global_step)
             record = progress.losses.setdefault(step, {"step": step})
@@ -465,13 +484,18 @@ def _lean_sft_trainer(**kwargs: Any) -> Any:
     TRL's own step runs.
     """
     import torch
+    from peft import PeftModel
+    from transformers import PreTrainedModel
     from trl import SFTTrainer
 
     class LeanSFTTrainer(SFTTrainer):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             # Looked up once: the PEFT model's causal LM keeps its identity for the run.
-            self._causal_lm = self.model.get_base_model()
+            causal_lm = self.model.get_base_model() if isinstance(self.model, PeftModel) else None
+            if not isinstance(causal_lm, PreTrainedModel):
+                raise TrainingError("the supervised trainer trains a LoRA adapter of a causal LM")
+            self._causal_lm = causal_lm
             self._plain_head = not self.aux_loss_enabled and _plain_lm_head_ok(
                 self._causal_lm.config, self.args.device.type
             )
@@ -553,11 +577,11 @@ def _build_trainer(
     if method is TrainingMethod.DPO:
         from trl import DPOConfig, DPOTrainer
 
-        extra = {"beta": dpo_beta} if dpo_beta is not None else {}
-        config = DPOConfig(**args, **extra)
+        # Without a beta of its own the run keeps TRL's default.
+        dpo_config = DPOConfig(**args) if dpo_beta is None else DPOConfig(**args, beta=dpo_beta)
         return DPOTrainer(
             model=model,
-            args=config,
+            args=dpo_config,
             train_dataset=train,
             eval_dataset=valid,
             processing_class=tokenizer,
@@ -565,10 +589,10 @@ def _build_trainer(
         )
     from trl import SFTConfig
 
-    config = SFTConfig(**args, packing=settings.packing)
+    sft_config = SFTConfig(**args, packing=settings.packing)
     trainer = _lean_sft_trainer(
         model=model,
-        args=config,
+        args=sft_config,
         train_dataset=train,
         eval_dataset=valid,
         processing_class=tokenizer,
