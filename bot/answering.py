@@ -1,30 +1,34 @@
 """Answering one Slack message: history → prompt → streamed answer → stored transcript.
 
-:func:`answer` runs in the web process that received the question (journaled, see
-:mod:`bot.dispatch` and :mod:`bot.journal`), or in an answer worker as the RQ job
-:func:`answer_job` when the web process had no free slot or died while answering. When
-Redis is down the web process answers anyway: the user gets an answer, unrecorded.
+:func:`answer` is a coroutine. In the web process it runs on the answer engine's event
+loop (:mod:`bot.engine`), hundreds at once, each journaled so a crash hands it to the
+queue (see :mod:`bot.dispatch` and :mod:`bot.journal`); in an answer worker the RQ job
+:func:`answer_job` runs the same coroutine when the web process had no free slot or died
+while answering. When Redis is down the web process answers anyway: the user gets an
+answer, unrecorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks, messages
-from bot.delayed import SCHEDULER
-from bot.runtime import Services, worker_services
+from bot.engine import AsyncServices
+from bot.runtime import worker_services
 from bot.streaming import AnswerWriter
 from core import logs, metrics
 from core.conversation import PromptTooLong, Turn, build_prompt
 from core.errors import ModelError, TuneloopError
 from core.llm import stream_answer
+from core.settings import Settings
 from core.store import AnswerRecord, AnswerState, answer_id_for
 from core.tokens import counter_for_model
 
@@ -73,7 +77,8 @@ def answer_job(
     """RQ entry point: answer one message; logs and re-raises so failures are visible.
 
     ``cut_off`` lists messages an earlier attempt showed before its process died: they
-    are marked as cut off first, so the thread does not read as two answers.
+    are marked as cut off first, so the thread does not read as two answers. The answer
+    is the web process's own coroutine, run on a loop of its own.
     """
     question = Question(team_id, channel_id, user_id, message_ts, thread_ts, text)
     services = worker_services()
@@ -84,10 +89,10 @@ def answer_job(
         return None
     if state is AnswerState.FAILED:
         raise AnswerAlreadyReported(f"{question.answer_id}: the failure was already reported")
-    for ts in cut_off or ():
-        _mark_cut_off(services, channel_id, ts)
     try:
-        answer_id = answer(services, question)
+        answer_id = asyncio.run(
+            _answer_in_job(services.settings, services.bot_user_id, question, cut_off or [])
+        )
     except Exception:
         logger.exception("answering %s failed", question.answer_id)
         store.finish_answering(channel_id, message_ts, AnswerState.FAILED)
@@ -97,17 +102,29 @@ def answer_job(
     return answer_id
 
 
-def _mark_cut_off(services: Services, channel_id: str, ts: str) -> None:
+async def _answer_in_job(
+    settings: Settings, bot_user_id: str, question: Question, cut_off: list[str]
+) -> str | None:
+    services = await AsyncServices.open(settings, bot_user_id)
+    try:
+        for ts in cut_off:
+            await _mark_cut_off(services, question.channel_id, ts)
+        return await answer(services, question)
+    finally:
+        await services.close()
+
+
+async def _mark_cut_off(services: AsyncServices, channel_id: str, ts: str) -> None:
     """End a dead attempt's message with a note: its stream if Slack still holds it open,
     else by replacing its text."""
     note = messages.CUT_OFF
     try:
-        services.slack.chat_stopStream(channel=channel_id, ts=ts, markdown_text="\n\n" + note)
+        await services.slack.chat_stopStream(channel=channel_id, ts=ts, markdown_text="\n\n" + note)
         return
     except SlackApiError as exc:
         logger.info("cut-off message %s not streaming (%s)", ts, exc.response.get("error"))
     try:
-        services.slack.chat_update(channel=channel_id, ts=ts, text=note, blocks=[])
+        await services.slack.chat_update(channel=channel_id, ts=ts, text=note, blocks=[])
     except SlackApiError as exc:
         logger.warning("could not mark message %s as cut off: %s", ts, exc.response.get("error"))
 
@@ -117,7 +134,7 @@ def clean_text(text: str, bot_user_id: str) -> str:
     return _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
 
 
-def thread_turns(services: Services, question: Question) -> list[Turn]:
+async def thread_turns(services: AsyncServices, question: Question) -> list[Turn]:
     """The conversation so far, oldest first, ending with the question itself.
 
     Only messages before the question count (a slow answer must not read later ones);
@@ -129,7 +146,7 @@ def thread_turns(services: Services, question: Question) -> list[Turn]:
         history: list[dict] = []
         cursor = None
         for _ in range(MAX_HISTORY_PAGES):
-            page = services.slack.conversations_replies(
+            page = await services.slack.conversations_replies(
                 channel=question.channel_id, ts=question.thread_ts, limit=200, cursor=cursor
             )
             history.extend(page.get("messages", []))
@@ -150,51 +167,60 @@ def thread_turns(services: Services, question: Question) -> list[Turn]:
 class ThinkingStatus:
     """Shows "is thinking…" if the model has not started answering after a moment.
 
-    A fast answer never pays for the extra Slack call; :meth:`settle` is called before
-    the first part of the answer is posted, so a status can never land after it.
+    A fast answer never pays for the extra Slack call (a sleeping task, cancelled);
+    :meth:`settle` is awaited before the first part of the answer is posted, so a status
+    can never land after it.
     """
 
-    def __init__(self, services: Services, question: Question, delay_s: float) -> None:
+    def __init__(self, services: AsyncServices, question: Question, delay_s: float) -> None:
         self._services = services
         self._question = question
-        self._call = SCHEDULER.call_later(delay_s, self._show)
+        self._calling = False
+        self._task = asyncio.create_task(self._show(delay_s))
 
-    def _show(self) -> None:
+    async def _show(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._calling = True
         try:
-            self._services.slack.assistant_threads_setStatus(
+            await self._services.slack.assistant_threads_setStatus(
                 channel_id=self._question.channel_id,
                 thread_ts=self._question.reply_thread,
                 status=messages.THINKING,
             )
         except SlackApiError as exc:
             logger.debug("setStatus refused: %s", exc.response.get("error"))
+        except Exception:
+            logger.exception("showing the thinking status failed")
 
-    def settle(self) -> None:
+    async def settle(self) -> None:
         """Cancel the status if it is not shown yet, or wait until its call is done."""
-        self._call.cancel_or_wait()
+        if self._calling:
+            await self._task
+        else:
+            self._task.cancel()
 
 
-def _post(services: Services, question: Question, text: str) -> None:
-    services.slack.chat_postMessage(
+async def _post(services: AsyncServices, question: Question, text: str) -> None:
+    await services.slack.chat_postMessage(
         channel=question.channel_id, thread_ts=question.reply_thread, text=text
     )
 
 
-def _current_model(services: Services) -> str:
+async def _current_model(services: AsyncServices) -> str:
     default = services.settings.model.base_model
     try:
-        return services.store.current_model(default)
+        return await services.store.current_model(default)
     except RedisError:
         logger.warning("Redis unavailable: answering with the configured base model")
         return default
 
 
-def answer(
-    services: Services,
+async def answer(
+    services: AsyncServices,
     question: Question,
     *,
     model: str | None = None,
-    on_shown: Callable[[str], None] | None = None,
+    on_shown: Callable[[str], Awaitable[None]] | None = None,
 ) -> str | None:
     """Answer ``question`` in its thread; return the answer id if it was stored (which
     also marked the question answered: see :meth:`Store.save_answer`).
@@ -210,29 +236,31 @@ def answer(
         channel=question.channel_id,
         user=question.user_id,
     ):
-        return _answer(services, question, model or _current_model(services), on_shown)
+        return await _answer(services, question, model or await _current_model(services), on_shown)
 
 
-def _answer(
-    services: Services,
+async def _answer(
+    services: AsyncServices,
     question: Question,
     model: str,
-    on_shown: Callable[[str], None] | None,
+    on_shown: Callable[[str], Awaitable[None]] | None,
 ) -> str | None:
     settings = services.settings
     if not clean_text(question.text, services.bot_user_id):
-        _post(services, question, messages.NO_TEXT)
+        await _post(services, question, messages.NO_TEXT)
         return None
     counter = counter_for_model(model)
     try:
         prompt = build_prompt(
             settings.model.system_prompt,
-            thread_turns(services, question),
+            await thread_turns(services, question),
             settings.model.context_token_budget,
             counter,
         )
     except PromptTooLong as exc:
-        _post(services, question, messages.TOO_LONG.format(tokens=exc.tokens, budget=exc.budget))
+        await _post(
+            services, question, messages.TOO_LONG.format(tokens=exc.tokens, budget=exc.budget)
+        )
         return None
     writer = AnswerWriter(
         services.slack,
@@ -249,22 +277,22 @@ def _answer(
     created_at = time.time()
     status = ThinkingStatus(services, question, settings.slack.thinking_status_after_s)
     try:
-        stream = stream_answer(services.llm, settings.model, model, prompt)
-        for piece in stream:
-            status.settle()
-            writer.write(piece)
-        status.settle()
+        stream = await stream_answer(services.llm, settings.model, model, prompt)
+        async for piece in stream:
+            await status.settle()
+            await writer.write(piece)
+        await status.settle()
     except ModelError as exc:
-        status.settle()
-        metrics.incr(services.redis, "tuneloop_errors", kind=exc.kind)
+        await status.settle()
+        await services.store.add_metrics([metrics.counter_update("tuneloop_errors", kind=exc.kind)])
         text = messages.MODEL_ERRORS.get(exc.kind, messages.UNEXPECTED_ERROR)
         if writer.started:
-            writer.write("\n\n" + messages.MODEL_ERRORS["interrupted"])
-            writer.finish([])
+            await writer.write_trusted("\n\n" + messages.MODEL_ERRORS["interrupted"])
+            await writer.finish([])
         else:
-            _post(services, question, text)
+            await _post(services, question, text)
         raise
-    posted = writer.finish(blocks.feedback_blocks())
+    posted = await writer.finish(blocks.feedback_blocks())
     record = AnswerRecord(
         answer_id=question.answer_id,
         team_id=question.team_id,
@@ -297,7 +325,7 @@ def _answer(
         *metrics.observation_updates("tuneloop_answer_latency_seconds", elapsed),
     ]
     try:
-        services.store.save_answer(record, updates)
+        await services.store.save_answer(record, updates)
     except RedisError:
         logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
         return None

@@ -5,24 +5,45 @@ through slack_sdk's ``chat_stream``), started once the answer outgrows one buffe
 longer than a moment; an answer that arrives whole is posted as one message. Where Slack refuses streaming, or ends a long
 stream early, the writer falls back to posting a message and updating it at most once
 per interval. Answers longer than one message continue in a new message, never cut.
+
+Everything the model wrote goes through :func:`neutralise` first: model output is shown
+as written and can never ping a channel or a person, or hide a link behind other words.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.chat_stream import ChatStream
+from slack_sdk.web.async_chat_stream import AsyncChatStream
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, messages
 
 logger = logging.getLogger(__name__)
 
 STREAM_LOST = {"message_not_in_streaming_state", "message_not_found", "streaming_state_conflict"}
+
+
+_MASKED_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]*)\)")
+
+
+def neutralise(text: str) -> str:
+    """Model text made inert for Slack: shown as written, never acted on.
+
+    Slack reads ``<!channel>``, ``<!here>``, ``<!everyone>``, ``<@U…>``, ``<!subteam^…>``
+    and ``<url|label>`` as control sequences; its formatting rules say to escape ``&``,
+    ``<`` and ``>`` as HTML entities so they show as text (entities also render as the
+    characters in markdown). A markdown link ``[label](url)`` would show words that hide
+    where it goes, so it becomes ``label (url)``. Pure, so every path that posts model
+    text (stream, post, update) applies the same rule.
+    """
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MASKED_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", escaped)
 
 
 def split_point(text: str, limit: int) -> int:
@@ -46,7 +67,7 @@ class AnswerWriter:
 
     def __init__(
         self,
-        client: WebClient,
+        client: AsyncWebClient,
         *,
         channel_id: str,
         thread_ts: str,
@@ -56,7 +77,7 @@ class AnswerWriter:
         max_chars: int,
         update_interval_s: float,
         stream_after_s: float,
-        on_shown: Callable[[str], None] | None = None,
+        on_shown: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """``on_shown`` is told the ts of each message that becomes visible before the
         answer is finished (a stream, or a posted message still being updated)."""
@@ -73,31 +94,36 @@ class AnswerWriter:
         self.posted: list[str] = []
         self.streaming = True
         self._part = ""
-        self._stream: ChatStream | None = None
+        self._stream: AsyncChatStream | None = None
         self._posted_ts: str | None = None
         self._last_update = 0.0
         self._first_piece_at: float | None = None
         self._shown: set[str] = set()
 
     # --- public --------------------------------------------------------------------
-    def write(self, piece: str) -> None:
-        """Add generated text; starts a new message when the current one is full."""
+    async def write(self, piece: str) -> None:
+        """Add generated text (made inert, see :func:`neutralise`); starts a new message
+        when the current one is full."""
+        await self.write_trusted(neutralise(piece))
+
+    async def write_trusted(self, piece: str) -> None:
+        """Add text of our own (notes from bot/messages.py), posted as it is."""
         while piece:
             room = self.max_chars - len(self._part)
             if len(piece) <= room:
-                self._append(piece)
+                await self._append(piece)
                 return
             cut = split_point(self._part + piece, self.max_chars) - len(self._part)
             if cut > 0:
-                self._append(piece[:cut])
+                await self._append(piece[:cut])
                 piece = piece[cut:]
-            self._close_part(final_blocks=None)
+            await self._close_part(final_blocks=None)
 
-    def finish(self, final_blocks: list[dict[str, Any]]) -> list[str]:
+    async def finish(self, final_blocks: list[dict[str, Any]]) -> list[str]:
         """End the answer, attaching ``final_blocks`` (the feedback row) to its last message."""
         if not self._part and not self.posted:
-            self._append(messages.EMPTY_ANSWER)
-        self._close_part(final_blocks=final_blocks)
+            await self._append(messages.EMPTY_ANSWER)
+        await self._close_part(final_blocks=final_blocks)
         return list(self.posted)
 
     @property
@@ -112,15 +138,15 @@ class AnswerWriter:
             return self._stream.ts
         return self._posted_ts
 
-    def _append(self, text: str) -> None:
-        self._write(text)
+    async def _append(self, text: str) -> None:
+        await self._write(text)
         ts = self._current_ts
         if ts and ts not in self._shown:
             self._shown.add(ts)
             if self.on_shown is not None:
-                self.on_shown(ts)
+                await self.on_shown(ts)
 
-    def _write(self, text: str) -> None:
+    async def _write(self, text: str) -> None:
         self._part += text
         if self.streaming:
             try:
@@ -130,7 +156,7 @@ class AnswerWriter:
                     waited = time.monotonic() - self._first_piece_at
                     if len(self._part) < self.buffer_chars and waited < self.stream_after_s:
                         return  # the whole answer may arrive at once: then one message is enough
-                    self._stream = self.client.chat_stream(
+                    self._stream = await self.client.chat_stream(
                         channel=self.channel_id,
                         thread_ts=self.thread_ts,
                         recipient_team_id=self.team_id or None,
@@ -138,11 +164,11 @@ class AnswerWriter:
                         buffer_size=self.buffer_chars,
                     )
                     text = self._part
-                self._stream.append(markdown_text=text)
+                await self._stream.append(markdown_text=text)
                 return
             except SlackApiError as exc:
                 self._fall_back(exc)
-        self._post_or_update(final_blocks=None, force=False)
+        await self._post_or_update(final_blocks=None, force=False)
 
     def _fall_back(self, exc: SlackApiError) -> None:
         """Streaming refused or lost: continue this part as a posted-then-updated message."""
@@ -154,26 +180,26 @@ class AnswerWriter:
         self._posted_ts = stream_ts if error in STREAM_LOST else None
         self._last_update = 0.0
 
-    def _post_or_update(self, final_blocks: list[dict[str, Any]] | None, force: bool) -> None:
+    async def _post_or_update(self, final_blocks: list[dict[str, Any]] | None, force: bool) -> None:
         now = time.monotonic()
         if not force and self._posted_ts and now - self._last_update < self.update_interval_s:
             return
         content = blocks.markdown_blocks(self._part) + (final_blocks or [])
         if self._posted_ts is None:
-            response = self.client.chat_postMessage(
+            response = await self.client.chat_postMessage(
                 channel=self.channel_id, thread_ts=self.thread_ts, text=self._part, blocks=content
             )
             self._posted_ts = response["ts"]
         else:
-            self.client.chat_update(
+            await self.client.chat_update(
                 channel=self.channel_id, ts=self._posted_ts, text=self._part, blocks=content
             )
         self._last_update = now
 
-    def _close_part(self, final_blocks: list[dict[str, Any]] | None) -> None:
+    async def _close_part(self, final_blocks: list[dict[str, Any]] | None) -> None:
         if self.streaming and self._stream is not None:
             try:
-                self._stream.stop(blocks=final_blocks)
+                await self._stream.stop(blocks=final_blocks)
                 self.posted.append(str(self._stream.ts))
                 self._reset_part()
                 return
@@ -181,7 +207,7 @@ class AnswerWriter:
                 self._fall_back(exc)
         if self.streaming and self._stream is None and not self._part:
             return
-        self._post_or_update(final_blocks=final_blocks, force=True)
+        await self._post_or_update(final_blocks=final_blocks, force=True)
         if self._posted_ts:
             self.posted.append(self._posted_ts)
         self._reset_part()

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.client import Pipeline
+from redis.exceptions import RedisError
 
 from core import approved, keys
 
@@ -122,11 +125,12 @@ def answer_id_for(channel_id: str, question_ts: str) -> str:
     return f"{channel_id}-{question_ts}"
 
 
-# KEYS: claimed flag, in-flight journal, current model
-# ARGV: state, dedup seconds, answer id, journal entry ("" for none)
+# KEYS: claimed flag, in-flight journal, current model, thread flag (optional)
+# ARGV: state, dedup seconds, answer id, journal entry ("" for none), retention
 _CLAIM = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
+if KEYS[4] then redis.call('SET', KEYS[4], '1', 'EX', ARGV[5]) end
 return redis.call('GET', KEYS[3]) or ''
 """
 
@@ -200,6 +204,39 @@ return 1
 """
 
 
+def save_call(
+    record: AnswerRecord,
+    metric_updates: Sequence[tuple[str, float]],
+    retention_s: int,
+    dedup_s: int,
+) -> dict[str, list[Any]]:
+    """The keys and arguments of the script that stores an answer (sync or async client)."""
+    fields = record.to_hash()
+    return {
+        "keys": [
+            keys.answer(record.answer_id),
+            keys.STATS_ANSWERS,
+            keys.user_answers(record.user_id),
+            keys.bot_thread(record.channel_id, record.thread_ts),
+            keys.claimed_message(record.channel_id, record.question_ts),
+            keys.INFLIGHT,
+            keys.METRICS,
+            *(keys.message_answer(record.channel_id, ts) for ts in record.message_ts),
+        ],
+        "args": [
+            retention_s,
+            record.answer_id,
+            repr(record.created_at),
+            repr(record.created_at - STATS_WINDOW_S),
+            dedup_s,
+            AnswerState.DONE.value,
+            len(fields),
+            *(item for pair in fields.items() for item in pair),
+            *(item for update in metric_updates for item in (update[0], repr(update[1]))),
+        ],
+    }
+
+
 class Store:
     """Reads and writes answers, votes and corrections; one per process, thread-safe."""
 
@@ -215,22 +252,32 @@ class Store:
 
     # --- answering -------------------------------------------------------------------
     def claim_message(
-        self, channel_id: str, message_ts: str, *, journal_entry: str = ""
+        self, channel_id: str, message_ts: str, *, journal_entry: str = "", thread_ts: str = ""
     ) -> str | None:
         """Take a user message for answering: one answer per message, whatever redelivers it.
 
         Returns None if another delivery took it first, else the current model id ("" for
-        the configured base model), read in the same round trip. A ``journal_entry``
-        (an answer written in this process) is recorded in the in-flight journal together
-        with the claim, so no crash can leave a claimed message that nobody answers.
+        the configured base model), read in the same round trip. A ``journal_entry`` is
+        recorded in the in-flight journal together with the claim, so no crash can leave
+        a claimed message that nobody answers; ``thread_ts`` marks the answer's thread as
+        one the bot speaks in at once, so a follow-up sent while the answer is still
+        streaming is answered too.
         """
+        claim_keys = [
+            keys.claimed_message(channel_id, message_ts),
+            keys.INFLIGHT,
+            keys.CURRENT_MODEL,
+        ]
+        if thread_ts:
+            claim_keys.append(keys.bot_thread(channel_id, thread_ts))
         model = self._claim(
-            keys=[keys.claimed_message(channel_id, message_ts), keys.INFLIGHT, keys.CURRENT_MODEL],
+            keys=claim_keys,
             args=[
                 AnswerState.QUEUED.value,
                 self.dedup_s,
                 answer_id_for(channel_id, message_ts),
                 journal_entry,
+                self.retention_s,
             ],
         )
         return None if model is None else model.decode()
@@ -241,6 +288,15 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.claimed_message(channel_id, message_ts), state.value, ex=self.dedup_s)
         pipe.hdel(keys.INFLIGHT, answer_id_for(channel_id, message_ts))
+        pipe.execute()
+
+    def hand_to_queue(self, answer_id: str, enqueue: Callable[[Pipeline], object]) -> None:
+        """Move an answer from the in-flight journal to the answer queue in one transaction:
+        ``enqueue`` adds the job's writes to the pipeline, and the entry goes with them, so
+        a crash leaves either the entry (recovered by the sweep) or the job, never neither."""
+        pipe = self.redis.pipeline(transaction=True)
+        enqueue(pipe)
+        pipe.hdel(keys.INFLIGHT, answer_id)
         pipe.execute()
 
     def beat(self, owner: str, ttl_s: float) -> None:
@@ -292,30 +348,7 @@ class Store:
         """Store a posted answer with its message index and thread flag, mark its question
         answered (as :meth:`finish_answering` does) and add ``metric_updates`` to the
         shared metrics: all at once, in one script and one round trip."""
-        fields = record.to_hash()
-        self._save(
-            keys=[
-                keys.answer(record.answer_id),
-                keys.STATS_ANSWERS,
-                keys.user_answers(record.user_id),
-                keys.bot_thread(record.channel_id, record.thread_ts),
-                keys.claimed_message(record.channel_id, record.question_ts),
-                keys.INFLIGHT,
-                keys.METRICS,
-                *(keys.message_answer(record.channel_id, ts) for ts in record.message_ts),
-            ],
-            args=[
-                self.retention_s,
-                record.answer_id,
-                repr(record.created_at),
-                repr(record.created_at - STATS_WINDOW_S),
-                self.dedup_s,
-                AnswerState.DONE.value,
-                len(fields),
-                *(item for pair in fields.items() for item in pair),
-                *(item for update in metric_updates for item in (update[0], repr(update[1]))),
-            ],
-        )
+        self._save(**save_call(record, metric_updates, self.retention_s, self.dedup_s))
 
     # --- feedback ----------------------------------------------------------------------
     def answer_for_message(self, channel_id: str, message_ts: str) -> str | None:
@@ -433,3 +466,47 @@ class Store:
         pending = approved.remove_pending(redis, set(asked))
         redis.delete(keys.user_answers(user_id))
         return Forgotten(len(asked), votes, corrections, pending)
+
+
+class AsyncStore:
+    """The answer path's writes through an async Redis client: an event loop holding
+    hundreds of answers never waits on a socket. Same scripts and keys as :class:`Store`."""
+
+    def __init__(self, redis: AsyncRedis, *, retention_s: int, dedup_s: int = 3600) -> None:
+        self.redis = redis
+        self.retention_s = retention_s
+        self.dedup_s = dedup_s
+        self._save = redis.register_script(_SAVE)
+
+    async def save_answer(
+        self, record: AnswerRecord, metric_updates: Sequence[tuple[str, float]] = ()
+    ) -> None:
+        """As :meth:`Store.save_answer`."""
+        await self._save(**save_call(record, metric_updates, self.retention_s, self.dedup_s))
+
+    async def finish_answering(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
+        """As :meth:`Store.finish_answering`."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.claimed_message(channel_id, message_ts), state.value, ex=self.dedup_s)
+            pipe.hdel(keys.INFLIGHT, answer_id_for(channel_id, message_ts))
+            await pipe.execute()
+
+    async def put_inflight(self, answer_id: str, entry: str) -> None:
+        """As :meth:`Store.put_inflight`."""
+        await self.redis.hset(keys.INFLIGHT, answer_id, entry)
+
+    async def current_model(self, default: str) -> str:
+        """As :meth:`Store.current_model`."""
+        value = await self.redis.get(keys.CURRENT_MODEL)
+        return value.decode() if value else default
+
+    async def add_metrics(self, updates: Sequence[tuple[str, float]]) -> None:
+        """Add to the shared metrics; never fails the caller (metrics are not worth an
+        error)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for field, amount in updates:
+                    pipe.hincrbyfloat(keys.METRICS, field, amount)
+                await pipe.execute()
+        except RedisError:
+            pass

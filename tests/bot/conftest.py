@@ -19,6 +19,7 @@ from rq import Queue, SimpleWorker
 
 from bot.app import LISTENER_THREADS, build_app
 from bot.dispatch import start_journal
+from bot.engine import AnswerEngine
 from bot.runtime import Services, build_services, reset_worker_services
 from bot.server import EVENTS_PATH, make_wsgi
 from core import keys
@@ -53,13 +54,15 @@ class TrackingExecutor(ThreadPoolExecutor):
     """Bolt's listener pool, able to say when every listener it was given has finished.
 
     Slack gets its 200 before a listener's work is done (Bolt acks events at once), so a
-    test that sent a request waits on this before looking for the work's effects.
+    test that sent a request waits on this before looking for the work's effects; given
+    the answer engine, it also waits for the answers the listeners handed to it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, engine: AnswerEngine | None = None) -> None:
         super().__init__(max_workers=LISTENER_THREADS)
         self._pending: set[Future] = set()
         self._guard = threading.Lock()
+        self.engine = engine
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
         future = super().submit(fn, *args, **kwargs)
@@ -77,9 +80,12 @@ class TrackingExecutor(ThreadPoolExecutor):
         while True:
             with self._guard:
                 pending = list(self._pending)
-            if not pending:
-                return
             remaining = deadline - time.monotonic()
+            if not pending:
+                # Listeners hand answers to the engine: those must be finished too.
+                if self.engine is not None:
+                    assert self.engine.wait_idle(max(remaining, 0)), "answers still running"
+                return
             assert remaining > 0, "listeners still running"
             wait(pending, timeout=remaining)
 
@@ -230,7 +236,7 @@ def bot(
     reset_worker_services()
     settings = load_settings()
     services = build_services(settings)
-    listeners = TrackingExecutor()
+    listeners = TrackingExecutor(services.engine)
     server = waitress.create_server(
         make_wsgi(build_app(services, listeners), services), host="127.0.0.1", port=0, threads=8
     )
@@ -244,5 +250,6 @@ def bot(
         server.close()
         thread.join(timeout=5)
         listeners.shutdown(wait=True)
+        services.engine.stop(timeout=30)
         services.journal.stop()
         reset_worker_services()
