@@ -242,6 +242,7 @@ def bot(
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    services.engine.start()
     start_journal(services)
     url = f"http://127.0.0.1:{server.effective_port}{EVENTS_PATH}"
     try:
