@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import waitress
 import yaml
 from redis import Redis
 from rq import Queue, SimpleWorker
@@ -21,7 +20,7 @@ from bot.app import LISTENER_THREADS, build_app
 from bot.dispatch import start_journal
 from bot.engine import AnswerEngine
 from bot.runtime import Services, build_services, reset_worker_services
-from bot.server import EVENTS_PATH, make_wsgi
+from bot.server import EVENTS_PATH, create_server, make_wsgi
 from core import keys
 from core.settings import ROOT, Settings, load_settings
 from tests import payloads
@@ -237,7 +236,7 @@ def bot(
     settings = load_settings()
     services = build_services(settings)
     listeners = TrackingExecutor(services.engine)
-    server = waitress.create_server(
+    server = create_server(
         make_wsgi(build_app(services, listeners), services), host="127.0.0.1", port=0, threads=8
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from tests import payloads
@@ -109,3 +111,26 @@ def test_finetune_with_unknown_or_malformed_arguments_explains_and_runs_nothing(
     assert reply["response_type"] == "ephemeral"
     assert bot.redis.keys("tl:run*") == []
     assert bot.redis.llen("rq:queue:training") == 0
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(bot: Bot) -> None:
+    # The headers announce 50 MB; only a few bytes follow. The server must answer from
+    # the announced size, not wait to buffer the body (a slow client could hold it).
+    host, port = bot.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\n\r\n{}"
+        )
+        status_line = conn.makefile("rb").readline()
+    assert status_line.split()[1] == b"413", status_line
+    _nothing_happened(bot)
+
+
+def test_a_signed_but_deeply_nested_body_is_a_clear_400(bot: Bot) -> None:
+    depth = 100_000
+    body = b'{"type": "event_callback", "event": ' + b"[" * depth + b"]" * depth + b"}"
+    response = _post(bot, body, "application/json")
+    assert response.status == 400
+    assert b"nested" in response.body
+    _nothing_happened(bot)
