@@ -13,7 +13,6 @@ as written and can never ping a channel or a person, or hide a link behind other
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,9 +28,6 @@ logger = logging.getLogger(__name__)
 STREAM_LOST = {"message_not_in_streaming_state", "message_not_found", "streaming_state_conflict"}
 
 
-_MASKED_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]*)\)")
-
-
 def neutralise(text: str) -> str:
     """Model text made inert for Slack: shown as written, never acted on.
 
@@ -39,11 +35,13 @@ def neutralise(text: str) -> str:
     and ``<url|label>`` as control sequences; its formatting rules say to escape ``&``,
     ``<`` and ``>`` as HTML entities so they show as text (entities also render as the
     characters in markdown). A markdown link ``[label](url)`` would show words that hide
-    where it goes, so it becomes ``label (url)``. Pure, so every path that posts model
-    text (stream, post, update) applies the same rule.
+    where it goes: a space between ``]`` and ``(`` makes it plain text, its address in
+    view. Pure, so every path that posts model text (stream, post, update) applies the
+    same rule; :class:`AnswerWriter` holds back a trailing ``]`` until the next piece, so
+    a link split between pieces is caught too.
     """
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MASKED_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", escaped)
+    return escaped.replace("](", "] (")
 
 
 def split_point(text: str, limit: int) -> int:
@@ -99,15 +97,23 @@ class AnswerWriter:
         self._last_update = 0.0
         self._first_piece_at: float | None = None
         self._shown: set[str] = set()
+        self._held = ""
 
     # --- public --------------------------------------------------------------------
     async def write(self, piece: str) -> None:
         """Add generated text (made inert, see :func:`neutralise`); starts a new message
         when the current one is full."""
-        await self.write_trusted(neutralise(piece))
+        text, self._held = self._held + piece, ""
+        if text.endswith("]"):  # a link's "(" may come with the next piece
+            text, self._held = text[:-1], "]"
+        await self._add(neutralise(text))
 
-    async def write_trusted(self, piece: str) -> None:
+    async def write_trusted(self, text: str) -> None:
         """Add text of our own (notes from bot/messages.py), posted as it is."""
+        held, self._held = self._held, ""
+        await self._add(held + text)
+
+    async def _add(self, piece: str) -> None:
         while piece:
             room = self.max_chars - len(self._part)
             if len(piece) <= room:
@@ -121,6 +127,7 @@ class AnswerWriter:
 
     async def finish(self, final_blocks: list[dict[str, Any]]) -> list[str]:
         """End the answer, attaching ``final_blocks`` (the feedback row) to its last message."""
+        await self.write_trusted("")  # what a trailing "]" held back
         if not self._part and not self.posted:
             await self._append(messages.EMPTY_ANSWER)
         await self._close_part(final_blocks=final_blocks)
