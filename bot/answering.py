@@ -206,6 +206,15 @@ async def _post(services: AsyncServices, question: Question, text: str) -> None:
     )
 
 
+def _refused(exc: SlackApiError, question: Question) -> bool:
+    """True when Slack is rate limiting us beyond the client's retries (the answer is then
+    kept to post later); any other refusal is re-raised."""
+    if exc.response is None or exc.response.status_code != 429:
+        raise exc
+    logger.warning("Slack keeps answering 429: %s is stored and posted later", question.answer_id)
+    return True
+
+
 async def _current_model(services: AsyncServices) -> str:
     default = services.settings.model.base_model
     try:
@@ -276,23 +285,33 @@ async def _answer(
     )
     created_at = time.time()
     status = ThinkingStatus(services, question, settings.slack.thinking_status_after_s)
+    refused = False  # Slack kept answering 429: the answer is stored and posted later
     try:
         stream = await stream_answer(services.llm, settings.model, model, prompt)
         async for piece in stream:
             await status.settle()
-            await writer.write(piece)
+            if not refused:
+                try:
+                    await writer.write(piece)
+                except SlackApiError as exc:
+                    refused = _refused(exc, question)
         await status.settle()
     except ModelError as exc:
         await status.settle()
         await services.store.add_metrics([metrics.counter_update("tuneloop_errors", kind=exc.kind)])
         text = messages.MODEL_ERRORS.get(exc.kind, messages.UNEXPECTED_ERROR)
-        if writer.started:
+        if writer.started and not refused:
             await writer.write_trusted("\n\n" + messages.MODEL_ERRORS["interrupted"])
             await writer.finish([])
-        else:
+        elif not refused:
             await _post(services, question, text)
         raise
-    posted = await writer.finish(blocks.feedback_blocks())
+    posted: list[str] = []
+    if not refused:
+        try:
+            posted = await writer.finish(blocks.feedback_blocks())
+        except SlackApiError as exc:
+            refused = _refused(exc, question)
     record = AnswerRecord(
         answer_id=question.answer_id,
         team_id=question.team_id,
@@ -324,8 +343,9 @@ async def _answer(
         metrics.counter_update("tuneloop_answers", model=model),
         *metrics.observation_updates("tuneloop_answer_latency_seconds", elapsed),
     ]
+    save = services.store.save_unposted if refused else services.store.save_answer
     try:
-        await services.store.save_answer(record, updates)
+        await save(record, updates)
     except RedisError:
         logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
         return None

@@ -16,6 +16,7 @@ unreachable the answer is produced here and now (unrecorded, de-duplicated in me
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ from typing import Any
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Retry
+from slack_sdk.errors import SlackApiError
 
+from bot import blocks
 from bot.answering import JOB_FUNCTION, Question, answer
 from bot.engine import AsyncServices
 from bot.journal import Entry
 from bot.runtime import Services
+from bot.streaming import neutralise, split_point
 from core.store import AnswerState
 from workers.loop import LoopContext, supervise_active
 
@@ -169,13 +173,57 @@ def enqueue_answer(
     )
 
 
+def post_unposted(services: Services) -> int:
+    """Post the answers Slack refused with 429 for longer than the client retries; returns
+    how many were posted. Taking each one is atomic (one process posts it); one Slack
+    still refuses is put back for the next beat, and the others wait with it."""
+    posted = 0
+    for answer_id, raw in services.store.unposted().items():
+        if not services.store.take_unposted(answer_id, raw):
+            continue
+        try:
+            item = json.loads(raw)
+            message_ts = _post_whole(services, item["channel_id"], item["thread_ts"], item["text"])
+        except SlackApiError as exc:
+            services.store.put_unposted(answer_id, raw)
+            logger.warning("answer %s still not posted: %s", answer_id, exc.response.get("error"))
+            return posted
+        except (ValueError, KeyError):
+            logger.exception("dropping a malformed unposted answer %s", answer_id)
+            continue
+        services.store.posted_later(answer_id, item["channel_id"], message_ts)
+        logger.info("answer %s posted after Slack's rate limit", answer_id)
+        posted += 1
+    return posted
+
+
+def _post_whole(services: Services, channel_id: str, thread_ts: str, text: str) -> list[str]:
+    """Post a whole answer, continued over messages as the writer would, its feedback row
+    on the last one; returns the messages' ts."""
+    limit = services.settings.slack.max_message_chars
+    rest, message_ts = neutralise(text), []
+    while rest:
+        cut = split_point(rest, limit)
+        part, rest = rest[:cut], rest[cut:]
+        content = blocks.markdown_blocks(part) + ([] if rest else blocks.feedback_blocks())
+        response = services.slack.chat_postMessage(
+            channel=channel_id, thread_ts=thread_ts, text=part, blocks=content
+        )
+        message_ts.append(str(response["ts"]))
+    return message_ts
+
+
 def start_journal(services: Services) -> None:
     """Start this web process's heartbeat, recovery sweep and periodic checks (answers
-    in-process from then): the training run going is supervised on the same beat."""
+    in-process from then): the training run going is supervised on the same beat, and
+    answers Slack rate-limited away are posted."""
 
     def requeue(question: dict[str, Any], shown: list[str]) -> None:
         enqueue_answer(services, Question(**question), cut_off=shown)
 
     every_s = services.journal.interval_s
     ctx = LoopContext(services.settings, services.redis, services.llm)
-    services.journal.start(requeue, chores=[lambda: supervise_active(ctx, every_s)])
+    services.journal.start(
+        requeue,
+        chores=[lambda: supervise_active(ctx, every_s), lambda: post_unposted(services)],
+    )

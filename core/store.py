@@ -156,7 +156,7 @@ for i = 8 + 2 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[7], ARGV[i], ARGV
 return 1
 """
 
-# KEYS: in-flight journal; ARGV: answer id, the entry expected
+# KEYS: a hash (in-flight journal, unposted answers); ARGV: answer id, the entry expected
 _TAKE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 return redis.call('HDEL', KEYS[1], ARGV[1])
@@ -324,6 +324,26 @@ class Store:
         :meth:`take_inflight` when re-queueing it failed."""
         self.redis.hset(keys.INFLIGHT, answer_id, entry)
 
+    def unposted(self) -> dict[str, str]:
+        """Answers stored but not yet shown (Slack kept answering 429): id -> JSON."""
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.UNPOSTED).items()}
+
+    def take_unposted(self, answer_id: str, entry: str) -> bool:
+        """Take an unposted answer for posting; True for exactly one caller."""
+        return bool(self._take(keys=[keys.UNPOSTED], args=[answer_id, entry]))
+
+    def put_unposted(self, answer_id: str, entry: str) -> None:
+        """Put back an unposted answer whose posting failed (tried again later)."""
+        self.redis.hset(keys.UNPOSTED, answer_id, entry)
+
+    def posted_later(self, answer_id: str, channel_id: str, message_ts: Sequence[str]) -> None:
+        """An unposted answer is now shown: its messages lead to it (votes count)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.answer(answer_id), "message_ts", json.dumps(list(message_ts)))
+        for ts in message_ts:
+            pipe.set(keys.message_answer(channel_id, ts), answer_id, ex=self.retention_s)
+        pipe.execute()
+
     def answer_state(self, channel_id: str, message_ts: str) -> AnswerState | None:
         """The state of answering a message, None if nobody claimed it."""
         value = self.redis.get(keys.claimed_message(channel_id, message_ts))
@@ -483,6 +503,27 @@ class AsyncStore:
     ) -> None:
         """As :meth:`Store.save_answer`."""
         await self._save(**save_call(record, metric_updates, self.retention_s, self.dedup_s))
+
+    async def save_unposted(
+        self, record: AnswerRecord, metric_updates: Sequence[tuple[str, float]] = ()
+    ) -> None:
+        """Store an answer Slack refused to show (sustained 429) with its text waiting to
+        be posted (see :meth:`Store.take_unposted`), in one transaction: the answer is
+        never lost, nor answered again."""
+        unposted = json.dumps(
+            {
+                "channel_id": record.channel_id,
+                "thread_ts": record.thread_ts,
+                "text": record.answer,
+            },
+            ensure_ascii=False,
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self._save(
+                **save_call(record, metric_updates, self.retention_s, self.dedup_s), client=pipe
+            )
+            pipe.hset(keys.UNPOSTED, record.answer_id, unposted)
+            await pipe.execute()
 
     async def finish_answering(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
         """As :meth:`Store.finish_answering`."""
