@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 JOB_FUNCTION = "bot.answering.answer_job"
 MAX_HISTORY_PAGES = 20
+SAVE_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)  # an answer waits for Redis before going unrecorded
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 
 
@@ -344,9 +345,13 @@ async def _answer(
         *metrics.observation_updates("tuneloop_answer_latency_seconds", elapsed),
     ]
     save = services.store.save_unposted if refused else services.store.save_answer
-    try:
-        await save(record, updates)
-    except RedisError:
-        logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
-        return None
+    for delay_s in (*SAVE_RETRY_DELAYS_S, None):
+        try:
+            await save(record, updates)
+            break
+        except RedisError:
+            if delay_s is None:
+                logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
+                return None
+            await asyncio.sleep(delay_s)  # a Redis restart or failover takes a moment
     return record.answer_id
