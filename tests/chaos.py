@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 from redis import Redis
+from redis.exceptions import RedisError
+from rq.registry import StartedJobRegistry
 
 from core import keys
 from tests import payloads
@@ -64,6 +66,8 @@ class Result:
     doubled: list[str] = field(default_factory=list)
     votes_lost: list[tuple[str, str]] = field(default_factory=list)
     kills: int = 0
+    details: list[str] = field(default_factory=list)
+    """For each question unanswered or doubled: what Redis and Slack hold about it."""
 
 
 class Cluster:
@@ -71,6 +75,7 @@ class Cluster:
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env = {**env, "LOG_LEVEL": "WARNING"}
+        self.redis = Redis.from_url(env["REDIS_URL"])
         self.logs = logs
         self.lock = threading.Lock()
         self.webs: list[tuple[Process, str]] = [self._start_web(i) for i in range(2)]
@@ -114,12 +119,22 @@ class Cluster:
     def kill_worker(self) -> None:
         """SIGKILL the answer worker and start another."""
         self.worker.stop(signal.SIGKILL)
-        self.worker = self._start_worker()
+        self._replace_worker()
 
     def ensure_worker(self) -> None:
-        """Start a worker again if it exited (RQ's worker stops when Redis goes away)."""
+        """Start a worker again if it exited (an RQ worker quits when Redis goes away)."""
         if self.worker.proc.poll() is not None:
-            self.worker = self._start_worker()
+            self._replace_worker()
+
+    def _replace_worker(self) -> None:
+        """Start the next worker once the dead one's jobs count as abandoned. RQ notices
+        that only when their heartbeat expires (minutes); the single worker being dead,
+        every job still marked running is abandoned, so the trials let that time pass
+        (as tests/bot/test_faults.py does) and RQ's retry queues them again."""
+        with suppress(RedisError):
+            registry = StartedJobRegistry(keys.QUEUE_ANSWERS, connection=self.redis)
+            registry.cleanup(timestamp=time.time() + 3600)
+        self.worker = self._start_worker()
 
     def stop(self) -> None:
         for web, _ in self.webs:
@@ -167,17 +182,36 @@ def _vote(
                 ledger.votes[(answer_ts, user)] = (channel, vote)
 
 
-def _answer_counts(slack: SlackEmulator, ledger: Ledger, within_s: float) -> dict[str, int]:
-    """Wait (bounded) until every acknowledged question has a finished answer; returns
-    question ts -> number of finished answers."""
+def _answer_counts(
+    cluster: Cluster, slack: SlackEmulator, ledger: Ledger, within_s: float
+) -> dict[str, int]:
+    """Wait (bounded) until every acknowledged question has a finished answer, restarting
+    the worker whenever it exits (as the Procfile's supervisor would); returns question
+    ts -> number of finished answers."""
     deadline = time.monotonic() + within_s
     while True:
+        cluster.ensure_worker()
         with ledger.lock:
             questions = dict(ledger.questions)
         counts = {ts: len(complete_answers(slack, ch, ts)) for ts, ch in questions.items()}
         if all(counts.values()) or time.monotonic() > deadline:
             return counts
         time.sleep(0.2)
+
+
+def _what_happened(redis: Redis, slack: SlackEmulator, channel: str, ts: str) -> str:
+    answer_id = f"{channel}-{ts}"
+    job = redis.hgetall(f"rq:job:answer-{answer_id.replace('.', '_')}")
+    calls = [(c.method, c.error) for c in slack.calls() if c.args.get("thread_ts") == ts]
+    return (
+        f"{answer_id}: claimed={redis.get(keys.claimed_message(channel, ts))!r} "
+        f"inflight={redis.hget(keys.INFLIGHT, answer_id)!r} "
+        f"unposted={redis.hexists(keys.UNPOSTED, answer_id)} "
+        f"stored={redis.exists(keys.answer(answer_id))} "
+        f"job_status={job.get(b'status')!r} exc={(job.get(b'exc_info') or b'')[-300:]!r} "
+        f"messages={[(m.get('user'), m.get('text', '')[:30]) for m in slack.messages(channel, ts)]} "
+        f"calls={calls}"
+    )
 
 
 def run(
@@ -214,11 +248,13 @@ def run(
         if trial % 2 == 0:  # Redis restarts while answers are still streaming
             redis_server.stop()
             redis_server.start()
-            cluster.ensure_worker()
-        counts = _answer_counts(slack, ledger, answered_within_s)
+        counts = _answer_counts(cluster, slack, ledger, answered_within_s)
         fresh = {ts: n for ts, n in counts.items() if ts not in before}
         result.unanswered += [ts for ts, n in fresh.items() if n == 0]
         result.doubled += [ts for ts, n in fresh.items() if n > 1]
+        for ts, n in fresh.items():
+            if n != 1:
+                result.details.append(_what_happened(redis, slack, ledger.questions[ts], ts))
 
         # Votes on stored answers (one stored unrecorded while Redis was away is answered
         # "no longer in my records", which tells the user the vote was not stored).

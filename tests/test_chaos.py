@@ -48,6 +48,6 @@ def test_killed_processes_a_redis_restart_and_a_429_storm_lose_and_double_nothin
     )
     assert result.questions >= TRIALS * QUESTIONS // 2, "most questions were acknowledged"
     assert result.votes > 0, "votes were acknowledged"
-    assert result.unanswered == []
-    assert result.doubled == []
+    assert result.unanswered == [], result.details
+    assert result.doubled == [], result.details
     assert result.votes_lost == []
