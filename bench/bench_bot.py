@@ -29,12 +29,14 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from redis import Redis
 
 from core import keys
@@ -333,6 +335,9 @@ def main() -> None:
     parser.add_argument("--chunk-delay-s", type=float, default=0.05)
     parser.add_argument("--words", type=int, default=120, help="answer length (3 a chunk)")
     parser.add_argument("--workers", type=int, default=4, help="answer workers of the bot")
+    parser.add_argument(
+        "--inline-answers", type=int, help="slack.inline_answers of the bot (else the default)"
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     args = parser.parse_args()
     levels = [int(n) for n in args.levels.split(",") if n]
@@ -347,6 +352,13 @@ def main() -> None:
     answer = " ".join(f"word{i}" for i in range(args.words))
     llm.answer_fn = lambda body: answer
     env = {**service_env(slack, llm, args.redis_url), "MODEL": MODEL}
+    config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)  # noqa: SIM115
+    if args.inline_answers is not None:
+        settings = yaml.safe_load((ROOT / "config" / "settings.yaml").read_text())
+        settings["slack"]["inline_answers"] = args.inline_answers
+        yaml.safe_dump(settings, config)
+        config.close()
+        env["CONFIG_FILE"] = config.name
     bot_port, base_port = _free_port(), _free_port()
     procs = [
         *start_bot(env, bot_port, args.workers),
@@ -386,6 +398,7 @@ def main() -> None:
         slack.stop()
         llm.stop()
         redis.flushdb()
+        Path(config.name).unlink()
     _report(rows, targets, args, queued)
 
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -307,51 +307,78 @@ async def _answer(
         elif not refused:
             await _post(services, question, text)
         raise
+
+    def record_of(posted: Sequence[str]) -> AnswerRecord:
+        return AnswerRecord(
+            answer_id=question.answer_id,
+            team_id=question.team_id,
+            channel_id=question.channel_id,
+            thread_ts=question.reply_thread,
+            question_ts=question.message_ts,
+            user_id=question.user_id,
+            messages=prompt,
+            answer=stream.text,
+            model=model,
+            prompt_tokens=stream.prompt_tokens or counter.count_messages(prompt),
+            completion_tokens=stream.completion_tokens or counter.count(stream.text),
+            latency_ms=stream.latency_ms,
+            created_at=created_at,
+            message_ts=tuple(posted),
+        )
+
+    elapsed = time.time() - created_at
+    updates = [
+        metrics.counter_update("tuneloop_answers", model=model),
+        *metrics.observation_updates("tuneloop_answer_latency_seconds", elapsed),
+    ]
+    saved: list[Sequence[str]] = []
+
+    async def save_before_feedback(posted: Sequence[str]) -> None:
+        """The feedback row is about to appear: store the answer first, so a click on it
+        always finds the answer."""
+        if await _save(services.store.save_answer, record_of(posted), updates):
+            saved.append(list(posted))
+
     posted: list[str] = []
     if not refused:
         try:
-            posted = await writer.finish(blocks.feedback_blocks())
+            posted = await writer.finish(
+                blocks.feedback_blocks(), before_feedback=save_before_feedback
+            )
         except SlackApiError as exc:
             refused = _refused(exc, question)
-    record = AnswerRecord(
-        answer_id=question.answer_id,
-        team_id=question.team_id,
-        channel_id=question.channel_id,
-        thread_ts=question.reply_thread,
-        question_ts=question.message_ts,
-        user_id=question.user_id,
-        messages=prompt,
-        answer=stream.text,
-        model=model,
-        prompt_tokens=stream.prompt_tokens or counter.count_messages(prompt),
-        completion_tokens=stream.completion_tokens or counter.count(stream.text),
-        latency_ms=stream.latency_ms,
-        created_at=created_at,
-        message_ts=tuple(posted),
-    )
-    elapsed = time.time() - created_at
     logger.info(
         "answered",
         extra={
             "model": model,
             "latency_ms": int(elapsed * 1000),
-            "prompt_tokens": record.prompt_tokens,
-            "completion_tokens": record.completion_tokens,
             "parts": len(posted),
+            "stored_before_feedback": bool(saved),
         },
     )
-    updates = [
-        metrics.counter_update("tuneloop_answers", model=model),
-        *metrics.observation_updates("tuneloop_answer_latency_seconds", elapsed),
-    ]
+    if saved and saved[0] == posted and not refused:
+        return question.answer_id
     save = services.store.save_unposted if refused else services.store.save_answer
+    # Stored again only when the messages changed since (a stream Slack cut short):
+    # its metrics were counted the first time.
+    if await _save(save, record_of(posted), [] if saved else updates):
+        return question.answer_id
+    return None
+
+
+async def _save(
+    save: Callable[[AnswerRecord, Sequence[tuple[str, float]]], Awaitable[None]],
+    record: AnswerRecord,
+    updates: Sequence[tuple[str, float]],
+) -> bool:
+    """Store an answer, waiting out a short Redis outage; False if it stays unrecorded."""
     for delay_s in (*SAVE_RETRY_DELAYS_S, None):
         try:
             await save(record, updates)
-            break
+            return True
         except RedisError:
             if delay_s is None:
                 logger.exception("storing answer %s failed: it stays unrecorded", record.answer_id)
-                return None
+                return False
             await asyncio.sleep(delay_s)  # a Redis restart or failover takes a moment
-    return record.answer_id
+    return False

@@ -98,6 +98,7 @@ class AnswerWriter:
         self._first_piece_at: float | None = None
         self._shown: set[str] = set()
         self._held = ""
+        self._before_feedback: Callable[[list[str]], Awaitable[None]] | None = None
 
     # --- public --------------------------------------------------------------------
     async def write(self, piece: str) -> None:
@@ -125,8 +126,18 @@ class AnswerWriter:
                 piece = piece[cut:]
             await self._close_part(final_blocks=None)
 
-    async def finish(self, final_blocks: list[dict[str, Any]]) -> list[str]:
-        """End the answer, attaching ``final_blocks`` (the feedback row) to its last message."""
+    async def finish(
+        self,
+        final_blocks: list[dict[str, Any]],
+        before_feedback: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> list[str]:
+        """End the answer, attaching ``final_blocks`` (the feedback row) to its last message.
+
+        ``before_feedback`` is told the answer's messages just before the call that shows
+        the row, when they are known by then (a stream, or a message being updated): the
+        caller stores the answer there, so a click on the row always finds it.
+        """
+        self._before_feedback = before_feedback
         await self.write_trusted("")  # what a trailing "]" held back
         if not self._part and not self.posted:
             await self._append(messages.EMPTY_ANSWER)
@@ -192,6 +203,8 @@ class AnswerWriter:
         if not force and self._posted_ts and now - self._last_update < self.update_interval_s:
             return
         content = blocks.markdown_blocks(self._part) + (final_blocks or [])
+        if final_blocks and self._posted_ts is not None:
+            await self._feedback_next([*self.posted, self._posted_ts])
         if self._posted_ts is None:
             response = await self.client.chat_postMessage(
                 channel=self.channel_id, thread_ts=self.thread_ts, text=self._part, blocks=content
@@ -206,6 +219,8 @@ class AnswerWriter:
     async def _close_part(self, final_blocks: list[dict[str, Any]] | None) -> None:
         if self.streaming and self._stream is not None:
             try:
+                if final_blocks and self._stream.ts:
+                    await self._feedback_next([*self.posted, self._stream.ts])
                 await self._stream.stop(blocks=final_blocks)
                 self.posted.append(str(self._stream.ts))
                 self._reset_part()
@@ -218,6 +233,11 @@ class AnswerWriter:
         if self._posted_ts:
             self.posted.append(self._posted_ts)
         self._reset_part()
+
+    async def _feedback_next(self, posted: list[str]) -> None:
+        hook, self._before_feedback = self._before_feedback, None
+        if hook is not None:
+            await hook(posted)
 
     def _reset_part(self) -> None:
         self._part = ""
