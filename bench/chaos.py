@@ -63,9 +63,8 @@ def main() -> None:
         f"answered twice: {len(result.doubled)}"
     )
     print(f"votes acknowledged: {result.votes}; not stored: {len(result.votes_lost)}")
-    for label, items in (("unanswered", result.unanswered), ("doubled", result.doubled)):
-        for ts in items:
-            print(f"  {label}: {ts}")
+    for detail in result.details:
+        print(f"  {detail}")
 
 
 if __name__ == "__main__":

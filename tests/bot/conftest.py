@@ -248,6 +248,7 @@ def bot(
         yield Bot(url, settings, services, slack_api, openai_api, services.redis, listeners)
     finally:
         server.close()
+        server.task_dispatcher.shutdown()  # close() leaves waitress's request threads running
         thread.join(timeout=5)
         listeners.shutdown(wait=True)
         services.engine.stop(timeout=30)
