@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--workers", type=int, default=24, help="answer workers")
     parser.add_argument("--first-token-s", type=float, default=1.0)
-    parser.add_argument("--chunk-delay-s", type=float, default=0.08)
+    parser.add_argument("--chunk-delay-s", type=float, default=0.05)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -235,6 +235,7 @@ def main() -> None:
         stored_votes += recorded is not None
         wrong_votes += recorded is not None and recorded.decode() != vote
     acks = sorted(tally.acks)
+    queued = len(redis.keys("rq:job:answer-*"))
     redis.flushdb()
     slack.stop()
     llm.stop()
@@ -256,6 +257,7 @@ def main() -> None:
         f"({questions / drain_elapsed:.1f} answers/s)"
     )
     print(f"votes: {stored_votes} of {len(tally.votes)} stored, {wrong_votes} with a wrong value")
+    print(f"answers that overflowed to the queue (answer workers): {queued}")
 
 
 def _channel_of(tally: Tally, slack: SlackEmulator, answer_ts: str) -> str:

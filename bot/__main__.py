@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
+from redis.exceptions import RedisError
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
@@ -20,8 +21,11 @@ from bot.server import serve
 from core import logs
 from core.errors import ConfigError
 from core.settings import load_settings
+from core.tokens import counter_for_model
 
 logger = logging.getLogger("bot")
+
+ACK_SWITCH_INTERVAL_S = 0.001
 
 
 def serve_socket_mode(app: App, services: Services, executor: Executor, app_token: str) -> int:
@@ -44,6 +48,7 @@ def serve_socket_mode(app: App, services: Services, executor: Executor, app_toke
         client.wss_uri = app.client.apps_connections_open(app_token=app_token)["url"]
     except SlackApiError as exc:
         handler.close()
+        services.engine.stop()
         services.journal.stop()
         error = exc.response.get("error") if exc.response is not None else str(exc)
         print(
@@ -73,9 +78,23 @@ def serve_socket_mode(app: App, services: Services, executor: Executor, app_toke
     client.message_workers.shutdown(wait=True)  # envelopes being handled send their acks
     handler.close()
     executor.shutdown(wait=True)
+    services.engine.stop()
     services.journal.stop()
     logger.info("stopped")
     return 0
+
+
+def get_ready(services: Services) -> None:
+    """Load what the first answer needs before anything is served: the tokenizer of the
+    current model, the bot's own user id, and the answer engine with its clients. So
+    /healthz says 200 only when the next answer pays for nothing but itself."""
+    model = services.settings.model.base_model
+    try:
+        model = services.store.current_model(model)
+    except RedisError:
+        logger.warning("Redis unavailable at start: warming up the base model's tokenizer")
+    counter_for_model(model).count("warm up")
+    services.engine.start()
 
 
 def main() -> int:
@@ -86,9 +105,13 @@ def main() -> int:
         print(f"tuneloop: {exc}", file=sys.stderr)
         return 2
     logs.configure(os.environ.get("LOG_LEVEL", "INFO"), settings.secrets.model_dump().values())
+    # Request threads take the GIL from the answer loop within 1 ms instead of the default
+    # 5: Slack's acknowledgements stay fast however many answers stream (bench/README.md).
+    sys.setswitchinterval(ACK_SWITCH_INTERVAL_S)
     services = build_services(settings)
     executor = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
     app = build_app(services, executor)
+    get_ready(services)
     start_journal(services)
     if settings.socket_mode:
         return serve_socket_mode(app, services, executor, str(settings.secrets.slack_app_token))

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from bot import messages
@@ -115,16 +116,17 @@ def describe_view(entities: list[dict[str, Any]]) -> str | None:
     return messages.VIEWING_NOTE.format(places=", ".join(places))
 
 
-def system_prompt(base: str, redis: Redis, user_id: str, channel_id: str) -> str:
-    """The system prompt, plus what the user is looking at when they ask from the
-    Messages tab (a DM: in a channel, the channel itself is the context)."""
+def view_keys(user_id: str, channel_id: str) -> list[str]:
+    """Where what the user is looking at is kept, for a question asked in ``channel_id``:
+    none outside DMs (in a channel, the channel itself is the context)."""
     if not channel_id.startswith("D"):
-        return base
-    try:
-        views = redis.mget(keys.viewing(channel_id), keys.viewing(user_id))
-    except RedisError:
-        logger.warning("Redis unavailable: answering without the user's active view")
-        return base
+        return []
+    return [keys.viewing(channel_id), keys.viewing(user_id)]
+
+
+def with_view(base: str, views: list[bytes | str | None]) -> str:
+    """The system prompt plus a note of what the user is looking at (``views``: the
+    values of :func:`view_keys`, first found wins)."""
     raw = next(filter(None, map(text_or_none, views)), None)
     if not raw:
         return base
@@ -134,3 +136,16 @@ def system_prompt(base: str, redis: Redis, user_id: str, channel_id: str) -> str
         return base
     note = describe_view(entities if isinstance(entities, list) else [])
     return f"{base}\n\n{note}" if note else base
+
+
+async def system_prompt(base: str, redis: AsyncRedis, user_id: str, channel_id: str) -> str:
+    """The system prompt, plus what the user is looking at when they ask from the
+    Messages tab."""
+    names = view_keys(user_id, channel_id)
+    if not names:
+        return base
+    try:
+        return with_view(base, await redis.mget(names))
+    except RedisError:
+        logger.warning("Redis unavailable: answering without the user's active view")
+        return base

@@ -7,8 +7,9 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from redis.exceptions import RedisError
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltContext, BoltResponse
 
+from bot.dispatch import intake
 from bot.listeners import actions, commands, events, views
 from bot.runtime import Services
 
@@ -60,6 +61,21 @@ def build_app(services: Services, listener_executor: Executor | None = None) -> 
             if not first:
                 logger.info("event %s redelivered, already handled", event_id)
                 return BoltResponse(status=200, body="", headers={"X-Slack-No-Retry": "1"})
+        return next()
+
+    @app.middleware
+    def take_questions_in(
+        body: dict[str, Any],
+        context: BoltContext,
+        next: Any,  # noqa: A002
+    ) -> BoltResponse | None:
+        """Record a question durably before Bolt acks it (see bot/dispatch.py): the ack
+        is sent after the middleware, so an acknowledged question is never lost."""
+        event = body.get("event") or {}
+        if body.get("type") == "event_callback" and event.get("type") in QUESTION_EVENTS:
+            question = events.question_to_answer(services, event, context.team_id)
+            if question is not None:
+                context[events.INTAKE] = intake(services, question)
         return next()
 
     events.register(app, services)

@@ -1,24 +1,39 @@
-"""Handing a question over for answering: once per message, here or through the queue.
+"""Taking a question in and handing it over for answering: once per message, durable
+before Slack hears back.
 
-A web process with a free slot answers in the listener thread itself, its claim
-journaled so a crash hands the answer to the queue (see :mod:`bot.journal`); when its
-slots are full, the question is queued for the answer workers. If Redis is unreachable
-the answer is produced here and now (unrecorded).
+:func:`intake` runs in Bolt's middleware, before the ack is sent (HTTP and Socket Mode
+alike): one Lua script claims the message, writes its in-flight journal entry (owned by
+this process) and marks its thread as one the bot speaks in. So whatever Slack got a 2xx
+for is in Redis, and if this process dies before the answer is stored, the journal sweep
+of a live process queues it again (see :mod:`bot.journal`).
+
+:func:`hand_off` runs in the listener, after the ack: with a free slot the answer runs as
+a coroutine on the answer engine (:mod:`bot.engine`); otherwise the job is queued for the
+answer workers and the journal entry removed in the same transaction. If Redis is
+unreachable the answer is produced here and now (unrecorded, de-duplicated in memory).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Retry
+from slack_sdk.errors import SlackApiError
 
+from bot import blocks
 from bot.answering import JOB_FUNCTION, Question, answer
+from bot.engine import AsyncServices
+from bot.journal import Entry
 from bot.reporting import post_run_events_soon
 from bot.runtime import Services
+from bot.streaming import CLOSE_RESERVE, neutralise, split_point
 from core.run_control import LoopContext, supervise_active
 from core.store import AnswerState
 
@@ -27,63 +42,122 @@ logger = logging.getLogger(__name__)
 ANSWER_JOB_TIMEOUT_S = 600
 
 
-def submit_question(services: Services, question: Question) -> bool:
-    """Answer ``question`` unless another delivery already took it; True if it is ours.
+@dataclass(frozen=True)
+class Intake:
+    """A question taken in: recorded with its journal entry and the current model, or
+    (``entry`` None) unrecorded because Redis was unreachable."""
+
+    question: Question
+    model: str
+    entry: Entry | None
+
+
+def intake(services: Services, question: Question) -> Intake | None:
+    """Record ``question`` durably (claim, journal entry, thread flag: one script) unless
+    another delivery already took it (then None).
 
     The claim derives from the message, so Slack's retries, and the app_mention + message
     pair Slack sends for one mention, give one answer.
     """
     journal = services.journal
-    try:
-        if journal.acquire():
-            try:
-                return _answer_here(services, question)
-            finally:
-                journal.release()
-        if services.store.claim_message(question.channel_id, question.message_ts) is None:
-            logger.info("message %s already taken, not answering again", question.answer_id)
-            return False
-        enqueue_answer(services, question)
-        return True
-    except RedisError:
-        logger.exception("Redis unavailable: answering %s in-process", question.answer_id)
-    if not services.local_claims.claim(question.answer_id):
-        return False
-    try:
-        answer(services, question)
-    except Exception:
-        logger.exception("answering %s in-process failed", question.answer_id)
-    return True
-
-
-def _answer_here(services: Services, question: Question) -> bool:
-    journal = services.journal
     entry = journal.entry(question.answer_id, dataclasses.asdict(question))
-    model = services.store.claim_message(
-        question.channel_id, question.message_ts, journal_entry=entry.dumps()
-    )
+    base_model = services.settings.model.base_model
+    try:
+        model = services.store.claim_message(
+            question.channel_id,
+            question.message_ts,
+            journal_entry=entry.dumps(),
+            thread_ts=question.reply_thread,
+        )
+    except RedisError:
+        logger.exception("Redis unavailable: %s will be answered unrecorded", question.answer_id)
+        if not services.local_claims.claim(question.answer_id):
+            return None
+        return Intake(question, base_model, None)
     if model is None:
         logger.info("message %s already taken, not answering again", question.answer_id)
-        return False
+        return None
+    return Intake(question, model or base_model, entry)
+
+
+def hand_off(services: Services, taken: Intake) -> None:
+    """Answer a question taken in: on the answer engine if a slot is free, else through
+    the queue (or in-process anyway when Redis refuses the hand-over: the entry stays
+    journaled, so a crash still recovers it)."""
+    journal = services.journal
+    question, entry = taken.question, taken.entry
+    if entry is None:
+        services.engine.submit(lambda aservices: _answer_unrecorded(aservices, question))
+        return
+    if not journal.acquire():
+        try:
+            services.store.hand_to_queue(
+                question.answer_id, lambda pipe: enqueue_answer(services, question, pipeline=pipe)
+            )
+            return
+        except RedisError:
+            logger.exception("queueing %s failed: answering it here", question.answer_id)
+        slot = False
+    else:
+        slot = True
+    services.engine.submit(
+        lambda aservices: _answer_journaled(services, aservices, taken, entry, slot)
+    )
+
+
+async def _answer_unrecorded(services: AsyncServices, question: Question) -> None:
     try:
-        stored = answer(
-            services,
-            question,
-            model=model or services.settings.model.base_model,
-            on_shown=lambda ts: journal.shown(entry, ts),
-        )
+        await answer(services, question, model=services.settings.model.base_model)
     except Exception:
-        logger.exception("answering %s failed", question.answer_id)
-        journal.finish(question.channel_id, question.message_ts, AnswerState.FAILED)
-        return True
-    if stored is None:  # a stored answer's record already ended its journal entry
-        journal.finish(question.channel_id, question.message_ts, AnswerState.DONE)
-    return True
+        logger.exception("answering %s in-process failed", question.answer_id)
 
 
-def enqueue_answer(services: Services, question: Question, cut_off: Sequence[str] = ()) -> None:
+async def _answer_journaled(
+    services: Services, aservices: AsyncServices, taken: Intake, entry: Entry, slot: bool
+) -> None:
+    journal, question = services.journal, taken.question
+
+    async def shown(ts: str) -> None:
+        entry.shown.append(ts)
+        try:
+            await aservices.store.put_inflight(entry.answer_id, entry.dumps())
+        except RedisError:
+            logger.warning("Redis unavailable: message %s not journaled", ts)
+
+    try:
+        try:
+            stored = await answer(aservices, question, model=taken.model, on_shown=shown)
+        except Exception:
+            logger.exception("answering %s failed", question.answer_id)
+            await _finish(journal, aservices, question, AnswerState.FAILED)
+            return
+        if stored is None:  # a stored answer's record already ended its journal entry
+            await _finish(journal, aservices, question, AnswerState.DONE)
+    finally:
+        if slot:
+            journal.release()
+
+
+async def _finish(
+    journal: Any, aservices: AsyncServices, question: Question, state: AnswerState
+) -> None:
+    """Record how answering ended; while Redis is away the journal retries it (an entry
+    left behind would make another process answer again once this one is gone)."""
+    try:
+        await aservices.store.finish_answering(question.channel_id, question.message_ts, state)
+    except RedisError:
+        journal.finish_later(question.channel_id, question.message_ts, state)
+
+
+def enqueue_answer(
+    services: Services,
+    question: Question,
+    cut_off: Sequence[str] = (),
+    pipeline: Pipeline | None = None,
+) -> None:
     """Queue ``question`` for the answer workers (its message already claimed); ``cut_off``
-    lists messages of an unfinished earlier attempt, which the job marks as cut off.
+    lists messages of an unfinished earlier attempt, which the job marks as cut off. With
+    ``pipeline`` the job's writes join it (the caller executes it).
 
     The job id derives from the message, and the job checks how answering the message
     stands before it starts, so a second run posts nothing.
@@ -96,18 +170,66 @@ def enqueue_answer(services: Services, question: Question, cut_off: Sequence[str
         retry=Retry(max=1),
         result_ttl=3600,
         failure_ttl=7 * 86400,
+        pipeline=pipeline,
     )
+
+
+def post_unposted(services: Services) -> int:
+    """Post the answers Slack refused with 429 for longer than the client retries; returns
+    how many were posted. Taking each one is atomic (one process posts it); one Slack
+    still refuses is put back for the next beat, and the others wait with it."""
+    posted = 0
+    for answer_id, raw in services.store.unposted().items():
+        if not services.store.take_unposted(answer_id, raw):
+            continue
+        try:
+            item = json.loads(raw)
+            message_ts = _post_whole(services, item["channel_id"], item["thread_ts"], item["text"])
+        except SlackApiError as exc:
+            services.store.put_unposted(answer_id, raw)
+            logger.warning("answer %s still not posted: %s", answer_id, exc.response.get("error"))
+            return posted
+        except (ValueError, KeyError):
+            logger.exception("dropping a malformed unposted answer %s", answer_id)
+            continue
+        services.store.posted_later(answer_id, item["channel_id"], message_ts)
+        logger.info("answer %s posted after Slack's rate limit", answer_id)
+        posted += 1
+    return posted
+
+
+def _post_whole(services: Services, channel_id: str, thread_ts: str, text: str) -> list[str]:
+    """Post a whole answer, continued over messages as the writer would, its feedback row
+    on the last one; returns the messages' ts."""
+    limit = services.settings.slack.max_message_chars - CLOSE_RESERVE
+    rest, message_ts = neutralise(text), []
+    while rest:
+        split = split_point(rest, limit)
+        part = rest[: split.cut] + split.close
+        rest = split.reopen + rest[split.cut :] if split.cut < len(rest) else ""
+        content = blocks.markdown_blocks(part) + ([] if rest else blocks.feedback_blocks())
+        response = services.slack.chat_postMessage(
+            channel=channel_id, thread_ts=thread_ts, text=part, blocks=content
+        )
+        message_ts.append(str(response["ts"]))
+    return message_ts
 
 
 def start_journal(services: Services) -> None:
     """Start this web process's heartbeat, recovery sweep and periodic checks (answers
-        in-process from then): the training run going is supervised, and its events posted
-    to Slack, on the same beat."""
+    in-process from then): the training run going is supervised, its events posted to
+    Slack, and answers Slack rate-limited away are posted, on the same beat."""
 
     def requeue(question: dict[str, Any], shown: list[str]) -> None:
         enqueue_answer(services, Question(**question), cut_off=shown)
 
     every_s = services.journal.interval_s
     ctx = LoopContext(services.settings, services.redis, services.llm)
-    chores = [lambda: supervise_active(ctx, every_s), lambda: post_run_events_soon(services)]
-    services.journal.start(requeue, chores=chores)
+    services.journal.start(
+        requeue,
+        chores=[
+            lambda: supervise_active(ctx, every_s),
+            lambda: post_run_events_soon(services),
+            lambda: post_unposted(services),
+        ],
+    )

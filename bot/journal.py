@@ -1,10 +1,11 @@
 """Answers written by the web process itself, and what happens to them if it dies.
 
-Most questions are answered in the listener thread that Bolt runs right after the ack:
-no hop through a queue, so the model is called as soon as the question arrives. To keep
-the crash safety of a queued job, the claim that makes a message ours also writes an
-entry in the in-flight journal (one Lua script, see :meth:`Store.claim_message`); the
-entry goes when the answer is finished. Every web process refreshes a heartbeat key
+Most questions are answered in the web process, as coroutines on its answer engine
+(:mod:`bot.engine`): no hop through a queue, so the model is called as soon as the
+question arrives. To keep the crash safety of a queued job, the claim that makes a
+message ours, written before Slack gets its ack, also writes an entry in the in-flight
+journal (one Lua script, see :meth:`Store.claim_message`); the entry goes when the answer
+is stored, or in the same transaction that queues it for the answer workers. Every web process refreshes a heartbeat key
 while it lives and sweeps the journal: an entry whose owner has stopped beating for
 ``recover_after_s`` is taken by exactly one sweeper and queued as an ordinary answer
 job for the answer workers.
@@ -149,26 +150,21 @@ class AnswerJournal:
         """The journal entry for a question this process is about to answer."""
         return Entry(answer_id, self.owner, time.time(), question)
 
-    def shown(self, entry: Entry, ts: str) -> None:
-        """A message of the answer is visible in Slack before the answer is finished:
-        should this process die, whoever answers again marks it as cut off."""
-        entry.shown.append(ts)
-        try:
-            self.store.put_inflight(entry.answer_id, entry.dumps())
-        except RedisError:
-            logger.warning("Redis unavailable: message %s not journaled", ts)
-
     def finish(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
         """Answering ended: record it, or keep retrying while Redis is away (an entry left
         behind would make another process answer again once this one is gone)."""
         try:
             self.store.finish_answering(channel_id, message_ts, state)
         except RedisError:
-            logger.warning(
-                "Redis unavailable: answer %s:%s finished, recorded later", channel_id, message_ts
-            )
-            with self._lock:
-                self._unfinished.append((channel_id, message_ts, state))
+            self.finish_later(channel_id, message_ts, state)
+
+    def finish_later(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
+        """Recording the end of an answer met a Redis outage: retried on every beat."""
+        logger.warning(
+            "Redis unavailable: answer %s:%s finished, recorded later", channel_id, message_ts
+        )
+        with self._lock:
+            self._unfinished.append((channel_id, message_ts, state))
 
     def _retry_unfinished(self) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
+from bot.engine import AnswerEngine
 from bot.journal import AnswerJournal
 from core import keys, logs
 from core.llm import make_client
@@ -96,6 +97,11 @@ class Services:
             capacity=self.settings.slack.inline_answers,
             recover_after_s=self.settings.slack.recover_after_s,
         )
+
+    @cached_property
+    def engine(self) -> AnswerEngine:
+        """The event loop this process's answers run on (started on first use)."""
+        return AnswerEngine(self.settings, lambda: self.bot_user_id)
 
     @cached_property
     def local_claims(self) -> LocalClaims:

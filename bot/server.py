@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 MAX_BODY_BYTES = 1_000_000  # Slack's payloads are far smaller; more is not from Slack
+CONNECTION_LIMIT = 1000  # open connections waitress serves at once; more wait in the backlog
 SIGNATURE_MAX_AGE_S = 300
 StartResponse = Callable[..., Any]
 
@@ -64,6 +65,8 @@ def malformed(body: bytes, content_type: str) -> str | None:
             return None if isinstance(data, dict) else "payload is not a JSON object"
     except ValueError as exc:
         return f"malformed JSON: {exc.args[0] if exc.args else exc}"
+    except RecursionError:
+        return "JSON nested too deeply"
     if "command" in form or "ssl_check" in form:
         return None
     return "neither an event, an interaction nor a command"
@@ -135,15 +138,35 @@ def make_wsgi(
     return wsgi
 
 
+def create_server(
+    wsgi: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
+    *,
+    host: str,
+    port: int,
+    threads: int = 16,
+) -> Any:
+    """The waitress server, hardened: it refuses a body over ``MAX_BODY_BYTES`` while
+    reading it (waitress would otherwise buffer up to 1 GiB to disk before the app sees
+    the request) and holds at most ``CONNECTION_LIMIT`` connections."""
+    import waitress
+
+    return waitress.create_server(
+        wsgi,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="tuneloop",
+        max_request_body_size=MAX_BODY_BYTES,
+        connection_limit=CONNECTION_LIMIT,
+    )
+
+
 def serve(
     app: App, services: Services, executor: Executor, *, host: str, port: int, threads: int = 16
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then finish in-flight requests and listener work."""
-    import waitress
-
-    server = waitress.create_server(
-        make_wsgi(app, services), host=host, port=port, threads=threads, ident="tuneloop"
-    )
+    """Serve until SIGTERM/SIGINT, then finish in-flight requests, listener work and the
+    answers in flight."""
+    server = create_server(make_wsgi(app, services), host=host, port=port, threads=threads)
 
     def stop(signum: int, frame: Any) -> None:
         logger.info("stopping: finishing in-flight work", extra={"signal": signum})
@@ -155,5 +178,6 @@ def serve(
     server.run()  # returns after SystemExit, once the request threads are done
     server.close()
     executor.shutdown(wait=True)
+    services.engine.stop()
     services.journal.stop()
     logger.info("stopped")

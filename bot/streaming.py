@@ -5,6 +5,9 @@ through slack_sdk's ``chat_stream``), started once the answer outgrows one buffe
 longer than a moment; an answer that arrives whole is posted as one message. Where Slack refuses streaming, or ends a long
 stream early, the writer falls back to posting a message and updating it at most once
 per interval. Answers longer than one message continue in a new message, never cut.
+
+Everything the model wrote goes through :func:`neutralise` first: model output is shown
+as written and can never ping a channel or a person, or hide a link behind other words.
 """
 
 from __future__ import annotations
@@ -12,19 +15,35 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.chat_stream import ChatStream
+from slack_sdk.web.async_chat_stream import AsyncChatStream
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, messages
 
 logger = logging.getLogger(__name__)
 
 STREAM_LOST = {"message_not_in_streaming_state", "message_not_found", "streaming_state_conflict"}
+
+
+def neutralise(text: str) -> str:
+    """Model text made inert for Slack: shown as written, never acted on.
+
+    Slack reads ``<!channel>``, ``<!here>``, ``<!everyone>``, ``<@U…>``, ``<!subteam^…>``
+    and ``<url|label>`` as control sequences; its formatting rules say to escape ``&``,
+    ``<`` and ``>`` as HTML entities so they show as text (entities also render as the
+    characters in markdown). A markdown link ``[label](url)`` would show words that hide
+    where it goes: a space between ``]`` and ``(`` makes it plain text, its address in
+    view. Pure, so every path that posts model text (stream, post, update) applies the
+    same rule; :class:`AnswerWriter` holds back a trailing ``]`` until the next piece, so
+    a link split between pieces is caught too.
+    """
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escaped.replace("](", "] (")
 
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^`]*)$")
@@ -139,7 +158,7 @@ class AnswerWriter:
 
     def __init__(
         self,
-        client: WebClient,
+        client: AsyncWebClient,
         *,
         channel_id: str,
         thread_ts: str,
@@ -149,7 +168,7 @@ class AnswerWriter:
         max_chars: int,
         update_interval_s: float,
         stream_after_s: float,
-        on_shown: Callable[[str], None] | None = None,
+        on_shown: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """``on_shown`` is told the ts of each message that becomes visible before the
         answer is finished (a stream, or a posted message still being updated)."""
@@ -166,38 +185,63 @@ class AnswerWriter:
         self.posted: list[str] = []
         self.streaming = True
         self._part = ""
-        self._stream: ChatStream | None = None
+        self._stream: AsyncChatStream | None = None
         self._posted_ts: str | None = None
         self._last_update = 0.0
         self._first_piece_at: float | None = None
         self._shown: set[str] = set()
+        self._held = ""
+        self._before_feedback: Callable[[list[str]], Awaitable[None]] | None = None
 
     # --- public --------------------------------------------------------------------
-    def write(self, piece: str) -> None:
-        """Add generated text; starts a new message when the current one is full."""
+    async def write(self, piece: str) -> None:
+        """Add generated text (made inert, see :func:`neutralise`); starts a new message
+        when the current one is full."""
+        text, self._held = self._held + piece, ""
+        if text.endswith("]"):  # a link's "(" may come with the next piece
+            text, self._held = text[:-1], "]"
+        await self._add(neutralise(text))
+
+    async def write_trusted(self, text: str) -> None:
+        """Add text of our own (notes from bot/messages.py), posted as it is."""
+        held, self._held = self._held, ""
+        await self._add(held + text)
+
+    async def _add(self, piece: str) -> None:
         limit = self.max_chars - CLOSE_RESERVE  # room to close a code block cut in two
         while piece:
             room = limit - len(self._part)
             cut = _code_line_end(self._part, piece, room, min(CODE_LINE_SLACK, limit // 5))
             if cut is None and len(piece) <= room:
-                self._append(piece)
+                await self._append(piece)
                 return
             if cut is None:
                 cut = split_point(self._part + piece, limit).cut - len(self._part)
             if cut > 0:
-                self._append(piece[:cut])
+                await self._append(piece[:cut])
                 piece = piece[cut:]
             opening = open_fence(self._part)
             if opening is not None:
-                self._append(_close_for(self._part, opening))
+                await self._append(_close_for(self._part, opening))
                 piece = opening + "\n" + piece
-            self._close_part(final_blocks=None)
+            await self._close_part(final_blocks=None)
 
-    def finish(self, final_blocks: list[dict[str, Any]]) -> list[str]:
-        """End the answer, attaching ``final_blocks`` (the feedback row) to its last message."""
+    async def finish(
+        self,
+        final_blocks: list[dict[str, Any]],
+        before_feedback: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> list[str]:
+        """End the answer, attaching ``final_blocks`` (the feedback row) to its last message.
+
+        ``before_feedback`` is told the answer's messages just before the call that shows
+        the row, when they are known by then (a stream, or a message being updated): the
+        caller stores the answer there, so a click on the row always finds it.
+        """
+        self._before_feedback = before_feedback
+        await self.write_trusted("")  # what a trailing "]" held back
         if not self._part and not self.posted:
-            self._append(messages.EMPTY_ANSWER)
-        self._close_part(final_blocks=final_blocks)
+            await self._append(messages.EMPTY_ANSWER)
+        await self._close_part(final_blocks=final_blocks)
         return list(self.posted)
 
     @property
@@ -212,15 +256,15 @@ class AnswerWriter:
             return self._stream.ts
         return self._posted_ts
 
-    def _append(self, text: str) -> None:
-        self._write(text)
+    async def _append(self, text: str) -> None:
+        await self._write(text)
         ts = self._current_ts
         if ts and ts not in self._shown:
             self._shown.add(ts)
             if self.on_shown is not None:
-                self.on_shown(ts)
+                await self.on_shown(ts)
 
-    def _write(self, text: str) -> None:
+    async def _write(self, text: str) -> None:
         self._part += text
         if self.streaming:
             try:
@@ -230,7 +274,7 @@ class AnswerWriter:
                     waited = time.monotonic() - self._first_piece_at
                     if len(self._part) < self.buffer_chars and waited < self.stream_after_s:
                         return  # the whole answer may arrive at once: then one message is enough
-                    self._stream = self.client.chat_stream(
+                    self._stream = await self.client.chat_stream(
                         channel=self.channel_id,
                         thread_ts=self.thread_ts,
                         recipient_team_id=self.team_id or None,
@@ -238,11 +282,11 @@ class AnswerWriter:
                         buffer_size=self.buffer_chars,
                     )
                     text = self._part
-                self._stream.append(markdown_text=text)
+                await self._stream.append(markdown_text=text)
                 return
             except SlackApiError as exc:
                 self._fall_back(exc)
-        self._post_or_update(final_blocks=None, force=False)
+        await self._post_or_update(final_blocks=None, force=False)
 
     def _fall_back(self, exc: SlackApiError) -> None:
         """Streaming refused or lost: continue this part as a posted-then-updated message."""
@@ -254,26 +298,30 @@ class AnswerWriter:
         self._posted_ts = stream_ts if error in STREAM_LOST else None
         self._last_update = 0.0
 
-    def _post_or_update(self, final_blocks: list[dict[str, Any]] | None, force: bool) -> None:
+    async def _post_or_update(self, final_blocks: list[dict[str, Any]] | None, force: bool) -> None:
         now = time.monotonic()
         if not force and self._posted_ts and now - self._last_update < self.update_interval_s:
             return
         content = blocks.markdown_blocks(self._part) + (final_blocks or [])
+        if final_blocks and self._posted_ts is not None:
+            await self._feedback_next([*self.posted, self._posted_ts])
         if self._posted_ts is None:
-            response = self.client.chat_postMessage(
+            response = await self.client.chat_postMessage(
                 channel=self.channel_id, thread_ts=self.thread_ts, text=self._part, blocks=content
             )
             self._posted_ts = response["ts"]
         else:
-            self.client.chat_update(
+            await self.client.chat_update(
                 channel=self.channel_id, ts=self._posted_ts, text=self._part, blocks=content
             )
         self._last_update = now
 
-    def _close_part(self, final_blocks: list[dict[str, Any]] | None) -> None:
+    async def _close_part(self, final_blocks: list[dict[str, Any]] | None) -> None:
         if self.streaming and self._stream is not None:
             try:
-                self._stream.stop(blocks=final_blocks)
+                if final_blocks and self._stream.ts:
+                    await self._feedback_next([*self.posted, self._stream.ts])
+                await self._stream.stop(blocks=final_blocks)
                 self.posted.append(str(self._stream.ts))
                 self._reset_part()
                 return
@@ -281,10 +329,15 @@ class AnswerWriter:
                 self._fall_back(exc)
         if self.streaming and self._stream is None and not self._part:
             return
-        self._post_or_update(final_blocks=final_blocks, force=True)
+        await self._post_or_update(final_blocks=final_blocks, force=True)
         if self._posted_ts:
             self.posted.append(self._posted_ts)
         self._reset_part()
+
+    async def _feedback_next(self, posted: list[str]) -> None:
+        hook, self._before_feedback = self._before_feedback, None
+        if hook is not None:
+            await hook(posted)
 
     def _reset_part(self) -> None:
         self._part = ""

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from core import keys, satisfaction
@@ -130,6 +131,21 @@ return model
 _ASSIGN_LUA = _ASSIGN.encode()  # run by EVALSHA on the answer path
 
 
+def _assign_args(
+    settings: Settings, channel_id: str, thread_ts: str, current_model: str
+) -> tuple[str, int, str, str, str, float, int]:
+    """EVAL arguments of the assignment script (shared by the sync and async callers)."""
+    return (
+        _ASSIGN_LUA,
+        2,
+        keys.thread_model(channel_id, thread_ts),
+        keys.CANARY,
+        current_model,
+        bucket(channel_id, thread_ts),
+        settings.retention.unrated_days * 86400,
+    )
+
+
 def model_for_thread(
     redis: Redis, settings: Settings, channel_id: str, thread_ts: str, current_model: str
 ) -> str:
@@ -138,14 +154,19 @@ def model_for_thread(
     share of new threads, else ``current_model``. Never fails: without Redis it is
     ``current_model``."""
     try:
-        model = redis.register_script(_ASSIGN_LUA)(
-            keys=[keys.thread_model(channel_id, thread_ts), keys.CANARY],
-            args=[
-                current_model,
-                repr(bucket(channel_id, thread_ts)),
-                settings.retention.unrated_days * 86400,
-            ],
-        )
+        model = redis.eval(*_assign_args(settings, channel_id, thread_ts, current_model))
+    except RedisError:
+        logger.warning("Redis unavailable: thread answered with the current model")
+        return current_model
+    return text(model)
+
+
+async def model_for_thread_async(
+    redis: AsyncRedis, settings: Settings, channel_id: str, thread_ts: str, current_model: str
+) -> str:
+    """:func:`model_for_thread` on the answer engine's event loop."""
+    try:
+        model = await redis.eval(*_assign_args(settings, channel_id, thread_ts, current_model))
     except RedisError:
         logger.warning("Redis unavailable: thread answered with the current model")
         return current_model

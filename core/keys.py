@@ -60,6 +60,10 @@ INFLIGHT = f"{PREFIX}inflight"
 """HASH: answer id -> JSON question + owner: answers a web process is writing right now.
 An entry whose owner stopped beating is queued again for the answer workers."""
 
+UNPOSTED = f"{PREFIX}unposted"
+"""HASH: answer id -> JSON {channel_id, thread_ts, text}: answers stored while Slack kept
+refusing them (429), posted by a web process once Slack takes them again."""
+
 
 def answer_owner(owner: str) -> str:
     """STRING with a TTL: a web process that writes answers is alive (its heartbeat)."""

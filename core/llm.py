@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from enum import Enum
 from typing import Any
 
 import openai
-from openai import OpenAI, Stream
+from openai import AsyncOpenAI, AsyncStream, OpenAI
 
 from core.errors import ModelError
 from core.settings import ModelSettings, Settings
@@ -39,6 +39,17 @@ class ModelErrorKind(str, Enum):
 def make_client(settings: Settings) -> OpenAI:
     """The one OpenAI client of a process, with the configured timeout and retries."""
     return OpenAI(
+        api_key=settings.secrets.openai_api_key,
+        base_url=settings.endpoints.openai_base_url,
+        max_retries=settings.model.max_retries,
+        timeout=settings.model.request_timeout_s,
+    )
+
+
+def make_async_client(settings: Settings) -> AsyncOpenAI:
+    """The async client of the answer path (one per event loop), configured as
+    :func:`make_client`."""
+    return AsyncOpenAI(
         api_key=settings.secrets.openai_api_key,
         base_url=settings.endpoints.openai_base_url,
         max_retries=settings.model.max_retries,
@@ -70,34 +81,57 @@ def classify(exc: Exception) -> ModelError:
     return ModelError(kind.value, str(exc)[:300])
 
 
-def sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
-    """The data of each server-sent event in a body read as ``chunks`` of bytes.
+class SSEParser:
+    """Server-sent events read incrementally: feed bytes as they arrive, get each event's data.
 
     Lines end with LF or CRLF (as OpenAI-compatible servers send them); an event's data
     lines are joined with newlines; other fields and comments are ignored. Lines are cut
     on bytes and decoded whole, so a character split between chunks arrives intact.
     """
-    data: list[str] = []
-    rest = b""
-    for chunk in chunks:
-        *lines, rest = (rest + chunk).split(b"\n")
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._rest = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """The data of every event that ``chunk`` completes."""
+        events: list[str] = []
+        *lines, self._rest = (self._rest + chunk).split(b"\n")
         for raw in lines:
             line = raw[:-1] if raw.endswith(b"\r") else raw
             if not line:
-                if data:
-                    yield "\n".join(data)
-                    data = []
+                if self._data:
+                    events.append("\n".join(self._data))
+                    self._data = []
             elif line.startswith(b"data:"):
-                value = line[6:] if line.startswith(b"data: ") else line[5:]
-                data.append(value.decode())
-    if rest.startswith(b"data:"):
-        data.append((rest[6:] if rest.startswith(b"data: ") else rest[5:]).decode())
-    if data:
-        yield "\n".join(data)
+                self._data.append(_field_value(line))
+        return events
+
+    def close(self) -> list[str]:
+        """The last event, when the body ended without a blank line after it."""
+        if self._rest.startswith(b"data:"):
+            self._data.append(_field_value(self._rest))
+        self._rest = b""
+        events = ["\n".join(self._data)] if self._data else []
+        self._data = []
+        return events
+
+
+def _field_value(line: bytes) -> str:
+    return (line[6:] if line.startswith(b"data: ") else line[5:]).decode()
+
+
+def sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The data of each server-sent event in a body read as ``chunks`` of bytes."""
+    parser = SSEParser()
+    for chunk in chunks:
+        yield from parser.feed(chunk)
+    yield from parser.close()
 
 
 class AnswerStream:
-    """Iterate to get the answer's text pieces; usage and latency are set once it ends.
+    """Iterate (``async for``) to get the answer's text pieces; usage and latency are set
+    once it ends.
 
     The chunks are read as plain JSON from the server-sent events rather than through
     the client's typed chunk objects: building one of those costs about 0.2 ms a chunk,
@@ -113,30 +147,21 @@ class AnswerStream:
         self.completion_tokens = 0
         self.latency_ms = 0
 
-    def __iter__(self) -> Iterator[str]:
+    async def __aiter__(self) -> AsyncIterator[str]:
         try:
+            parser = SSEParser()
             done = False
-            for data in sse_data(self._response.iter_bytes()):
-                # Read on to the end of the body after [DONE], so the connection goes back
-                # to the client's pool instead of being closed half-read.
-                done = done or data.startswith("[DONE]")
-                if done:
-                    continue
-                chunk = json.loads(data)
-                if not isinstance(chunk, dict):
-                    raise ValueError(f"a stream chunk is not an object: {data[:100]}")
-                if chunk.get("error"):
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else str(error)
-                    raise ModelError(ModelErrorKind.INTERRUPTED.value, str(message)[:300])
-                usage = chunk.get("usage")
-                if usage:
-                    self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                    self.completion_tokens = int(usage.get("completion_tokens") or 0)
-                for choice in chunk.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        self.text += piece
+            async for raw in self._response.aiter_bytes():
+                for data in parser.feed(raw):
+                    # Read on to the end of the body after [DONE], so the connection goes
+                    # back to the client's pool instead of being closed half-read.
+                    done = done or data.startswith("[DONE]")
+                    if not done:
+                        for piece in self._pieces(data):
+                            yield piece
+            for data in parser.close():
+                if not (done or data.startswith("[DONE]")):
+                    for piece in self._pieces(data):
                         yield piece
         except ModelError:
             raise
@@ -144,12 +169,32 @@ class AnswerStream:
             detail = f"{type(exc).__name__}: {exc}"[:300]
             raise ModelError(ModelErrorKind.INTERRUPTED.value, detail) from exc
         finally:
-            self._response.close()
+            await self._response.aclose()
             self.latency_ms = int((time.monotonic() - self.started_at) * 1000)
 
+    def _pieces(self, data: str) -> list[str]:
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError(f"a stream chunk is not an object: {data[:100]}")
+        if chunk.get("error"):
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise ModelError(ModelErrorKind.INTERRUPTED.value, str(message)[:300])
+        usage = chunk.get("usage")
+        if usage:
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        pieces = []
+        for choice in chunk.get("choices") or ():
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                self.text += piece
+                pieces.append(piece)
+        return pieces
 
-def stream_answer(
-    client: OpenAI, model_settings: ModelSettings, model: str, messages: list[dict[str, Any]]
+
+async def stream_answer(
+    client: AsyncOpenAI, model_settings: ModelSettings, model: str, messages: list[dict[str, Any]]
 ) -> AnswerStream:
     """Start a streamed chat completion; raises ModelError if it cannot start (after retries).
 
@@ -157,7 +202,8 @@ def stream_answer(
     request it has no typed method for) with a body built here: the typed
     ``chat.completions.create`` walks every parameter through its type annotations, which
     cost about half a millisecond a request (bench/README.md). Retries, timeouts,
-    authentication and error types are the client's either way.
+    authentication and error types are the client's either way. The async client lets
+    one event loop hold hundreds of answers in flight.
     """
     started = time.monotonic()
     body = {
@@ -169,8 +215,12 @@ def stream_answer(
         "stream_options": {"include_usage": True},
     }
     try:
-        stream = client.post(
-            "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=Stream[object]
+        stream = await client.post(
+            "/chat/completions",
+            body=body,
+            cast_to=object,
+            stream=True,
+            stream_cls=AsyncStream[object],
         )
     except openai.OpenAIError as exc:
         raise classify(exc) from exc

@@ -26,6 +26,7 @@ from statistics import NormalDist
 from typing import Any
 
 from redis import Redis
+from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.client import Pipeline
 
 from core import keys
@@ -124,7 +125,7 @@ def day_of(timestamp: float) -> str:
 
 
 def record_answer(
-    redis: Redis | Pipeline,
+    pipe: Pipeline | AsyncPipeline,
     *,
     answer_id: str,
     model: str,
@@ -137,19 +138,24 @@ def record_answer(
 ) -> None:
     """Add one stored answer to its model's totals (overall, channel, day), once per
     answer id: a retried job or a second call counts nothing. ``cost`` is None for a
-    model without a known price; it is then counted as unpriced, never guessed."""
-    redis.register_script(_ANSWER_LUA)(
-        keys=[keys.sat_counted(answer_id), keys.SAT_MODELS],
-        args=[
-            retention_s,
-            *_prefixes(),
-            model,
-            channel_id,
-            repr(created_at),
-            prompt_tokens,
-            completion_tokens,
-            "" if cost is None else repr(cost),
-        ],
+    model without a known price; it is then counted as unpriced, never guessed.
+
+    Queued in ``pipe`` (sync or async), in the transaction that stores the answer: EVAL,
+    which a pipeline buffers the same way for either client.
+    """
+    pipe.eval(
+        _ANSWER_LUA,
+        2,
+        keys.sat_counted(answer_id),
+        keys.SAT_MODELS,
+        retention_s,
+        *_prefixes(),
+        model,
+        channel_id,
+        repr(created_at),
+        prompt_tokens,
+        completion_tokens,
+        "" if cost is None else repr(cost),
     )
 
 

@@ -83,7 +83,7 @@ class SlackSettings(_Frozen):
     stream_start_after_s: Annotated[float, Field(ge=0.0)] = 0.25
     thinking_status_after_s: Annotated[float, Field(ge=0.0)] = 0.3
     history_messages: PositiveInt = 50
-    inline_answers: Annotated[int, Field(ge=0, le=24)] = 16  # of 32 listener threads
+    inline_answers: Annotated[int, Field(ge=0, le=10_000)] = 256  # coroutines, not threads
     recover_after_s: Annotated[float, Field(ge=3.0)] = 30.0
 
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline as AsyncPipeline
+from redis.client import Pipeline
+from redis.exceptions import RedisError
 
 from core import keys, pricing, satisfaction
 
@@ -112,11 +116,12 @@ def answer_id_for(channel_id: str, question_ts: str) -> str:
     return f"{channel_id}-{question_ts}"
 
 
-# KEYS: claimed flag, in-flight journal, current model
-# ARGV: state, dedup seconds, answer id, journal entry ("" for none)
+# KEYS: claimed flag, in-flight journal, current model, thread flag (optional)
+# ARGV: state, dedup seconds, answer id, journal entry ("" for none), retention
 _CLAIM = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
+if KEYS[4] then redis.call('SET', KEYS[4], '1', 'EX', ARGV[5]) end
 return redis.call('GET', KEYS[3]) or ''
 """
 
@@ -142,7 +147,7 @@ for i = 8 + 2 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[7], ARGV[i], ARGV
 return 1
 """
 
-# KEYS: in-flight journal; ARGV: answer id, the entry expected
+# KEYS: a hash (in-flight journal, unposted answers); ARGV: answer id, the entry expected
 _TAKE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 return redis.call('HDEL', KEYS[1], ARGV[1])
@@ -190,6 +195,39 @@ return 1
 """
 
 
+def save_call(
+    record: AnswerRecord,
+    metric_updates: Sequence[tuple[str, float]],
+    retention_s: int,
+    dedup_s: int,
+) -> dict[str, list[Any]]:
+    """The keys and arguments of the script that stores an answer (sync or async client)."""
+    fields = record.to_hash()
+    return {
+        "keys": [
+            keys.answer(record.answer_id),
+            keys.STATS_ANSWERS,
+            keys.user_answers(record.user_id),
+            keys.bot_thread(record.channel_id, record.thread_ts),
+            keys.claimed_message(record.channel_id, record.question_ts),
+            keys.INFLIGHT,
+            keys.METRICS,
+            *(keys.message_answer(record.channel_id, ts) for ts in record.message_ts),
+        ],
+        "args": [
+            retention_s,
+            record.answer_id,
+            repr(record.created_at),
+            repr(record.created_at - STATS_WINDOW_S),
+            dedup_s,
+            AnswerState.DONE.value,
+            len(fields),
+            *(item for pair in fields.items() for item in pair),
+            *(item for update in metric_updates for item in (update[0], repr(update[1]))),
+        ],
+    }
+
+
 class Store:
     """Reads and writes answers, votes and corrections; one per process, thread-safe."""
 
@@ -205,22 +243,32 @@ class Store:
 
     # --- answering -------------------------------------------------------------------
     def claim_message(
-        self, channel_id: str, message_ts: str, *, journal_entry: str = ""
+        self, channel_id: str, message_ts: str, *, journal_entry: str = "", thread_ts: str = ""
     ) -> str | None:
         """Take a user message for answering: one answer per message, whatever redelivers it.
 
         Returns None if another delivery took it first, else the current model id ("" for
-        the configured base model), read in the same round trip. A ``journal_entry``
-        (an answer written in this process) is recorded in the in-flight journal together
-        with the claim, so no crash can leave a claimed message that nobody answers.
+        the configured base model), read in the same round trip. A ``journal_entry`` is
+        recorded in the in-flight journal together with the claim, so no crash can leave
+        a claimed message that nobody answers; ``thread_ts`` marks the answer's thread as
+        one the bot speaks in at once, so a follow-up sent while the answer is still
+        streaming is answered too.
         """
+        claim_keys = [
+            keys.claimed_message(channel_id, message_ts),
+            keys.INFLIGHT,
+            keys.CURRENT_MODEL,
+        ]
+        if thread_ts:
+            claim_keys.append(keys.bot_thread(channel_id, thread_ts))
         model = self._claim(
-            keys=[keys.claimed_message(channel_id, message_ts), keys.INFLIGHT, keys.CURRENT_MODEL],
+            keys=claim_keys,
             args=[
                 AnswerState.QUEUED.value,
                 self.dedup_s,
                 answer_id_for(channel_id, message_ts),
                 journal_entry,
+                self.retention_s,
             ],
         )
         return None if model is None else model.decode()
@@ -231,6 +279,15 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.claimed_message(channel_id, message_ts), state.value, ex=self.dedup_s)
         pipe.hdel(keys.INFLIGHT, answer_id_for(channel_id, message_ts))
+        pipe.execute()
+
+    def hand_to_queue(self, answer_id: str, enqueue: Callable[[Pipeline], object]) -> None:
+        """Move an answer from the in-flight journal to the answer queue in one transaction:
+        ``enqueue`` adds the job's writes to the pipeline, and the entry goes with them, so
+        a crash leaves either the entry (recovered by the sweep) or the job, never neither."""
+        pipe = self.redis.pipeline(transaction=True)
+        enqueue(pipe)
+        pipe.hdel(keys.INFLIGHT, answer_id)
         pipe.execute()
 
     def beat(self, owner: str, ttl_s: float) -> None:
@@ -258,6 +315,26 @@ class Store:
         :meth:`take_inflight` when re-queueing it failed."""
         self.redis.hset(keys.INFLIGHT, answer_id, entry)
 
+    def unposted(self) -> dict[str, str]:
+        """Answers stored but not yet shown (Slack kept answering 429): id -> JSON."""
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.UNPOSTED).items()}
+
+    def take_unposted(self, answer_id: str, entry: str) -> bool:
+        """Take an unposted answer for posting; True for exactly one caller."""
+        return bool(self._take(keys=[keys.UNPOSTED], args=[answer_id, entry]))
+
+    def put_unposted(self, answer_id: str, entry: str) -> None:
+        """Put back an unposted answer whose posting failed (tried again later)."""
+        self.redis.hset(keys.UNPOSTED, answer_id, entry)
+
+    def posted_later(self, answer_id: str, channel_id: str, message_ts: Sequence[str]) -> None:
+        """An unposted answer is now shown: its messages lead to it (votes count)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.answer(answer_id), "message_ts", json.dumps(list(message_ts)))
+        for ts in message_ts:
+            pipe.set(keys.message_answer(channel_id, ts), answer_id, ex=self.retention_s)
+        pipe.execute()
+
     def answer_state(self, channel_id: str, message_ts: str) -> AnswerState | None:
         """The state of answering a message, None if nobody claimed it."""
         value = self.redis.get(keys.claimed_message(channel_id, message_ts))
@@ -283,43 +360,9 @@ class Store:
         answered (as :meth:`finish_answering` does) and add ``metric_updates`` to the
         shared metrics, and add it to its model's satisfaction totals: all at once, in one
         MULTI and one round trip."""
-        fields = record.to_hash()
         pipe = self.redis.pipeline(transaction=True)
-        self._save(
-            client=pipe,
-            keys=[
-                keys.answer(record.answer_id),
-                keys.STATS_ANSWERS,
-                keys.user_answers(record.user_id),
-                keys.bot_thread(record.channel_id, record.thread_ts),
-                keys.claimed_message(record.channel_id, record.question_ts),
-                keys.INFLIGHT,
-                keys.METRICS,
-                *(keys.message_answer(record.channel_id, ts) for ts in record.message_ts),
-            ],
-            args=[
-                self.retention_s,
-                record.answer_id,
-                repr(record.created_at),
-                repr(record.created_at - STATS_WINDOW_S),
-                self.dedup_s,
-                AnswerState.DONE.value,
-                len(fields),
-                *(item for pair in fields.items() for item in pair),
-                *(item for update in metric_updates for item in (update[0], repr(update[1]))),
-            ],
-        )
-        satisfaction.record_answer(  # per-model totals and cost, with the answer
-            pipe,
-            answer_id=record.answer_id,
-            model=record.model,
-            channel_id=record.channel_id,
-            created_at=record.created_at,
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens,
-            cost=pricing.answer_cost(record.model, record.prompt_tokens, record.completion_tokens),
-            retention_s=self.retention_s,
-        )
+        self._save(**save_call(record, metric_updates, self.retention_s, self.dedup_s), client=pipe)
+        count_answer(pipe, record, self.retention_s)
         pipe.execute()
 
     # --- feedback ----------------------------------------------------------------------
@@ -400,3 +443,90 @@ class Store:
         answers, members = pipe.execute()
         up = sum(1 for m in members if m.endswith(b"|up"))
         return {"answers": int(answers), "up": up, "down": len(members) - up}
+
+
+def count_answer(pipe: Pipeline | AsyncPipeline, record: AnswerRecord, retention_s: int) -> None:
+    """Queue, in ``pipe``'s transaction with the answer's record, its addition to its
+    model's satisfaction totals and cost (so an answer is counted exactly when stored)."""
+    satisfaction.record_answer(
+        pipe,
+        answer_id=record.answer_id,
+        model=record.model,
+        channel_id=record.channel_id,
+        created_at=record.created_at,
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+        cost=pricing.answer_cost(record.model, record.prompt_tokens, record.completion_tokens),
+        retention_s=retention_s,
+    )
+
+
+class AsyncStore:
+    """The answer path's writes through an async Redis client: an event loop holding
+    hundreds of answers never waits on a socket. Same scripts and keys as :class:`Store`."""
+
+    def __init__(self, redis: AsyncRedis, *, retention_s: int, dedup_s: int = 3600) -> None:
+        self.redis = redis
+        self.retention_s = retention_s
+        self.dedup_s = dedup_s
+        self._save = redis.register_script(_SAVE)
+
+    async def save_answer(
+        self, record: AnswerRecord, metric_updates: Sequence[tuple[str, float]] = ()
+    ) -> None:
+        """As :meth:`Store.save_answer`."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self._save(
+                **save_call(record, metric_updates, self.retention_s, self.dedup_s), client=pipe
+            )
+            count_answer(pipe, record, self.retention_s)
+            await pipe.execute()
+
+    async def save_unposted(
+        self, record: AnswerRecord, metric_updates: Sequence[tuple[str, float]] = ()
+    ) -> None:
+        """Store an answer Slack refused to show (sustained 429) with its text waiting to
+        be posted (see :meth:`Store.take_unposted`), in one transaction: the answer is
+        never lost, nor answered again."""
+        unposted = json.dumps(
+            {
+                "channel_id": record.channel_id,
+                "thread_ts": record.thread_ts,
+                "text": record.answer,
+            },
+            ensure_ascii=False,
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self._save(
+                **save_call(record, metric_updates, self.retention_s, self.dedup_s), client=pipe
+            )
+            count_answer(pipe, record, self.retention_s)
+            pipe.hset(keys.UNPOSTED, record.answer_id, unposted)
+            await pipe.execute()
+
+    async def finish_answering(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
+        """As :meth:`Store.finish_answering`."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.claimed_message(channel_id, message_ts), state.value, ex=self.dedup_s)
+            pipe.hdel(keys.INFLIGHT, answer_id_for(channel_id, message_ts))
+            await pipe.execute()
+
+    async def put_inflight(self, answer_id: str, entry: str) -> None:
+        """As :meth:`Store.put_inflight`."""
+        await self.redis.hset(keys.INFLIGHT, answer_id, entry)
+
+    async def current_model(self, default: str) -> str:
+        """As :meth:`Store.current_model`."""
+        value = await self.redis.get(keys.CURRENT_MODEL)
+        return value.decode() if value else default
+
+    async def add_metrics(self, updates: Sequence[tuple[str, float]]) -> None:
+        """Add to the shared metrics; never fails the caller (metrics are not worth an
+        error)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for field, amount in updates:
+                    pipe.hincrbyfloat(keys.METRICS, field, amount)
+                await pipe.execute()
+        except RedisError:
+            pass

@@ -253,3 +253,28 @@ def test_two_bot_processes_answer_every_redelivered_message_once_and_start_one_t
     for ts in questions:
         answers = [m for m in slack_api.messages("C1", ts) if m.get("user") == "UBOT"]
         assert len(answers) == 1, f"{ts}: {len(answers)} answers"
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no RSS for {pid}")
+
+
+def test_a_listening_web_process_is_ready_the_first_answer_loads_nothing_more(
+    env: dict[str, str], tmp_path: Path, slack_api: SlackEmulator, redis_conn: Redis
+) -> None:
+    # Listening (and so /healthz 200) comes after the tokenizer, the answer engine and its
+    # clients are loaded: the first answer must not pay for them (the tokenizer alone is
+    # about 75 MB).
+    web = start_web(env, tmp_path / "web.log")
+    try:
+        before = _rss_mb(web.proc.pid)
+        ts = slack_api.add_message("C1", "<@UBOT> first one", "U1")
+        _send(f"http://127.0.0.1:{env['PORT']}/slack/events", payloads.mention("first one", ts=ts))
+        assert poll_until(lambda: redis_conn.exists(f"tl:answer:C1-{ts}"), 20, 0.05)
+        grown = _rss_mb(web.proc.pid) - before
+    finally:
+        web.stop()
+    assert grown < 25, f"the first answer grew the process by {grown:.0f} MB"

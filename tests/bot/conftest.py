@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import waitress
 import yaml
 from redis import Redis
 from rq import Queue, SimpleWorker
 
 from bot.app import LISTENER_THREADS, build_app
 from bot.dispatch import start_journal
+from bot.engine import AnswerEngine
 from bot.runtime import Services, build_services, reset_worker_services
-from bot.server import EVENTS_PATH, make_wsgi
+from bot.server import EVENTS_PATH, create_server, make_wsgi
 from core import keys
 from core.settings import ROOT, Settings, load_settings
 from tests import payloads
@@ -53,13 +53,15 @@ class TrackingExecutor(ThreadPoolExecutor):
     """Bolt's listener pool, able to say when every listener it was given has finished.
 
     Slack gets its 200 before a listener's work is done (Bolt acks events at once), so a
-    test that sent a request waits on this before looking for the work's effects.
+    test that sent a request waits on this before looking for the work's effects; given
+    the answer engine, it also waits for the answers the listeners handed to it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, engine: AnswerEngine | None = None) -> None:
         super().__init__(max_workers=LISTENER_THREADS)
         self._pending: set[Future] = set()
         self._guard = threading.Lock()
+        self.engine = engine
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
         future = super().submit(fn, *args, **kwargs)
@@ -77,9 +79,12 @@ class TrackingExecutor(ThreadPoolExecutor):
         while True:
             with self._guard:
                 pending = list(self._pending)
-            if not pending:
-                return
             remaining = deadline - time.monotonic()
+            if not pending:
+                # Listeners hand answers to the engine: those must be finished too.
+                if self.engine is not None:
+                    assert self.engine.wait_idle(max(remaining, 0)), "answers still running"
+                return
             assert remaining > 0, "listeners still running"
             wait(pending, timeout=remaining)
 
@@ -230,19 +235,22 @@ def bot(
     reset_worker_services()
     settings = load_settings()
     services = build_services(settings)
-    listeners = TrackingExecutor()
-    server = waitress.create_server(
+    listeners = TrackingExecutor(services.engine)
+    server = create_server(
         make_wsgi(build_app(services, listeners), services), host="127.0.0.1", port=0, threads=8
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    services.engine.start()
     start_journal(services)
     url = f"http://127.0.0.1:{server.effective_port}{EVENTS_PATH}"
     try:
         yield Bot(url, settings, services, slack_api, openai_api, services.redis, listeners)
     finally:
         server.close()
+        server.task_dispatcher.shutdown()  # close() leaves waitress's request threads running
         thread.join(timeout=5)
         listeners.shutdown(wait=True)
+        services.engine.stop(timeout=30)
         services.journal.stop()
         reset_worker_services()

@@ -97,6 +97,38 @@ def test_follow_up_in_a_thread_is_answered_without_a_mention_with_the_history(bo
     assert first_answer_ts != second_answer_ts
 
 
+def test_a_follow_up_sent_while_the_first_answer_streams_is_answered(bot: Bot) -> None:
+    first = bot.says("Tell me a long story.", mention=True)
+    bot.openai.script_answer("Once upon a time. " * 20, chunk_delay_s=0.05)
+    bot.post_event(first)
+    bot.slack.wait_for("chat.startStream")  # the first answer is visibly under way
+
+    follow = bot.says("And then?", thread_ts=first["ts"])  # no mention
+    bot.openai.script_answer("They lived happily.")
+    bot.event(follow)
+    bot.run_worker()
+
+    texts = [m["text"] for m in bot.slack.messages("C1", first["ts"]) if m["user"] == "UBOT"]
+    assert texts == ["Once upon a time. " * 20, "They lived happily."]
+
+
+def test_model_output_cannot_ping_people_or_hide_links(bot: Bot) -> None:
+    bot.openai.script_answer(
+        "<!channel> <!here> <!everyone> <@U2> <!subteam^S1> see <https://evil.example|docs>"
+        " or [the docs](https://evil.example/x)"
+    )
+    ts = bot.ask(bot.says("say something", mention=True))
+    shown = bot.slack.message("C1", ts)["text"]
+    assert "<" not in shown and ">" not in shown, shown
+    assert "&lt;!channel&gt; &lt;!here&gt; &lt;!everyone&gt; &lt;@U2&gt;" in shown
+    assert "](" not in shown and "[the docs] (https://evil.example/x)" in shown
+    # The transcript keeps what the model wrote.
+    stored = bot.services.store.get_answer(
+        answer_id_for("C1", bot.slack.message("C1", ts)["thread_ts"])
+    )
+    assert stored is not None and stored.answer.startswith("<!channel>")
+
+
 def test_a_thread_message_where_the_bot_never_spoke_is_ignored(bot: Bot) -> None:
     parent = bot.slack.add_message("C1", "people talking", "U2")
     bot.event(payloads.message("just chatting", thread_ts=parent))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from tests import payloads
@@ -51,6 +53,7 @@ def test_a_replayed_request_within_the_window_answers_once(bot: Bot) -> None:
     body = payloads.json_body(payloads.event_envelope(event))
     for _ in range(3):
         assert _post(bot, body, "application/json").status == 200
+    bot.listeners.wait_idle()
     bot.run_worker()
     answers = [m for m in bot.slack.messages("C1", event["ts"]) if m.get("user") == "UBOT"]
     assert len(answers) == 1
@@ -61,7 +64,9 @@ def test_unicode_and_control_characters_reach_the_model_intact(bot: Bot) -> None
     event = bot.says(text, mention=True)
     ts = bot.ask(event)
     assert bot.openai.completions()[-1]["messages"][-1]["content"] == text
-    assert bot.slack.message("C1", ts)["text"] == f"Echo: {text}"
+    # Slack shows the text as written: its control characters are escaped as entities.
+    shown = text.replace("<", "&lt;").replace(">", "&gt;")
+    assert bot.slack.message("C1", ts)["text"] == f"Echo: {shown}"
 
 
 def test_a_vote_on_a_message_that_is_not_an_answer_is_answered_politely(bot: Bot) -> None:
@@ -106,3 +111,26 @@ def test_finetune_with_unknown_or_malformed_arguments_explains_and_runs_nothing(
     assert reply["response_type"] == "ephemeral"
     assert bot.redis.keys("tl:run*") == []
     assert bot.redis.llen("rq:queue:training") == 0
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(bot: Bot) -> None:
+    # The headers announce 50 MB; only a few bytes follow. The server must answer from
+    # the announced size, not wait to buffer the body (a slow client could hold it).
+    host, port = bot.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\n\r\n{}"
+        )
+        status_line = conn.makefile("rb").readline()
+    assert status_line.split()[1] == b"413", status_line
+    _nothing_happened(bot)
+
+
+def test_a_signed_but_deeply_nested_body_is_a_clear_400(bot: Bot) -> None:
+    depth = 100_000
+    body = b'{"type": "event_callback", "event": ' + b"[" * depth + b"]" * depth + b"}"
+    response = _post(bot, body, "application/json")
+    assert response.status == 400
+    assert b"nested" in response.body
+    _nothing_happened(bot)

@@ -173,3 +173,28 @@ def test_redis_restarted_mid_conversation_keeps_the_thread_and_the_votes(
     answers = [m for m in bot.slack.messages("C1", first["ts"]) if m.get("user") == "UBOT"]
     assert len(answers) == 2, "the follow-up without mention was answered after the restart"
     assert bot.openai.completions()[-1]["messages"][-2]["content"] == "Echo: remember me"
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"recover_after_s": 3}}])
+def test_an_answer_slack_keeps_refusing_with_429_is_stored_and_posted_later(bot: Bot) -> None:
+    # Every post is refused with 429 beyond the client's retries (1 try + 5 retries).
+    bot.slack.fail_next("chat.postMessage", status=429, retry_after=0, times=6)
+    event = bot.says("are you there?", mention=True)
+    bot.event(event)
+
+    answer_id = answer_id_for("C1", event["ts"])
+    stored = bot.services.store.get_answer(answer_id)
+    assert stored is not None and stored.answer == "Echo: are you there?"
+    assert bot.services.store.answer_state("C1", event["ts"]).value == "done"
+
+    # Slack takes messages again: a beat of the web process posts it, feedback row and all.
+    def posted() -> list[dict]:
+        return [m for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+
+    wait(posted, timeout=15, what="the refused answer to be posted")
+    [message] = posted()
+    assert message["text"] == "Echo: are you there?"
+    assert message["blocks"][-1]["type"] == "context_actions"
+    assert not bot.redis.hexists(keys.UNPOSTED, answer_id)
+    bot.interact(payloads.feedback_click("up", user="U1", channel="C1", message_ts=message["ts"]))
+    assert bot.services.store.votes(answer_id) == {"U1": Vote.UP}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from redis import Redis
+from slack_bolt import BoltRequest
 
 from bot import messages
 from bot.answering import Question
+from bot.app import build_app
 from bot.dispatch import enqueue_answer
 from bot.journal import AnswerJournal
 from core import keys
@@ -182,3 +185,54 @@ def test_a_recovered_answer_marks_the_dead_attempts_finished_stream_as_cut_off(b
     bot.run_worker()
     texts = [m["text"] for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
     assert texts == [messages.CUT_OFF, "Echo: answer me again"]
+
+
+class _DiesAfterTheAck(ThreadPoolExecutor):
+    """Bolt's listener pool in a process killed right after Slack got its ack: the
+    listener it is handed never runs."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        future.set_result(None)
+        return future
+
+
+@pytest.mark.parametrize(
+    "bot_settings",
+    [{"slack": {"inline_answers": 16}}, {"slack": {"inline_answers": 0}}],
+    ids=["answered-in-process", "queued"],
+)
+def test_a_question_acknowledged_just_before_the_process_died_is_answered_once(
+    bot: Bot, redis_conn: Redis
+) -> None:
+    # The same bot, but whose process dies between the ack and the listener: on the
+    # in-process path before the answer starts, on the queue path before the enqueue.
+    dying = _DiesAfterTheAck(max_workers=1)
+    app = build_app(bot.services, dying)
+    event = bot.says("do not lose me", mention=True)
+    body = payloads.json_body(payloads.event_envelope(event))
+    response = app.dispatch(_bolt_request(body))
+    assert response.status == 200, "Slack was told the question is taken"
+    assert bot.openai.completions() == [] and redis_conn.llen("rq:queue:answers") == 0
+
+    # Another web process sweeps once the dead one's heartbeat has expired.
+    bot.services.store.stop_beating(bot.services.journal.owner)
+    sweeper = _journal(redis_conn, recover_after_s=0.2)
+    deadline = time.monotonic() + 10
+    while sweeper.sweep(lambda q, shown: enqueue_answer(bot.services, Question(**q), shown)) == 0:
+        assert time.monotonic() < deadline, "the acknowledged question was never recovered"
+        time.sleep(0.05)
+    bot.run_worker()
+    answers = [m["text"] for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+    assert answers == ["Echo: do not lose me"]
+    assert redis_conn.hlen(keys.INFLIGHT) == 0
+
+
+def _bolt_request(body: bytes) -> BoltRequest:
+    timestamp = str(int(time.time()))
+    headers = {
+        "content-type": "application/json",
+        "x-slack-request-timestamp": timestamp,
+        "x-slack-signature": payloads.sign(SIGNING_SECRET, timestamp, body),
+    }
+    return BoltRequest(body=body.decode(), headers=headers)

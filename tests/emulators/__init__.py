@@ -219,6 +219,7 @@ class Responder:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # hundreds of clients connect at once in the benchmarks
     allow_reuse_address = True
     block_on_close = False
 

@@ -31,7 +31,8 @@ def register(app: App, services: Services) -> None:
 
     @app.action(ids.FEEDBACK)
     def on_feedback(ack: Ack, body: dict[str, Any], client: Any) -> None:
-        ack()
+        """The vote is recorded (one script, about a millisecond) before Slack gets its
+        ack: an acknowledged vote is never lost to a crash."""
         action = body["actions"][0]
         user_id = body["user"]["id"]
         channel_id = (body.get("channel") or {}).get("id") or body["container"]["channel_id"]
@@ -40,6 +41,7 @@ def register(app: App, services: Services) -> None:
         try:
             vote = Vote(action.get("value"))
         except ValueError:
+            ack()
             logger.warning("feedback with unknown value %r ignored", action.get("value"))
             return
         try:
@@ -55,6 +57,7 @@ def register(app: App, services: Services) -> None:
         except RedisError:
             logger.exception("recording a vote failed")
             result, answer_id, text = VoteResult.NO_SUCH_ANSWER, None, messages.VOTE_UNAVAILABLE
+        ack()
         if vote is Vote.DOWN and answer_id and result is not VoteResult.NO_SUCH_ANSWER:
             client.views_open(
                 trigger_id=body["trigger_id"], view=blocks.correction_modal(answer_id)

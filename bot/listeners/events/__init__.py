@@ -11,7 +11,7 @@ from slack_bolt import App
 
 from bot import blocks, learning, messages
 from bot.answering import Question
-from bot.dispatch import submit_question
+from bot.dispatch import Intake, hand_off
 from bot.feedback import cast_vote, vote_for_reaction
 from bot.finetune import is_admin
 from bot.listeners.events import agent
@@ -53,6 +53,26 @@ def _from_a_person(event: dict[str, Any]) -> bool:
     )
 
 
+INTAKE = "tuneloop_intake"
+"""Where :func:`question_to_answer`'s intake, done before the ack, waits in Bolt's context."""
+
+
+def question_to_answer(
+    services: Services, event: dict[str, Any], team_id: str | None
+) -> Question | None:
+    """The question an event asks the bot, or None: a person's mention, direct message,
+    or follow-up in a thread the bot speaks in."""
+    if not _from_a_person(event):
+        return None
+    kind = event.get("type")
+    if kind == "app_mention" or (
+        kind == "message"
+        and (event.get("channel_type") in ("im", "mpim") or _follows_bot_thread(services, event))
+    ):
+        return _question(event, team_id)
+    return None
+
+
 def _follows_bot_thread(services: Services, event: dict[str, Any]) -> bool:
     """A channel message in a thread the bot answered in, without mentioning it."""
     thread_ts = event.get("thread_ts")
@@ -69,18 +89,16 @@ def register(app: App, services: Services) -> None:
     """Attach the event listeners."""
     agent.register(app, services)  # first: it takes app_home_opened for the Messages tab
 
-    @app.event("app_mention")
-    def on_mention(event: dict[str, Any], context: Any) -> None:
-        if _from_a_person(event):
-            submit_question(services, _question(event, context.team_id))
+    def on_question(event: dict[str, Any], context: Any) -> None:
+        """The question was taken in before the ack (bot/app.py); answer it now."""
+        taken: Intake | None = context.get(INTAKE)
+        if taken is not None:
+            if event.get("type") == "message":
+                agent.title_thread(services, event)  # a Messages-tab thread's first question
+            hand_off(services, taken)
 
-    @app.event("message")
-    def on_message(event: dict[str, Any], context: Any) -> None:
-        if not _from_a_person(event):
-            return
-        if event.get("channel_type") in ("im", "mpim") or _follows_bot_thread(services, event):
-            agent.title_thread(services, event)
-            submit_question(services, _question(event, context.team_id))
+    app.event("app_mention")(on_question)
+    app.event("message")(on_question)
 
     @app.event(re.compile(r"^reaction_(added|removed)$"))
     def on_reaction(event: dict[str, Any], client: Any) -> None:
