@@ -128,7 +128,6 @@ end
 redis.call('SET', KEYS[1], model, 'EX', ARGV[3])
 return model
 """
-_ASSIGN_LUA = _ASSIGN.encode()  # run by EVALSHA on the answer path
 
 
 def _assign_args(
@@ -136,7 +135,7 @@ def _assign_args(
 ) -> tuple[str, int, str, str, str, float, int]:
     """EVAL arguments of the assignment script (shared by the sync and async callers)."""
     return (
-        _ASSIGN_LUA,
+        _ASSIGN,
         2,
         keys.thread_model(channel_id, thread_ts),
         keys.CANARY,

@@ -16,6 +16,7 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI, AsyncStream, OpenAI
+from openai.types.chat import ChatCompletion
 
 from core.errors import ModelError
 from core.settings import ModelSettings, Settings
@@ -230,14 +231,20 @@ async def stream_answer(
 def complete(
     client: OpenAI, model_settings: ModelSettings, model: str, messages: list[dict[str, Any]]
 ) -> str:
-    """A whole answer at once (evaluation, judging); raises ModelError."""
+    """A whole answer at once (evaluation, judging); raises ModelError.
+
+    Sent through the client's generic ``post`` like :func:`stream_answer`: the messages
+    are stored transcripts (plain dicts), which the typed method would want as its
+    message types; the request, retries and the typed reply are the client's all the same.
+    """
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": model_settings.max_answer_tokens,
+        "temperature": 0.0,
+    }
     try:
-        response = client.chat.completions.create(
-            model=model,
-            messages=messages,
-            max_tokens=model_settings.max_answer_tokens,
-            temperature=0.0,
-        )
+        response = client.post("/chat/completions", body=body, cast_to=ChatCompletion)
     except openai.OpenAIError as exc:
         raise classify(exc) from exc
     return response.choices[0].message.content or ""

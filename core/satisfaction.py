@@ -111,7 +111,6 @@ return moved
 """
 )
 
-_ANSWER_LUA = _ANSWER.encode()  # run by EVALSHA, loaded on first use
 _SYNC_LUA = _SYNC.encode()
 
 
@@ -144,7 +143,7 @@ def record_answer(
     which a pipeline buffers the same way for either client.
     """
     pipe.eval(
-        _ANSWER_LUA,
+        _ANSWER,
         2,
         keys.sat_counted(answer_id),
         keys.SAT_MODELS,

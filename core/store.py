@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
@@ -23,6 +23,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from core import keys, pricing, satisfaction
+from core.replies import text, text_hash, text_or_none
 
 STATS_WINDOW_S = 7 * 24 * 3600
 
@@ -90,9 +91,9 @@ class AnswerRecord:
         return out
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> AnswerRecord:
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> AnswerRecord:
         """Inverse of :meth:`to_hash`."""
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+        data = text_hash(raw)
         return cls(
             answer_id=data["answer_id"],
             team_id=data["team_id"],
@@ -271,7 +272,7 @@ class Store:
                 self.retention_s,
             ],
         )
-        return None if model is None else model.decode()
+        return text_or_none(model)
 
     def finish_answering(self, channel_id: str, message_ts: str, state: AnswerState) -> None:
         """Answering a message ended (done, or failed and reported): no retry may post again,
@@ -300,7 +301,7 @@ class Store:
 
     def inflight(self) -> dict[str, str]:
         """Every journal entry: answer id -> JSON written when the answer was claimed."""
-        return {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.INFLIGHT).items()}
+        return text_hash(self.redis.hgetall(keys.INFLIGHT))
 
     def owner_alive(self, owner: str) -> bool:
         """Whether the web process ``owner`` has beaten within its TTL."""
@@ -317,7 +318,7 @@ class Store:
 
     def unposted(self) -> dict[str, str]:
         """Answers stored but not yet shown (Slack kept answering 429): id -> JSON."""
-        return {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.UNPOSTED).items()}
+        return text_hash(self.redis.hgetall(keys.UNPOSTED))
 
     def take_unposted(self, answer_id: str, entry: str) -> bool:
         """Take an unposted answer for posting; True for exactly one caller."""
@@ -338,7 +339,7 @@ class Store:
     def answer_state(self, channel_id: str, message_ts: str) -> AnswerState | None:
         """The state of answering a message, None if nobody claimed it."""
         value = self.redis.get(keys.claimed_message(channel_id, message_ts))
-        return AnswerState(value.decode()) if value else None
+        return AnswerState(text(value)) if value else None
 
     def first_delivery(self, event_id: str) -> bool:
         """True the first time Slack's event id is seen (retries carry the same id)."""
@@ -351,7 +352,7 @@ class Store:
     def current_model(self, default: str) -> str:
         """The model to answer with: the promoted one, else the configured base model."""
         value = self.redis.get(keys.CURRENT_MODEL)
-        return value.decode() if value else default
+        return text(value) if value else default
 
     def save_answer(
         self, record: AnswerRecord, metric_updates: Sequence[tuple[str, float]] = ()
@@ -369,7 +370,7 @@ class Store:
     def answer_for_message(self, channel_id: str, message_ts: str) -> str | None:
         """The answer id a bot message belongs to, or None if it is not a stored answer."""
         value = self.redis.get(keys.message_answer(channel_id, message_ts))
-        return value.decode() if value else None
+        return text_or_none(value)
 
     def record_vote(
         self, answer_id: str, user_id: str, vote: Vote | None, source: VoteSource
@@ -425,12 +426,12 @@ class Store:
     def votes(self, answer_id: str) -> dict[str, Vote]:
         """User id -> vote for one answer."""
         raw = self.redis.hgetall(keys.votes(answer_id))
-        return {k.decode(): Vote(v.decode()) for k, v in raw.items()}
+        return {user: Vote(vote) for user, vote in text_hash(raw).items()}
 
     def corrections(self, answer_id: str) -> dict[str, str]:
         """User id -> correction text for one answer."""
         raw = self.redis.hgetall(keys.corrections(answer_id))
-        return {k.decode(): json.loads(v)["text"] for k, v in raw.items()}
+        return {user: json.loads(value)["text"] for user, value in text_hash(raw).items()}
 
     # --- App Home ----------------------------------------------------------------------
     def weekly_stats(self, now: float | None = None) -> dict[str, int]:
@@ -518,7 +519,7 @@ class AsyncStore:
     async def current_model(self, default: str) -> str:
         """As :meth:`Store.current_model`."""
         value = await self.redis.get(keys.CURRENT_MODEL)
-        return value.decode() if value else default
+        return text(value) if value else default
 
     async def add_metrics(self, updates: Sequence[tuple[str, float]]) -> None:
         """Add to the shared metrics; never fails the caller (metrics are not worth an
