@@ -235,7 +235,9 @@ def image_problem(part: dict[str, Any]) -> tuple[Code, str] | None:
     can only be checked for where it points (the provider fetches it), and a Slack one is
     refused: it is private and would send a Slack link to the provider.
     """
-    image = part.get("image_url")
+    if "image_url" not in part:
+        return None  # nothing that could be sent anywhere: left to the provider's checks
+    image = part["image_url"]
     url = image.get("url") if isinstance(image, dict) else None
     if not isinstance(url, str) or not url:
         return Code.INVALID_IMAGE, 'an image_url part needs {"url": ...}'
