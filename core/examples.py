@@ -12,7 +12,9 @@ It defines:
   ``weight``, ``tools`` and ``tool_calls``), DPO preference pairs (``input`` /
   ``preferred_output`` / ``non_preferred_output``) and legacy prompt/completion;
 * the roles and keys allowed, and what each trainer can train on (:class:`TrainerRules`);
-* token counting of a whole example, tool calls and tool definitions included;
+* images: OpenAI's vision fine-tuning content parts in user messages (see
+  :data:`IMAGE_MIME_TYPES`), never a link to a private Slack file;
+* token counting of a whole example, tool calls, tool definitions and images included;
 * the per-model limits (``config/model_limits.yaml``: training-example context and
   formats of each base model, with source and date) and OpenAI's minimum of examples.
 
@@ -34,18 +36,27 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 import yaml
 
 from core.errors import ConfigError
 from core.settings import ROOT, TrainerBackend
-from core.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, Tokenizer, json_text
+from core.tokens import (
+    REPLY_PRIMING,
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_NAME,
+    Tokenizer,
+    image_tokens,
+    json_text,
+)
 
 MIN_EXAMPLES = 10
 """OpenAI refuses a training file with fewer examples; the local trainer keeps the rule."""
@@ -151,21 +162,23 @@ def format_problem(model: str, fmt: Format) -> str | None:
 # --- what each trainer can train on ---------------------------------------------------------
 @dataclass(frozen=True)
 class TrainerRules:
-    """What a trainer accepts beyond the format: the roles and whether tool calls."""
+    """What a trainer accepts beyond the format: the roles, whether tool calls and images."""
 
     name: str
     roles: frozenset[str]
     tool_calls: bool
+    images: bool
 
 
 OPENAI_RULES = TrainerRules(
-    "OpenAI", frozenset({"system", "user", "assistant", "tool", "function"}), True
+    "OpenAI", frozenset({"system", "user", "assistant", "tool", "function"}), True, True
 )
 LOCAL_RULES = TrainerRules(
-    "the local LoRA trainer", frozenset({"system", "user", "assistant"}), False
+    "the local LoRA trainer", frozenset({"system", "user", "assistant"}), False, False
 )
-"""The local trainer turns each message into ``{"role", "content"}`` for the chat template:
-tool turns and tool calls would be lost, so they are refused before a set is built."""
+"""The local trainer turns each message into ``{"role", "content"}`` for the chat template
+of a text model: tool turns, tool calls and images would be lost, so they are refused
+before a set is built."""
 
 
 def rules_for(backend: TrainerBackend) -> TrainerRules:
@@ -180,6 +193,77 @@ def unsupported(message: dict[str, Any], rules: TrainerRules) -> str | None:
         return f"role {role!r} cannot be trained by {rules.name}"
     if not rules.tool_calls and any(message.get(key) for key in _TOOL_KEYS):
         return f"tool calls cannot be trained by {rules.name}"
+    if not rules.images and content_images(message.get("content")):
+        return f"images cannot be trained by {rules.name}"
+    return None
+
+
+# --- images -------------------------------------------------------------------------------
+# OpenAI's vision fine-tuning guide (developers.openai.com/api/docs/guides/vision-fine-tuning,
+# "Image dataset requirements", read 2026-12): images are ``image_url`` content parts of
+# user messages only (never of assistant messages), given as an HTTP(S) URL or a base64
+# ``data:`` URL; JPEG, PNG or WEBP (RGB/RGBA); at most 10 MB each and 64 per example.
+# Their token cost is core.tokens.image_tokens.
+IMAGE_MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+MAX_IMAGES_PER_EXAMPLE = 64
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_DETAILS = frozenset({"low", "high", "auto"})
+SLACK_FILE_HOSTS = ("slack.com", "slack-edge.com", "slack-files.com", "slack-imgs.com")
+"""Hosts of Slack's files (``url_private`` links are on files.slack.com): the provider
+cannot fetch them and must never be sent them; images go into training data embedded."""
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,", re.ASCII)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
+
+
+def content_images(content: Any) -> list[dict[str, Any]]:
+    """The ``image_url`` parts of a message's content (none for text content)."""
+    if not isinstance(content, list):
+        return []
+    return [p for p in content if isinstance(p, dict) and p.get("type") == "image_url"]
+
+
+def is_slack_url(url: str) -> bool:
+    """True for a link to a file on Slack (a private ``url_private`` link or its CDN)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in SLACK_FILE_HOSTS)
+
+
+def image_problem(part: dict[str, Any]) -> tuple[Code, str] | None:
+    """Why OpenAI's vision fine-tuning would refuse one ``image_url`` part (None if fine).
+
+    A data URL is checked for its type, its base64 and its decoded size; an HTTP(S) URL
+    can only be checked for where it points (the provider fetches it), and a Slack one is
+    refused: it is private and would send a Slack link to the provider.
+    """
+    if "image_url" not in part:
+        return None  # nothing that could be sent anywhere: left to the provider's checks
+    image = part["image_url"]
+    url = image.get("url") if isinstance(image, dict) else None
+    if not isinstance(url, str) or not url:
+        return Code.INVALID_IMAGE, 'an image_url part needs {"url": ...}'
+    detail = image.get("detail")
+    if detail is not None and detail not in IMAGE_DETAILS:
+        return Code.INVALID_IMAGE, f"image detail {detail!r} is not low, high or auto"
+    scheme = url[:8].lower()
+    if scheme.startswith(("https://", "http://")):
+        if is_slack_url(url):
+            return (
+                Code.SLACK_IMAGE_URL,
+                "the image links to a private Slack file: embed it as a data: URL",
+            )
+        return None
+    match = _DATA_URL.match(url)
+    if match is None:
+        return Code.INVALID_IMAGE, "an image URL must be https:// or data:image/...;base64,"
+    mime = match.group(1).lower()
+    if mime not in IMAGE_MIME_TYPES:
+        return Code.INVALID_IMAGE, f"image type {mime} is not JPEG, PNG or WEBP"
+    payload_len = len(url) - match.end()
+    if not payload_len or _BASE64.fullmatch(url, match.end()) is None or payload_len % 4:
+        return Code.INVALID_IMAGE, "the image's data URL is not valid base64"
+    size = payload_len // 4 * 3 - (url.endswith("==") + url.endswith("="))
+    if size > MAX_IMAGE_BYTES:
+        return Code.INVALID_IMAGE, f"the image is {size:,} bytes, over the 10 MB limit"
     return None
 
 
@@ -206,6 +290,8 @@ class Code(str, Enum):
     EXAMPLE_MISSING_ASSISTANT_MESSAGE = "example_missing_assistant_message"
     NOT_TRAINABLE = "not_trainable_by_trainer"
     INVALID_TEXT = "invalid_text"
+    INVALID_IMAGE = "invalid_image"
+    SLACK_IMAGE_URL = "slack_image_url"
     # Preference (DPO) examples.
     INVALID_PREFERENCE_OUTPUT = "invalid_preference_output"
     MISSING_SYSTEM_MESSAGE = "missing_system_message"
@@ -280,6 +366,8 @@ FIXES: dict[Code, str] = {
     Code.EXAMPLE_MISSING_ASSISTANT_MESSAGE: "drop these examples",
     Code.NOT_TRAINABLE: "drop these examples",
     Code.INVALID_TEXT: "drop these examples",
+    Code.INVALID_IMAGE: "drop these examples",
+    Code.SLACK_IMAGE_URL: "drop these examples",
     Code.INVALID_PREFERENCE_OUTPUT: "drop these examples",
     Code.KEY_CASE: "write the keys in lower case",
     Code.MISSING_SYSTEM_MESSAGE: "add the configured system prompt",
@@ -563,7 +651,7 @@ def examine_chat(
         tools = obj.get("tools") or obj.get("functions")
         if tools:
             tool_defs = json_text(tools)
-    parts, names, size, label, roles = _walk(messages, findings, rules)
+    parts, names, size, label, roles, images, pictures = _walk(messages, findings, rules)
     if "assistant" not in roles:
         findings.append(
             Finding(Code.EXAMPLE_MISSING_ASSISTANT_MESSAGE, "no assistant message to learn from")
@@ -574,10 +662,13 @@ def examine_chat(
         if "user" not in roles:
             findings.append(Finding(Code.MISSING_USER_MESSAGE, "no user message"))
     size += len(tool_defs)
-    bound = REPLY_PRIMING + len(parts) * (TOKENS_PER_MESSAGE + TOKENS_PER_NAME) + 4 * size
+    bound = (
+        REPLY_PRIMING + len(parts) * (TOKENS_PER_MESSAGE + TOKENS_PER_NAME) + 4 * size + pictures
+    )
     tokens, trained = -1, 0
     if count_all or bound > max_tokens:
         tokens, trained = _count_chat(parts, names, counter)
+        tokens += pictures
         if tool_defs:
             tokens += counter.count(tool_defs)
         if tokens > max_tokens:
@@ -586,21 +677,37 @@ def examine_chat(
                     Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}"
                 )
             )
-    fingerprint = hash((tuple(parts), tool_defs)) if tool_defs else hash(tuple(parts))
+    if images:
+        fingerprint = hash((tuple(parts), tool_defs, tuple(images)))
+    else:
+        fingerprint = hash((tuple(parts), tool_defs)) if tool_defs else hash(tuple(parts))
     return ExampleFacts(findings, tokens, trained, fingerprint, label)
 
 
 _PLAIN_ROLES = frozenset({"system", "user", "assistant"})
 
 
-def _walk(
-    messages: list[Any], findings: list[Finding], rules: TrainerRules
-) -> tuple[list[str], list[str] | None, int, str | None, set[str]]:
+class _Walked(NamedTuple):
+    """What one pass over a messages list learns, for counting and de-duplication."""
+
+    parts: list[str]
+    """role, text, role, text, ... (text parts joined; tool calls as their JSON)."""
+    names: list[str] | None
+    size: int
+    """Characters of the texts (bounds their tokens from above)."""
+    label: str | None
+    roles: set[str]
+    images: list[str]
+    """The URLs of the images, in order (part of the fingerprint)."""
+    image_tokens: int
+
+
+def _walk(messages: list[Any], findings: list[Finding], rules: TrainerRules) -> _Walked:
     """Check a messages list (chat lines and preference inputs) in one pass.
 
     Appends the findings of each message to ``findings`` and returns what counting and
-    de-duplication need: (role/text parts, names, characters, label, roles played). Tool
-    calls are part of their message's text (the model learns to write them). A plain
+    de-duplication need. Tool calls are part of their message's text (the model learns to
+    write them); images are counted apart (:func:`core.tokens.image_tokens`). A plain
     ``{"role", "content"}`` message with text takes a short path: most lines are only that.
     """
     parts: list[str] = []  # role, text, role, text, ...
@@ -608,6 +715,8 @@ def _walk(
     size = 0
     label = None
     roles: set[str] = set()
+    images: list[str] = []
+    pictures = 0
     for index, message in enumerate(messages, 1):
         if type(message) is not dict:
             findings.append(
@@ -638,6 +747,10 @@ def _walk(
             continue
         _check_message(index, message, role, content, findings, rules)
         text = text_of(content)
+        for part in content_images(content):
+            image = part.get("image_url")
+            images.append(str(image.get("url")) if isinstance(image, dict) else "")
+            pictures += image_tokens(part)
         call = message.get("tool_calls") or message.get("function_call")
         if call:
             text += json_text(call)
@@ -657,7 +770,14 @@ def _walk(
             if names is None:
                 names = []
             names.append(name)
-    return parts, names, size, label, roles
+    if len(images) > MAX_IMAGES_PER_EXAMPLE:
+        findings.append(
+            Finding(
+                Code.INVALID_IMAGE,
+                f"{len(images)} images, over the limit of {MAX_IMAGES_PER_EXAMPLE} an example",
+            )
+        )
+    return _Walked(parts, names, size, label, roles, images, pictures)
 
 
 def _surrogate(index: int) -> Finding:
@@ -686,7 +806,9 @@ def _check_message(
     elif content is None:
         if not any(message.get(k) for k in _TOOL_KEYS) and "content" in message:
             findings.append(Finding(Code.MISSING_CONTENT, f"message {index} has null content"))
-    elif not (isinstance(content, list) and role != "assistant" and _parts_ok(content)):
+    elif isinstance(content, list) and role != "assistant" and _parts_ok(content):
+        _check_parts(index, role, content, findings)
+    else:
         findings.append(
             Finding(
                 Code.CONTENT_WRONG_TYPE,
@@ -699,6 +821,42 @@ def _check_message(
         why = unsupported(message, rules)
         if why:
             findings.append(Finding(Code.NOT_TRAINABLE, f"message {index}: {why}"))
+
+
+def _check_parts(index: int, role: Any, content: list[Any], findings: list[Finding]) -> None:
+    """The checks of a list content: text parts and, in user messages, images."""
+    for part in content:
+        kind = part["type"]
+        if kind == "text":
+            text = part.get("text")
+            if type(text) is not str:
+                findings.append(
+                    Finding(
+                        Code.CONTENT_WRONG_TYPE,
+                        f"message {index}: a text part's text is {_type_name(text)}",
+                    )
+                )
+            elif _invalid_text(text):
+                findings.append(_surrogate(index))
+        elif kind == "image_url":
+            if role != "user":
+                findings.append(
+                    Finding(
+                        Code.INVALID_IMAGE,
+                        f"message {index}: images are allowed in user messages only",
+                    )
+                )
+            problem = image_problem(part)
+            if problem is not None:
+                findings.append(Finding(problem[0], f"message {index}: {problem[1]}"))
+        else:
+            findings.append(
+                Finding(
+                    Code.CONTENT_WRONG_TYPE,
+                    f"message {index}: a content part of type {kind!r} is neither text "
+                    "nor image_url",
+                )
+            )
 
 
 def _count_chat(
@@ -729,8 +887,9 @@ def count_chat_tokens(
 ) -> int:
     """Tokens of a chat example as :func:`examine_chat` counts them (tool calls and tool
     definitions included): what the limit is checked against and what is billed."""
-    parts, names, _, _, _ = _walk(messages, [], OPENAI_RULES)
-    tokens, _ = _count_chat(parts, names, counter)
+    walked = _walk(messages, [], OPENAI_RULES)
+    tokens, _ = _count_chat(walked.parts, walked.names, counter)
+    tokens += walked.image_tokens
     return tokens + counter.count(json_text(tools)) if tools else tokens
 
 
@@ -927,7 +1086,7 @@ def examine_preference(
         return ExampleFacts(findings, -1, 0, None, None)
     tools = source.get("tools") or source.get("functions")
     tool_defs = json_text(tools) if tools else ""
-    parts, names, size, _, roles = _walk(messages, findings, rules)
+    parts, names, size, _, roles, images, pictures = _walk(messages, findings, rules)
     outputs = [_output_text(obj.get(key), key, findings) for key in _OUTPUTS]
     chosen, rejected = outputs
     if chosen is not None and chosen == rejected:
@@ -943,10 +1102,16 @@ def examine_preference(
         findings.append(Finding(Code.MISSING_SYSTEM_MESSAGE, "no system message"))
     longest = max((text for text in outputs if text is not None), key=len, default="")
     size += len(tool_defs) + len(longest)
-    bound = REPLY_PRIMING + (len(parts) + 2) * (TOKENS_PER_MESSAGE + TOKENS_PER_NAME) + 4 * size
+    bound = (
+        REPLY_PRIMING
+        + (len(parts) + 2) * (TOKENS_PER_MESSAGE + TOKENS_PER_NAME)
+        + 4 * size
+        + pictures
+    )
     tokens, trained = -1, 0
     if count_all or bound > max_tokens:
         tokens, _ = _count_chat(parts, names, counter)
+        tokens += pictures
         if tool_defs:
             tokens += counter.count(tool_defs)
         sides = [counter.count(text) for text in outputs if text is not None]
@@ -958,7 +1123,7 @@ def examine_preference(
                     Code.TOO_MANY_TOKENS, f"{tokens:,} tokens, over the limit of {max_tokens:,}"
                 )
             )
-    fingerprint = hash((tuple(parts), tool_defs, chosen, rejected))
+    fingerprint = hash((tuple(parts), tool_defs, chosen, rejected, tuple(images)))
     return ExampleFacts(findings, tokens, trained, fingerprint, None)
 
 

@@ -54,6 +54,17 @@ class Forgotten:
     set built from the log since then may hold their data (``None``: no run used any)."""
 
 
+def _as_text(content: object) -> str:
+    """A message's content as one comparable text: a string as it is, a list of parts
+    (text and attached images) as its canonical JSON, so a question with an image is
+    found, image included, wherever it was copied whole."""
+    if isinstance(content, str):
+        return content
+    if not content:
+        return ""
+    return json.dumps(content, sort_keys=True, ensure_ascii=False)
+
+
 def _paragraph_of(content: str, texts: Iterable[str]) -> bool:
     """Whether ``content`` is one of ``texts`` or holds one as a whole paragraph
     (consecutive messages of one role are joined with blank lines in the prompt)."""
@@ -82,7 +93,7 @@ class _Texts:
         """Indexes of the messages that are (or hold) the user's content."""
         out = []
         for i, message in enumerate(messages):
-            content = str(message.get("content") or "")
+            content = _as_text(message.get("content"))
             role = message.get("role")
             if (
                 role == "user"
@@ -130,7 +141,7 @@ def forget_user(store: Store, user_id: str) -> Forgotten:
         pipe.hdel(keys.votes(answer_id), user_id)
         pipe.hdel(keys.vote_sources(answer_id), user_id)
         pipe.hdel(keys.corrections(answer_id), user_id)
-        # The satisfaction totals keep the counts (anonymous), not who was counted.
+        # What the satisfaction totals remember having counted of them (the totals stay).
         pipe.hdel(keys.sat_counted(answer_id), f"v:{user_id}", f"c:{user_id}")
         removed_vote, _, removed_correction, _ = pipe.execute()
         votes += removed_vote
@@ -166,14 +177,35 @@ def forget_user(store: Store, user_id: str) -> Forgotten:
     _remove_admin_log_entries(redis, user_id)
     _remove_finished_jobs(redis, user_id, texts)
     exports.discard_all(redis)  # a set waiting for an admin's DM may hold the user's data
-    redis.delete(keys.user_answers(user_id))
+    # What the agent experience keeps of them: what they were looking at and whether
+    # they were greeted; and everything named by their DM with the app (which their DM
+    # questions name): its view, thread titles and flags, its satisfaction totals.
+    redis.delete(keys.user_answers(user_id), keys.viewing(user_id), keys.greeted(user_id))
+    for dm in sorted({r.channel_id for r in asked.values() if r.channel_id.startswith("D")}):
+        _remove_dm(redis, dm)
     return Forgotten(len(asked), votes, corrected, examples, scrubbed, trained_since)
+
+
+def _remove_dm(redis: Redis, dm: str) -> None:
+    """Delete every key named by a user's DM with the app (only they write there) and its
+    fields in the per-channel satisfaction totals."""
+    named = [
+        raw
+        for raw in redis.scan_iter(match=f"{keys.PREFIX}*", count=1000)
+        if f":{dm}:" in (key := text(raw)) or key.endswith(f":{dm}")
+    ]
+    if named:
+        redis.delete(*named)
+    for raw in redis.scan_iter(match=keys.sat_channels("*"), count=1000):
+        fields = [field for field, _ in redis.hscan_iter(raw, match=f"{dm}|*")]
+        if fields:
+            redis.hdel(raw, *fields)
 
 
 def _question(record: AnswerRecord) -> str:
     for message in reversed(record.messages):
         if message.get("role") == "user":
-            return str(message.get("content") or "")
+            return _as_text(message.get("content"))
     return ""
 
 

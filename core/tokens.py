@@ -33,6 +33,30 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 ESTIMATE_CHARS_PER_TOKEN = 4
+# Images (OpenAI's vision guide, "Calculating costs", gpt-4o family): a ``low`` detail
+# image costs 85 tokens; a ``high``/``auto`` one 85 plus 170 per 512 px tile after it is
+# scaled to fit 2048 x 2048 and then to 768 px on its shorter side, so at most 6 tiles.
+# The pixels are not decoded here: a high/auto image is counted at that upper bound
+# (an estimate that never lets an example over the limit), a low one exactly.
+IMAGE_TOKENS_LOW = 85
+IMAGE_TOKENS_HIGH_ESTIMATE = 85 + 170 * 6
+
+
+def image_tokens(part: Any) -> int:
+    """Tokens one content part costs as an image (0 for any other part)."""
+    if not isinstance(part, dict) or part.get("type") != "image_url":
+        return 0
+    image = part.get("image_url")
+    if isinstance(image, dict) and image.get("detail") == "low":
+        return IMAGE_TOKENS_LOW
+    return IMAGE_TOKENS_HIGH_ESTIMATE
+
+
+def content_image_tokens(content: Any) -> int:
+    """Tokens of the images of a message's content (0 for text content)."""
+    if not isinstance(content, list):
+        return 0
+    return sum(image_tokens(part) for part in content)
 
 
 class _Encoder(Protocol):
@@ -72,16 +96,19 @@ class Tokenizer:
 
     def message_content_tokens(self, message: dict[str, Any]) -> int:
         """Tokens of one message's role and content (text parts of a list content too,
-        and the JSON of its tool calls, which the model reads and writes as text)."""
+        its images as :func:`image_tokens` estimates them, and the JSON of its tool calls,
+        which the model reads and writes as text)."""
         content = message.get("content")
+        images = 0
         if isinstance(content, list):
             text = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+            images = content_image_tokens(content)
         else:
             text = "" if content is None else str(content)
         call = message.get("tool_calls") or message.get("function_call")
         if call:
             text += json_text(call)
-        return self.count(str(message.get("role", ""))) + self.count(text)
+        return self.count(str(message.get("role", ""))) + self.count(text) + images
 
 
 def json_text(value: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Any
 
 from core.redaction import might_hold_secret, redact_secrets
 from core.settings import PiiSettings
@@ -94,6 +95,20 @@ def scrub(text: str, pii: PiiSettings, tally: Counter[str] | None = None) -> str
             if n and tally is not None:
                 tally["phones"] += n
     return text
+
+
+def scrub_parts(parts: list[Any], pii: PiiSettings, tally: Counter[str] | None = None) -> list[Any]:
+    """A list content (OpenAI content parts) with its text parts scrubbed like any text.
+
+    Images stay as they are (embedded data URLs): what a picture shows is not text this
+    module can read; whoever asked can have it removed with forget-me like their words.
+    """
+    return [
+        {**part, "text": scrub(part["text"], pii, tally)}
+        if isinstance(part, dict) and part.get("type") == "text" and type(part.get("text")) is str
+        else part
+        for part in parts
+    ]
 
 
 _DIGIT_BYTES = b"0123456789"

@@ -43,6 +43,7 @@ from core.examples import (
     CachedCounter,
     Code,
     Severity,
+    content_images,
     count_chat_tokens,
     count_preference_tokens,
     examine_chat,
@@ -52,9 +53,9 @@ from core.examples import (
 )
 from core.pricing import default_epochs, price_for
 from core.settings import ROOT, Settings, TrainerBackend, TrainingMethod
-from core.tokens import TOKENS_PER_MESSAGE, counter_for_model, json_text
+from core.tokens import TOKENS_PER_MESSAGE, content_image_tokens, counter_for_model, json_text
 from workers.logread import READ_BATCH, last_id, prefetched, read_range, replay_sample
-from workers.pii import might_hold_pii, scrub
+from workers.pii import might_hold_pii, scrub, scrub_parts
 from workers.training.base import TrainingFiles
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ class _Line:
     warnings: list[str]
     rejected: str | None = None
     """A pair's rejected answer (the pair counts its longer output)."""
+    image_tokens: int = 0
+    """Tokens of the line's images (a fixed cost per image, outside ``chars``)."""
     tokens: int = 0
     """Set by :meth:`_Builder._measure`, after de-duplication."""
     exact_tokens: bool = False
@@ -181,16 +184,27 @@ class _TokenMeter:
         self.exact_examples = 0
 
     def measure(
-        self, messages: list[dict[str, Any]], chars: int, rejected: str | None = None
+        self,
+        messages: list[dict[str, Any]],
+        chars: int,
+        rejected: str | None = None,
+        image_tokens: int = 0,
     ) -> tuple[int, bool]:
         """Tokens of a line's messages (framing included), exact or estimated; with
         ``rejected``, of the preference pair whose input and chosen answer they are.
 
         A line whose length bound could exceed the limit is always counted exactly, so the
-        per-example limit is enforced exactly whatever is sampled.
+        per-example limit is enforced exactly whatever is sampled. Images cost the same
+        in both ways (``image_tokens``, the contract's per-image cost), so only text
+        is estimated from its length.
         """
         self.seen += 1
-        bound = MAX_CHARS_PER_TOKEN_BOUND * chars + (TOKENS_PER_MESSAGE + 2) * len(messages) + 8
+        bound = (
+            MAX_CHARS_PER_TOKEN_BOUND * chars
+            + (TOKENS_PER_MESSAGE + 2) * len(messages)
+            + 8
+            + image_tokens
+        )
         exact = (
             self.seen <= self.exact_first
             or self.seen % self.every == 0
@@ -198,13 +212,14 @@ class _TokenMeter:
             or not self.exact_chars
         )
         if not exact:
-            return max(1, round(chars * self.exact_tokens / self.exact_chars)), False
+            text = round(chars * self.exact_tokens / self.exact_chars)
+            return max(1, text + image_tokens), False
         if rejected is None:
             tokens = count_chat_tokens(messages, self.counter)
         else:
             chosen = str(messages[-1]["content"])
             tokens = count_preference_tokens(messages[:-1], chosen, rejected, self.counter)
-        self.exact_tokens += tokens
+        self.exact_tokens += tokens - image_tokens
         self.exact_chars += max(chars, 1)
         self.exact_examples += 1
         return tokens, True
@@ -398,9 +413,14 @@ class _Builder:
         texts: list[str] = []
         assistants = 0
         extra_chars = 0
+        with_parts = False
         for message in messages:
             content = message.get("content")
-            texts.append(content if type(content) is str else text_of(content))
+            if type(content) is str:
+                texts.append(content)
+            else:
+                texts.append(text_of(content))
+                with_parts = with_parts or type(content) is list
             if message["role"] == "assistant":
                 assistants += 1
             if len(message) > 2:
@@ -413,33 +433,58 @@ class _Builder:
         joined = SEPARATOR.join(texts)
         changed = False
         normalised = normalise(joined)
+        # What each message's content becomes: its (scrubbed) text, or for a list content
+        # (text and images) the parts themselves, their text parts scrubbed.
+        contents: list[Any] = texts
+        if with_parts:
+            contents = [
+                m["content"] if type(m.get("content")) is list else text
+                for m, text in zip(messages, texts, strict=True)
+            ]
         if might_hold_pii(joined, normalised, self.pii):
-            scrubbed = [scrub(text, self.pii, self.pii_tally) for text in texts]
-            if scrubbed != texts:
+            scrubbed = [
+                scrub_parts(content, self.pii, self.pii_tally)
+                if type(content) is list
+                else scrub(content, self.pii, self.pii_tally)
+                for content in contents
+            ]
+            if scrubbed != contents:
                 changed = True
-                texts = scrubbed
+                contents = scrubbed
+                texts = [text_of(c) if type(c) is list else c for c in contents]
                 joined = SEPARATOR.join(texts)
                 normalised = normalise(joined)
+        pictures = b""
+        image_tokens = 0
+        if with_parts:
+            # Near-duplicates are the same text with the same images.
+            for content in contents:
+                image_tokens += content_image_tokens(content)
+                for part in content_images(content):
+                    pictures += _digest(json_text(part).encode("utf-8"))
         if dpo:
             return self._preference(
-                messages, texts, joined, (example or {}).get("rejected"), warnings
+                messages, contents, joined, (example or {}).get("rejected"), warnings, pictures
             )
-        return self._chat(
+        line = self._chat(
             messages,
-            texts,
+            contents,
             joined,
-            normalised,
+            normalised + pictures,
             changed,
             earlier_answers,
             prefix,
             extra_chars,
             warnings,
         )
+        if image_tokens and isinstance(line, _Line):
+            line.image_tokens = image_tokens
+        return line
 
     def _chat(
         self,
         messages: list[dict[str, Any]],
-        texts: list[str],
+        contents: list[Any],
         joined: str,
         normalised: bytes,
         changed: bool,
@@ -463,10 +508,10 @@ class _Builder:
             for i, message in enumerate(messages):
                 if i != last and message["role"] == "assistant":
                     # Only the approved last turn is learned; earlier answers are context.
-                    clean.append({**message, "content": texts[i], "weight": 0})
+                    clean.append({**message, "content": contents[i], "weight": 0})
                     changed = True
-                elif changed and message["content"] != texts[i]:
-                    clean.append({**message, "content": texts[i]})
+                elif changed and message["content"] != contents[i]:
+                    clean.append({**message, "content": contents[i]})
                 else:
                     clean.append(message)
         if prefix is not None and not changed:
@@ -479,21 +524,23 @@ class _Builder:
     def _preference(
         self,
         messages: list[dict[str, Any]],
-        texts: list[str],
+        contents: list[Any],
         joined: str,
         rejected: Any,
         warnings: list[str],
+        pictures: bytes,
     ) -> _Line | str:
-        """A preference pair: the approved (corrected) answer over the one it replaced."""
+        """A preference pair: the approved (corrected) answer over the one it replaced;
+        ``pictures`` identifies the input's images for near-duplicate detection."""
         if not isinstance(rejected, str) or not rejected.strip():
             return NOT_A_PAIR
         rejected = scrub(rejected, self.pii, self.pii_tally)
-        chosen = texts[-1]
+        chosen = contents[-1]
         if normalise(chosen) == normalise(rejected):
             return NOT_A_PAIR
         context = [
             {**{k: v for k, v in m.items() if k != "weight"}, "content": text}
-            for m, text in zip(messages[:-1], texts, strict=False)
+            for m, text in zip(messages[:-1], contents, strict=False)
         ]
         line = {
             "input": {"messages": context},
@@ -503,7 +550,7 @@ class _Builder:
         # Limited and billed as the contract counts a pair: the input with the longer output.
         counted = [*context, {"role": "assistant", "content": chosen}]
         data = _ENCODER.encode(line).encode("utf-8")
-        near = _digest(normalise(joined + SEPARATOR + rejected))
+        near = _digest(normalise(joined + SEPARATOR + rejected) + pictures)
         chars = len(joined) + len(rejected)
         return _Line(data, hash(data), near, counted, chars, warnings, rejected)
 
@@ -540,7 +587,7 @@ class _Builder:
     def _measure(self, line: _Line) -> bool:
         """Count a line's tokens; False (and an issue) when it is over the limit."""
         line.tokens, line.exact_tokens = self.tokens.measure(
-            line.counted, line.chars, line.rejected
+            line.counted, line.chars, line.rejected, line.image_tokens
         )
         if line.tokens > self.limit:
             self.issues[Code.TOO_MANY_TOKENS.value] += 1

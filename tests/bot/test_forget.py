@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from pathlib import Path
@@ -15,6 +16,7 @@ from core import approval, approved, audit, forget, keys
 from core.store import Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import ADMIN, Bot
+from tests.bot.test_attachments import _png
 from tests.bot.test_finetune import command, seed, work
 
 
@@ -87,6 +89,8 @@ def test_admins_can_forget_a_user_and_others_cannot(bot: Bot) -> None:
 
 FORGOTTEN = "UFORGETME7"
 QUESTION = "Where is the FORGETME-QUESTION handbook?"
+SCREEN_QUESTION = "What does my FORGETME-SCREEN show?"
+SCREENSHOT = _png()
 CORRECTION = "The FORGETME-CORRECTION says: ask the helpdesk."
 
 
@@ -146,8 +150,36 @@ def test_after_forget_me_no_key_or_value_holds_the_user_and_training_files_are_d
         bot.services.store, theirs_id, approval.Decision.CORRECTED, by=ADMIN
     ).stream_id
     command(bot, "retrain", user=FORGOTTEN)  # refused, and the refusal is logged
+    # In the Messages tab (greeted once, their view remembered under their id and their
+    # DM) they ask about a screenshot: its image is embedded in the transcript, then in
+    # the approved example, the training set and the uploaded file.
+    dm = bot.slack.dm_channel(FORGOTTEN)
+    bot.event(bot.slack.messages_tab_opened(FORGOTTEN))
+    view = [{"type": "channel", "value": "C0VIEW", "team_id": "T1"}]
+    bot.event(bot.slack.app_context_changed(FORGOTTEN, view))
+    image = bot.slack.add_file("screen.png", SCREENSHOT)
+    shot_ts = bot.slack.add_message(
+        dm, SCREEN_QUESTION, FORGOTTEN, files=[image], subtype="file_share"
+    )
+    shot = payloads.message(
+        SCREEN_QUESTION,
+        user=FORGOTTEN,
+        channel=dm,
+        channel_type="im",
+        ts=shot_ts,
+        files=[image],
+        subtype="file_share",
+    )
+    shot_answer_ts = bot.ask(shot)
+    before = len(bot.slack.calls("chat.postEphemeral"))
+    bot.interact(
+        payloads.feedback_click("up", user=FORGOTTEN, channel=dm, message_ts=shot_answer_ts)
+    )
+    bot.slack.wait_for("chat.postEphemeral", before + 1)
+    embedded = base64.b64encode(SCREENSHOT).decode()
     everything = _everything(bot.redis)
     assert FORGOTTEN in everything and QUESTION in everything and CORRECTION in everything
+    assert embedded in everything and bot.redis.exists(keys.viewing(dm), keys.greeted(FORGOTTEN))
     assert bot.redis.keys("rq:job:answer-*"), "finished answer jobs (with the question) kept"
 
     # A training run consumes all of it and uploads it to the provider.
@@ -156,15 +188,20 @@ def test_after_forget_me_no_key_or_value_holds_the_user_and_training_files_are_d
     [job] = bot.openai.jobs()
     uploaded = {job["training_file"], job.get("validation_file")} - {None}
     assert any(QUESTION.encode() in bot.openai.file_bytes(f) for f in uploaded)
+    assert any(embedded.encode() in bot.openai.file_bytes(f) for f in uploaded)
 
     reply = command(bot, "forget-me", user=FORGOTTEN)["text"]
 
     everything = _everything(bot.redis)
-    for trace in (FORGOTTEN, QUESTION, CORRECTION, "FORGETME"):
+    for trace in (FORGOTTEN, QUESTION, CORRECTION, "FORGETME", embedded, "C0VIEW"):
         assert trace not in everything, f"{trace!r} is still in Redis"
     assert not uploaded & {f["id"] for f in bot.openai.files()}, "provider copies deleted"
     assert all(f in reply for f in uploaded)
-    leftovers = [p for p in sets_dir.rglob("*") if p.is_file() and b"FORGETME" in p.read_bytes()]
+    leftovers = [
+        p
+        for p in sets_dir.rglob("*")
+        if p.is_file() and (b"FORGETME" in p.read_bytes() or embedded.encode() in p.read_bytes())
+    ]
     assert leftovers == [], "training-set files holding their data are deleted"
     # Other people's data stays.
     assert bot.services.store.get_answer(theirs_id) is not None

@@ -274,3 +274,79 @@ def test_preference_pairs_are_checked(change: dict[str, Any], code: str) -> None
     assert check_preference_example(pair, COUNTER, 65536) == []
     codes = [f.code.value for f in check_preference_example({**pair, **change}, COUNTER, 65536)]
     assert code in codes
+
+
+PNG_URL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def _vision(*parts: dict[str, Any], role: str = "user") -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "system", "content": "You read screenshots."},
+            {"role": role, "content": [{"type": "text", "text": "What is this?"}, *parts]},
+            {"role": "assistant", "content": "A login page."},
+        ]
+    }
+
+
+def _image(url: str = PNG_URL, **extra: Any) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url, **extra}}
+
+
+def test_a_vision_example_is_accepted_and_its_images_are_counted() -> None:
+    from core.tokens import IMAGE_TOKENS_HIGH_ESTIMATE, IMAGE_TOKENS_LOW
+
+    text_only = {
+        "messages": [
+            {"role": "system", "content": "You read screenshots."},
+            {"role": "user", "content": "What is this?"},
+            {"role": "assistant", "content": "A login page."},
+        ]
+    }
+    base = examine_chat(text_only, COUNTER, 65536).tokens
+    example = _vision(_image(), _image("https://example.com/a.webp", detail="low"))
+
+    facts = examine_chat(example, COUNTER, 65536)
+
+    assert facts.findings == []
+    assert facts.tokens == base + IMAGE_TOKENS_HIGH_ESTIMATE + IMAGE_TOKENS_LOW
+    assert facts.tokens == COUNTER.count_messages(example["messages"])
+    assert _codes(example, max_tokens=base + 100) == ["too_many_tokens"]
+    other_image = _vision(_image(PNG_URL[:-4] + "AAA="), _image("https://example.com/a.webp"))
+    assert examine_chat(other_image, COUNTER, 65536).fingerprint != facts.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("example", "code"),
+    [
+        (_vision(_image("https://files.slack.com/files-pri/T1-F2/shot.png")), "slack_image_url"),
+        (_vision(_image("https://a.slack-edge.com/x.png")), "slack_image_url"),
+        (_vision(_image("data:image/gif;base64,R0lGODlhAQABAAAAACw=")), "invalid_image"),
+        (_vision(_image("data:image/png;base64,not base64!")), "invalid_image"),
+        (_vision(_image("ftp://example.com/a.png")), "invalid_image"),
+        (_vision(_image(detail="ultra")), "invalid_image"),
+        (_vision(_image(), role="system"), "invalid_image"),  # (and no user message)
+        (_vision(*[_image(detail="low")] * 65), "invalid_image"),
+        (_vision({"type": "input_audio", "input_audio": {}}), "content_wrong_type"),
+    ],
+    ids=["slack", "slack-cdn", "gif", "bad-base64", "ftp", "detail", "system", "65", "audio"],
+)
+def test_images_openai_would_refuse_are_findings(example: dict[str, Any], code: str) -> None:
+    assert [c for c in _codes(example) if c != "missing_user_message"] == [code]
+
+
+def test_an_image_over_ten_megabytes_is_refused() -> None:
+    huge = "data:image/jpeg;base64," + "A" * (4 * (10 * 1024 * 1024 // 3 + 1))
+    [finding] = check_chat_example(_vision(_image(huge)), COUNTER, 10**9)
+    assert finding.code is Code.INVALID_IMAGE and "10 MB" in finding.message
+
+
+def test_the_local_trainer_cannot_train_on_images() -> None:
+    from core.examples import LOCAL_RULES
+
+    facts = examine_chat(_vision(_image()), COUNTER, 65536, rules=LOCAL_RULES)
+    assert [(f.code, f.severity) for f in facts.findings] == [(Code.NOT_TRAINABLE, Severity.ERROR)]
+    assert "images cannot be trained by the local LoRA trainer" in facts.findings[0].message

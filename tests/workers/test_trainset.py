@@ -486,3 +486,81 @@ def test_a_preference_set_counts_tokens_as_the_dataset_tool_does(
     ]
     assert result.manifest["tokens"]["total"] == sum(expected)
     assert result.manifest["tokens"]["max"] == max(expected)
+
+
+# A real 1x1 PNG and a 1x1 JPEG, as the bot embeds an attached image (a data: URL).
+PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+JPEG = (
+    "data:image/jpeg;base64,/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP////////////////////////////"
+    "//////////////////////////////////////////////////////////wgALCAABAAEBAREA/8QAFBABAA"
+    "AAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA="
+)
+
+
+def log_image(redis: Redis, question: str, url: str, answer: str = "A login page.") -> None:
+    """An approved answer to a question that had an image attached."""
+    user = [{"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": url}}]
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+    approved.append(redis, approved.Example(messages=messages, source="slack", approved_by="a"))
+
+
+def test_an_image_question_is_trained_with_its_image_embedded_and_its_text_scrubbed(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    log_image(redis_conn, "What does ann@example.com see here?", PNG)
+    log_image(redis_conn, "What does bob@example.org see here?", PNG)  # same once scrubbed
+    log_image(redis_conn, "What does ann@example.com see here?", JPEG)  # another image
+
+    result = build(redis_conn, configure(settings, validation_fraction=0.0))
+
+    counts = result.manifest["counts"]
+    assert counts["train"] == 2 and counts["exact_duplicates"] == 1
+    trained = lines(result.files.train_path)
+    users = [line["messages"][1]["content"] for line in trained]
+    assert sorted(users, key=lambda parts: parts[1]["image_url"]["url"]) == [
+        [
+            {"type": "text", "text": "What does [email] see here?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]
+        for url in sorted([JPEG, PNG])
+    ]
+    assert "example.com" not in result.files.train_path.read_text()
+    assert result.manifest["pii_scrubbed"] == {"emails": 3}
+    for line in trained:
+        assert format_errors(check_chat_example, line) == []
+    # Tokens as the contract counts them: the text plus each image's cost.
+    counter = counter_for_model(MODEL)
+    exact = [counter.count_messages(line["messages"]) for line in trained]
+    assert result.manifest["tokens"]["total"] == sum(exact)
+    assert min(exact) > 85 * 13  # a detail:auto image is counted at its high-detail bound
+
+
+def test_an_image_linking_to_slack_is_refused_and_the_local_trainer_refuses_images(
+    redis_conn: Redis, settings: Settings
+) -> None:
+    from core.settings import TrainerBackend
+
+    slack = "https://files.slack.com/files-pri/T0001-F0002/screenshot.png"
+    log_image(redis_conn, "What is on this screenshot?", slack)
+    log_image(redis_conn, "And on this one?", PNG)
+    log(redis_conn, "How do I install it?", "Run the installer.")
+
+    for_openai = build(redis_conn, configure(settings, validation_fraction=0.0))
+    for_local = build(
+        redis_conn, configure(settings, validation_fraction=0.0, backend=TrainerBackend.LOCAL)
+    )
+
+    assert for_openai.manifest["issues"] == {"slack_image_url": 1}
+    assert for_openai.manifest["counts"]["train"] == 2
+    assert "slack.com" not in for_openai.files.train_path.read_text()
+    assert for_local.manifest["issues"] == {"slack_image_url": 1, "not_trainable_by_trainer": 1}
+    assert [line["messages"][1]["content"] for line in lines(for_local.files.train_path)] == [
+        "How do I install it?"
+    ]

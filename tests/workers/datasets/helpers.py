@@ -74,3 +74,21 @@ def write_jsonl(path: Path, items: Iterable[Any], *, raw: bool = False) -> Path:
 def read_jsonl(path: Path) -> list[Any]:
     """Parsed lines of a JSONL file."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+PNG_URL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+"""A real 1x1 PNG as a data URL: how images are embedded in vision training data."""
+
+
+def vision_chat(i: int, url: str = PNG_URL) -> dict[str, Any]:
+    """A valid, distinct chat example whose question has an image (OpenAI's vision format)."""
+    example = chat(i)
+    question = example["messages"][1]["content"]
+    example["messages"][1]["content"] = [
+        {"type": "text", "text": question},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+    return example

@@ -18,7 +18,13 @@ import pytest
 
 from core.examples import Code
 from core.settings import load_behaviour
-from tests.workers.datasets.helpers import chat, completion, read_jsonl, write_jsonl
+from tests.workers.datasets.helpers import (
+    chat,
+    completion,
+    read_jsonl,
+    vision_chat,
+    write_jsonl,
+)
 
 
 def _chats(changes: dict[int, Any], n: int = 20) -> Callable[[Path], Path]:
@@ -77,6 +83,19 @@ def _with(**fields: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 
 CASES = [
+    # images: never a link to a private Slack file, only what OpenAI's vision tuning takes
+    Case(
+        Code.SLACK_IMAGE_URL,
+        _chats({2: vision_chat(2, "https://files.slack.com/files-pri/T1-F2/shot.png")}),
+        "1 example (line 3)",
+        True,
+    ),
+    Case(
+        Code.INVALID_IMAGE,
+        _chats({3: vision_chat(3, "data:image/gif;base64,R0lGODlhAQABAAAAACw=")}),
+        "1 example (line 4)",
+        True,
+    ),
     # chat examples: the cookbook's format errors
     Case(Code.DATA_TYPE, _chats({2: [1, 2]}), "1 example (line 3)", True),
     Case(Code.MISSING_MESSAGES_LIST, _chats({2: {"msgs": []}}), "1 example (line 3)", True),
@@ -423,3 +442,12 @@ def test_split_writes_a_validation_file(tmp_path: Path, run) -> None:
     assert 20 <= len(valid) <= 60
     key = json.dumps
     assert not {key(x) for x in train} & {key(x) for x in valid}
+
+
+def test_a_vision_file_passes_the_check(tmp_path: Path, run) -> None:
+    source = write_jsonl(tmp_path / "vision.jsonl", [vision_chat(i) for i in range(12)])
+
+    checked = run("prepare", source, "--check")
+
+    assert checked.exit_code == 0, checked.output
+    assert "error" not in checked.output, checked.output

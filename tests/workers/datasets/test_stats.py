@@ -11,7 +11,7 @@ import pytest
 
 from core.pricing import default_epochs, price_for
 from core.tokens import counter_for_encoding, encoding_for_model
-from tests.workers.datasets.helpers import chat, write_jsonl
+from tests.workers.datasets.helpers import chat, vision_chat, write_jsonl
 
 
 def _expected(examples: list[dict]) -> list[int]:
@@ -108,3 +108,18 @@ def test_prices_are_dated_and_matched_by_prefix(tmp_path: Path) -> None:
     assert price_for("ft:gpt-4o-2024-08-06:org::x", prices, today).model == "gpt-4o"
     assert price_for("gpt-4o", prices, dt.date(2031, 1, 1)).per_million == 1.0
     assert price_for("gpt-4", prices, today) is None
+
+
+def test_stats_count_the_images_of_a_vision_file(tmp_path: Path, run) -> None:
+    examples = [vision_chat(i) for i in range(12)]
+    source = write_jsonl(tmp_path / "vision.jsonl", examples)
+    tokens = _expected(examples)  # the counter adds each image's cost to its text
+
+    result = run("stats", source, "--json")
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["examples"] == 12 and data["over_limit"] == 0
+    assert (data["tokens"]["min"], data["tokens"]["max"]) == (tokens[0], tokens[-1])
+    text_only = _expected([chat(i) for i in range(12)])
+    assert [a - b for a, b in zip(tokens, text_only, strict=True)] == [1105] * 12
