@@ -451,7 +451,7 @@ class _Builder:
             if scrubbed != contents:
                 changed = True
                 contents = scrubbed
-                texts = [text_of(c) if type(c) is list else c for c in contents]
+                texts = [text_of(c) if isinstance(c, list) else c for c in contents]
                 joined = SEPARATOR.join(texts)
                 normalised = normalise(joined)
         pictures = b""
