@@ -26,7 +26,7 @@ from redis import Redis
 
 from core import canary, keys
 from core.settings import load_behaviour
-from core.store import AnswerRecord, Store, Vote, VoteSource
+from core.store import AnswerRecord, Store, Vote, VoteSource, save_call
 
 MODEL = "gpt-4o-mini-2024-07-18"
 
@@ -74,23 +74,9 @@ def main() -> None:
 
             def baseline_answer(i: int, r: int = r) -> None:
                 record = _record(i, f"b{r}-")
-                fields = record.to_hash()
                 pipe = redis.pipeline(transaction=True)
-                store._save(  # the save script alone, as storing an answer was before
-                    client=pipe,
-                    keys=[
-                        keys.answer(record.answer_id),
-                        keys.STATS_ANSWERS,
-                        keys.user_answers(record.user_id),
-                        keys.bot_thread(record.channel_id, record.thread_ts),
-                        keys.claimed_message(record.channel_id, record.question_ts),
-                        keys.INFLIGHT,
-                        keys.METRICS,
-                        *(keys.message_answer(record.channel_id, ts) for ts in record.message_ts),
-                    ],
-                    args=[3600, record.answer_id, repr(record.created_at), 0, 3600, "done"]
-                    + [len(fields), *(item for pair in fields.items() for item in pair)],
-                )
+                # the save script alone, as storing an answer was before
+                store._save(**save_call(record, (), 3600, 3600), client=pipe)
                 pipe.execute()
 
             def answer_now(i: int, r: int = r) -> None:
