@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 from openai import AsyncOpenAI
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 SLACK_RATE_LIMIT_RETRIES = 5
 SLACK_CONNECTIONS = 1000  # aiohttp's default of 100 would queue answers beyond it
+REDIS_CONNECTIONS = 100
+REDIS_POOL_WAIT_S = 20.0  # how long an answer waits for a free Redis connection
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,18 @@ class AsyncServices:
                 AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
             ],
         )
-        redis = AsyncRedis.from_url(
-            settings.endpoints.redis_url,
-            socket_connect_timeout=1.0,
-            socket_timeout=5.0,
-            health_check_interval=15,
+        # Hundreds of answers reach Redis at the same moments (the thread's model when they
+        # start, the record when they end): past the pool's size they wait their turn for
+        # a connection, where redis-py's default pool would fail them (MaxConnectionsError).
+        redis = AsyncRedis(
+            connection_pool=BlockingConnectionPool.from_url(
+                settings.endpoints.redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_POOL_WAIT_S,
+                socket_connect_timeout=1.0,
+                socket_timeout=5.0,
+                health_check_interval=15,
+            )
         )
         store = AsyncStore(
             redis,
