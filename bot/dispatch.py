@@ -176,21 +176,25 @@ def enqueue_answer(
 
 def post_unposted(services: Services) -> int:
     """Post the answers Slack refused with 429 for longer than the client retries; returns
-    how many were posted. Taking each one is atomic (one process posts it); one Slack
-    still refuses is put back for the next beat, and the others wait with it."""
+    how many were posted. Taking each one is atomic (one live process posts it) and it
+    leaves the unposted hash only with the record of its messages, so a process killed
+    while posting leaves it to the next; one Slack still refuses is given back for the
+    next beat, and the others wait with it."""
     posted = 0
+    owner = services.journal.owner
     for answer_id, raw in services.store.unposted().items():
-        if not services.store.take_unposted(answer_id, raw):
+        if not services.store.take_unposted(answer_id, raw, owner):
             continue
         try:
             item = json.loads(raw)
             message_ts = _post_whole(services, item["channel_id"], item["thread_ts"], item["text"])
         except SlackApiError as exc:
-            services.store.put_unposted(answer_id, raw)
+            services.store.release_unposted(answer_id)
             logger.warning("answer %s still not posted: %s", answer_id, exc.response.get("error"))
             return posted
         except (ValueError, KeyError):
             logger.exception("dropping a malformed unposted answer %s", answer_id)
+            services.store.drop_unposted(answer_id)
             continue
         services.store.posted_later(answer_id, item["channel_id"], message_ts)
         logger.info("answer %s posted after Slack's rate limit", answer_id)
@@ -220,8 +224,8 @@ def start_journal(services: Services) -> None:
     in-process from then): the training run going is supervised, its events posted to
     Slack, and answers Slack rate-limited away are posted, on the same beat."""
 
-    def requeue(question: dict[str, Any], shown: list[str]) -> None:
-        enqueue_answer(services, Question(**question), cut_off=shown)
+    def requeue(question: dict[str, Any], shown: list[str], pipeline: Pipeline) -> None:
+        enqueue_answer(services, Question(**question), cut_off=shown, pipeline=pipeline)
 
     every_s = services.journal.interval_s
     ctx = LoopContext(services.settings, services.redis, services.llm)

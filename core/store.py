@@ -148,10 +148,25 @@ for i = 8 + 2 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[7], ARGV[i], ARGV
 return 1
 """
 
-# KEYS: a hash (in-flight journal, unposted answers); ARGV: answer id, the entry expected
+# KEYS: a hash (in-flight journal); ARGV: answer id, the entry expected, its replacement
+# ("" to remove it)
 _TAKE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-return redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[3] == '' then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS: unposted answers, who is posting each; ARGV: answer id, the entry expected, the
+# taker (a web process), the heartbeat key prefix of web processes
+_TAKE_UNPOSTED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+local holder = redis.call('HGET', KEYS[2], ARGV[1])
+if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[4] .. holder) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
 """
 
 # KEYS: answer, votes, vote_src, rated, stats_votes, user_answers
@@ -240,6 +255,7 @@ class Store:
         self._correct = redis.register_script(_CORRECT)
         self._claim = redis.register_script(_CLAIM)
         self._take = redis.register_script(_TAKE)
+        self._take_unposted = redis.register_script(_TAKE_UNPOSTED)
         self._save = redis.register_script(_SAVE)
 
     # --- answering -------------------------------------------------------------------
@@ -308,32 +324,56 @@ class Store:
         return bool(self.redis.exists(keys.answer_owner(owner)))
 
     def take_inflight(self, answer_id: str, entry: str) -> bool:
-        """Remove a journal entry if it is still ``entry``; True for exactly one caller."""
-        return bool(self._take(keys=[keys.INFLIGHT], args=[answer_id, entry]))
+        """Remove a journal entry if it is still ``entry`` (a malformed one); True for
+        exactly one caller."""
+        return bool(self._take(keys=[keys.INFLIGHT], args=[answer_id, entry, ""]))
+
+    def adopt_inflight(self, answer_id: str, entry: str, adopted: str) -> bool:
+        """Replace a dead process's journal entry, if it is still ``entry``, by
+        ``adopted`` (owned by the live process recovering it); True for exactly one
+        caller. The entry stays in the journal until :meth:`hand_to_queue` moves it to
+        the queue, so a recovering process killed in between leaves it to the next."""
+        return bool(self._take(keys=[keys.INFLIGHT], args=[answer_id, entry, adopted]))
 
     def put_inflight(self, answer_id: str, entry: str) -> None:
-        """Write a journal entry: updated by its owner, or put back after
-        :meth:`take_inflight` when re-queueing it failed."""
+        """Write a journal entry (updated by its owner)."""
         self.redis.hset(keys.INFLIGHT, answer_id, entry)
 
     def unposted(self) -> dict[str, str]:
         """Answers stored but not yet shown (Slack kept answering 429): id -> JSON."""
         return text_hash(self.redis.hgetall(keys.UNPOSTED))
 
-    def take_unposted(self, answer_id: str, entry: str) -> bool:
-        """Take an unposted answer for posting; True for exactly one caller."""
-        return bool(self._take(keys=[keys.UNPOSTED], args=[answer_id, entry]))
+    def take_unposted(self, answer_id: str, entry: str, owner: str) -> bool:
+        """Take an unposted answer for posting by the web process ``owner``; True for
+        exactly one live process. The answer stays in the hash until
+        :meth:`posted_later`: if its taker dies (heartbeat expired) another takes it."""
+        return bool(
+            self._take_unposted(
+                keys=[keys.UNPOSTED, keys.UNPOSTED_POSTING],
+                args=[answer_id, entry, owner, keys.answer_owner("")],
+            )
+        )
 
-    def put_unposted(self, answer_id: str, entry: str) -> None:
-        """Put back an unposted answer whose posting failed (tried again later)."""
-        self.redis.hset(keys.UNPOSTED, answer_id, entry)
+    def release_unposted(self, answer_id: str) -> None:
+        """Give back an unposted answer whose posting failed (tried again later)."""
+        self.redis.hdel(keys.UNPOSTED_POSTING, answer_id)
+
+    def drop_unposted(self, answer_id: str) -> None:
+        """Forget an unposted answer that cannot be posted (malformed)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(keys.UNPOSTED, answer_id)
+        pipe.hdel(keys.UNPOSTED_POSTING, answer_id)
+        pipe.execute()
 
     def posted_later(self, answer_id: str, channel_id: str, message_ts: Sequence[str]) -> None:
-        """An unposted answer is now shown: its messages lead to it (votes count)."""
+        """An unposted answer is now shown: it leaves the unposted hash and its messages
+        lead to it (votes count)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.answer(answer_id), "message_ts", json.dumps(list(message_ts)))
         for ts in message_ts:
             pipe.set(keys.message_answer(channel_id, ts), answer_id, ex=self.retention_s)
+        pipe.hdel(keys.UNPOSTED, answer_id)
+        pipe.hdel(keys.UNPOSTED_POSTING, answer_id)
         pipe.execute()
 
     def answer_state(self, channel_id: str, message_ts: str) -> AnswerState | None:

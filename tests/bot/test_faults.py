@@ -17,6 +17,7 @@ from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from bot.dispatch import post_unposted
 from core import keys
 from core.settings import ROOT
 from core.store import Vote, answer_id_for
@@ -198,3 +199,27 @@ def test_an_answer_slack_keeps_refusing_with_429_is_stored_and_posted_later(bot:
     assert not bot.redis.hexists(keys.UNPOSTED, answer_id)
     bot.interact(payloads.feedback_click("up", user="U1", channel="C1", message_ts=message["ts"]))
     assert bot.services.store.votes(answer_id) == {"U1": Vote.UP}
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"recover_after_s": 600}}])
+def test_an_unposted_answer_whose_poster_died_is_posted_by_another_process(bot: Bot) -> None:
+    # Stored unposted (Slack refused it beyond the client's retries); the beat is slow
+    # here, so only the explicit calls below post it.
+    bot.slack.fail_next("chat.postMessage", status=429, retry_after=0, times=6)
+    event = bot.says("are you there?", mention=True)
+    bot.event(event)
+    answer_id = answer_id_for("C1", event["ts"])
+    raw = bot.redis.hget(keys.UNPOSTED, answer_id).decode()
+
+    # A process that is alive took it and is posting it: nobody else posts it meanwhile.
+    store = bot.services.store
+    store.beat("web-b", 30)
+    assert store.take_unposted(answer_id, raw, "web-b")
+    assert post_unposted(bot.services) == 0
+    # Then it is SIGKILLed before Slack got the post: its heartbeat stops.
+    store.stop_beating("web-b")
+    assert post_unposted(bot.services) == 1
+    posted = [m for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+    assert [m["text"] for m in posted] == ["Echo: are you there?"]
+    assert not bot.redis.hexists(keys.UNPOSTED, answer_id)
+    assert post_unposted(bot.services) == 0, "posted once"
