@@ -126,13 +126,12 @@ async def _answer_journaled(
 
     try:
         try:
-            stored = await answer(aservices, question, model=taken.model, on_shown=shown)
+            await answer(aservices, question, model=taken.model, on_shown=shown)
         except Exception:
             logger.exception("answering %s failed", question.answer_id)
             await _finish(journal, aservices, question, AnswerState.FAILED)
             return
-        if stored is None:  # a stored answer's record already ended its journal entry
-            await _finish(journal, aservices, question, AnswerState.DONE)
+        await _finish(journal, aservices, question, AnswerState.DONE)
     finally:
         if slot:
             journal.release()

@@ -128,7 +128,8 @@ return redis.call('GET', KEYS[3]) or ''
 
 # KEYS: answer, stats answers, user's answers, thread flag, claimed flag, in-flight
 #       journal, metrics, then one message-index key per posted message
-# ARGV: retention, answer id, created at, stats window start, dedup seconds, done state,
+# ARGV: retention, answer id, created at, stats window start, dedup seconds, done state
+#       ("" while the answer is not shown in full yet: its claim and journal entry stay),
 #       number of answer fields N, N field/value pairs, then metric field/amount pairs
 _SAVE = """
 local retention, id = ARGV[1], ARGV[2]
@@ -142,8 +143,10 @@ redis.call('SET', KEYS[4], '1', 'EX', retention)
 redis.call('ZADD', KEYS[2], ARGV[3], id)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
 redis.call('SADD', KEYS[3], id)
-redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[5])
-redis.call('HDEL', KEYS[6], id)
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[5])
+  redis.call('HDEL', KEYS[6], id)
+end
 for i = 8 + 2 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[7], ARGV[i], ARGV[i + 1]) end
 return 1
 """
@@ -216,8 +219,12 @@ def save_call(
     metric_updates: Sequence[tuple[str, float]],
     retention_s: int,
     dedup_s: int,
+    finished: bool = True,
 ) -> dict[str, list[Any]]:
-    """The keys and arguments of the script that stores an answer (sync or async client)."""
+    """The keys and arguments of the script that stores an answer (sync or async client).
+    Unless ``finished``, the question stays claimed for answering and its journal entry
+    stays: the answer is stored before its feedback row is shown, and a process that dies
+    in between must leave it to be answered again."""
     fields = record.to_hash()
     return {
         "keys": [
@@ -236,7 +243,7 @@ def save_call(
             repr(record.created_at),
             repr(record.created_at - STATS_WINDOW_S),
             dedup_s,
-            AnswerState.DONE.value,
+            AnswerState.DONE.value if finished else "",
             len(fields),
             *(item for pair in fields.items() for item in pair),
             *(item for update in metric_updates for item in (update[0], repr(update[1]))),
@@ -513,12 +520,18 @@ class AsyncStore:
         self._save = redis.register_script(_SAVE)
 
     async def save_answer(
-        self, record: AnswerRecord, metric_updates: Sequence[tuple[str, float]] = ()
+        self,
+        record: AnswerRecord,
+        metric_updates: Sequence[tuple[str, float]] = (),
+        *,
+        finished: bool = True,
     ) -> None:
-        """As :meth:`Store.save_answer`."""
+        """As :meth:`Store.save_answer`; with ``finished`` False the question stays
+        claimed and journaled (see :func:`save_call`) until :meth:`finish_answering`."""
         async with self.redis.pipeline(transaction=True) as pipe:
             await self._save(
-                **save_call(record, metric_updates, self.retention_s, self.dedup_s), client=pipe
+                **save_call(record, metric_updates, self.retention_s, self.dedup_s, finished),
+                client=pipe,
             )
             count_answer(pipe, record, self.retention_s)
             await pipe.execute()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -20,7 +22,7 @@ from rq.registry import StartedJobRegistry
 from bot.dispatch import post_unposted
 from core import keys
 from core.settings import ROOT
-from core.store import Vote, answer_id_for
+from core.store import AsyncStore, Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import Bot
 from tests.bot.test_finetune import wait
@@ -223,3 +225,44 @@ def test_an_unposted_answer_whose_poster_died_is_posted_by_another_process(bot: 
     assert [m["text"] for m in posted] == ["Echo: are you there?"]
     assert not bot.redis.hexists(keys.UNPOSTED, answer_id)
     assert post_unposted(bot.services) == 0, "posted once"
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"inline_answers": 0}}])
+def test_a_worker_killed_after_storing_an_answer_before_its_feedback_row_leaves_it_to_retry(
+    bot: Bot,
+) -> None:
+    # The answer is stored just before its feedback row is shown (so a click always
+    # finds it); a worker SIGKILLed right there must not leave the question marked done.
+    long_answer = " ".join(f"word{i}" for i in range(40))  # streamed, over several chunks
+    bot.openai.chunk_delay_s = 0.02
+    bot.openai.answer_fn = lambda body: long_answer
+    event = bot.says("finish me", mention=True)
+    assert bot.event(event).status == 200
+
+    def dies_after_storing() -> None:  # a forked worker, killed right after the store write
+        save = AsyncStore.save_answer
+
+        async def save_then_die(self: AsyncStore, *args: Any, **kwargs: Any) -> None:
+            await save(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        AsyncStore.save_answer = save_then_die  # type: ignore[method-assign]
+        bot.run_worker()
+
+    child = multiprocessing.get_context("fork").Process(target=dies_after_storing)
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+    assert bot.services.store.get_answer(answer_id_for("C1", event["ts"])) is not None
+
+    # RQ finds the abandoned job (the dead worker's heartbeat expired) and retries it.
+    StartedJobRegistry(keys.QUEUE_ANSWERS, connection=bot.redis).cleanup(time.time() + 3600)
+    bot.run_worker()
+    finished = [
+        m
+        for m in bot.slack.messages("C1", event["ts"])
+        if m.get("user") == "UBOT"
+        and any(b.get("type") == "context_actions" for b in m.get("blocks") or [])
+    ]
+    assert [m["text"] for m in finished] == [long_answer]
+    assert bot.services.store.answer_state("C1", event["ts"]).value == "done"
