@@ -151,6 +151,13 @@ for i = 8 + 2 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[7], ARGV[i], ARGV
 return 1
 """
 
+# KEYS: an RQ queue's intermediate list, the queue; ARGV: job id
+_REQUEUE_STUCK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
 # KEYS: a hash (in-flight journal); ARGV: answer id, the entry expected, its replacement
 # ("" to remove it)
 _TAKE = """
@@ -263,6 +270,7 @@ class Store:
         self._claim = redis.register_script(_CLAIM)
         self._take = redis.register_script(_TAKE)
         self._take_unposted = redis.register_script(_TAKE_UNPOSTED)
+        self._requeue_stuck = redis.register_script(_REQUEUE_STUCK)
         self._save = redis.register_script(_SAVE)
 
     # --- answering -------------------------------------------------------------------
@@ -313,6 +321,11 @@ class Store:
         enqueue(pipe)
         pipe.hdel(keys.INFLIGHT, answer_id)
         pipe.execute()
+
+    def requeue_stuck_job(self, intermediate_key: str, queue_key: str, job_id: str) -> bool:
+        """Move a job from an RQ queue's intermediate list back to the queue; True for
+        exactly one caller (see :func:`bot.dispatch.StuckJobs`)."""
+        return bool(self._requeue_stuck(keys=[intermediate_key, queue_key], args=[job_id]))
 
     def beat(self, owner: str, ttl_s: float) -> None:
         """A web process writing answers is alive for ``ttl_s`` more seconds."""

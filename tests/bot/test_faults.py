@@ -19,7 +19,7 @@ from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
-from bot.dispatch import post_unposted
+from bot.dispatch import StuckJobs, post_unposted
 from core import keys
 from core.settings import ROOT
 from core.store import AsyncStore, Vote, answer_id_for
@@ -266,3 +266,26 @@ def test_a_worker_killed_after_storing_an_answer_before_its_feedback_row_leaves_
     ]
     assert [m["text"] for m in finished] == [long_answer]
     assert bot.services.store.answer_state("C1", event["ts"]).value == "done"
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"inline_answers": 0}}])
+def test_an_answer_job_taken_by_a_worker_that_died_before_starting_it_is_queued_again(
+    bot: Bot,
+) -> None:
+    event = bot.says("taken, never started", mention=True)
+    assert bot.event(event).status == 200
+    queue = Queue(keys.QUEUE_ANSWERS, connection=bot.redis)
+    # What rq's worker does first (BLMOVE to the intermediate list); it died before
+    # registering the job as started (SIGKILL, or Redis restarted under it).
+    job_id = bot.redis.lmove(queue.key, queue.intermediate_queue_key)
+    assert job_id is not None and queue.count == 0
+
+    rescue = StuckJobs(bot.services, after_s=0.2)
+    deadline = time.monotonic() + 10
+    while rescue() == 0:
+        assert time.monotonic() < deadline, "the taken job stayed in no queue"
+        time.sleep(0.05)
+    assert rescue() == 0, "queued again once"
+    bot.run_worker()
+    answers = [m["text"] for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+    assert answers == ["Echo: taken, never started"]
