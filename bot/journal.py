@@ -17,6 +17,7 @@ any other hands every question to the queue.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -208,11 +209,13 @@ class AnswerJournal:
                 if not self.store.adopt_inflight(answer_id, raw, mine):
                     continue
                 self._adopted.add(answer_id)
-            self.store.hand_to_queue(
-                answer_id,
-                lambda pipe, entry=entry: requeue(entry.question, entry.shown, pipe),
-            )
+            self.store.hand_to_queue(answer_id, functools.partial(_requeue, requeue, entry))
             self._adopted.discard(answer_id)
             logger.warning("answer %s queued again: the process writing it stopped", answer_id)
             recovered += 1
         return recovered
+
+
+def _requeue(requeue: Requeue, entry: Entry, pipeline: Pipeline) -> None:
+    """Queue ``entry``'s question again, its job's writes joining ``pipeline``."""
+    requeue(entry.question, entry.shown, pipeline)

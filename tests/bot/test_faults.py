@@ -22,7 +22,7 @@ from rq.registry import StartedJobRegistry
 from bot.dispatch import StuckJobs, post_unposted
 from core import keys
 from core.settings import ROOT
-from core.store import AsyncStore, Vote, answer_id_for
+from core.store import AnswerState, AsyncStore, Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import Bot
 from tests.bot.test_finetune import wait
@@ -211,7 +211,7 @@ def test_an_unposted_answer_whose_poster_died_is_posted_by_another_process(bot: 
     event = bot.says("are you there?", mention=True)
     bot.event(event)
     answer_id = answer_id_for("C1", event["ts"])
-    raw = bot.redis.hget(keys.UNPOSTED, answer_id).decode()
+    raw = bot.services.store.unposted()[answer_id]
 
     # A process that is alive took it and is posting it: nobody else posts it meanwhile.
     store = bot.services.store
@@ -265,7 +265,7 @@ def test_a_worker_killed_after_storing_an_answer_before_its_feedback_row_leaves_
         and any(b.get("type") == "context_actions" for b in m.get("blocks") or [])
     ]
     assert [m["text"] for m in finished] == [long_answer]
-    assert bot.services.store.answer_state("C1", event["ts"]).value == "done"
+    assert bot.services.store.answer_state("C1", event["ts"]) is AnswerState.DONE
 
 
 @pytest.mark.parametrize("bot_settings", [{"slack": {"inline_answers": 0}}])
