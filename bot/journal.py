@@ -83,7 +83,9 @@ class AnswerJournal:
         self.recover_after_s = recover_after_s
         self._slots = threading.BoundedSemaphore(capacity) if capacity else None
         self._unfinished: list[tuple[str, str, AnswerState]] = []
-        self._adopted: set[str] = set()  # entries taken from dead processes, not yet queued
+        # Entries this process adopted from dead ones, not yet queued: answer id -> the
+        # entry it wrote (kept from before the write, whose reply a Redis restart can lose)
+        self._adopted: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -190,15 +192,16 @@ class AnswerJournal:
         now = time.time()
         alive: dict[str, bool] = {self.owner: True}
         recovered = 0
-        for answer_id, raw in self.store.inflight().items():
+        entries = self.store.inflight()
+        self._adopted = {a: e for a, e in self._adopted.items() if entries.get(a) == e}
+        for answer_id, raw in entries.items():
             try:
                 entry = Entry.loads(answer_id, raw)
             except ValueError:
                 logger.error("dropping a malformed in-flight entry for %s", answer_id)
                 self.store.take_inflight(answer_id, raw)
                 continue
-            adopted = entry.owner == self.owner and answer_id in self._adopted
-            if not adopted:
+            if self._adopted.get(answer_id) != raw:
                 if now - entry.at < self.recover_after_s:
                     continue
                 if entry.owner not in alive:
@@ -206,11 +209,12 @@ class AnswerJournal:
                 if alive[entry.owner]:
                     continue
                 mine = dataclasses.replace(entry, owner=self.owner, at=now).dumps()
+                self._adopted[answer_id] = mine
                 if not self.store.adopt_inflight(answer_id, raw, mine):
+                    del self._adopted[answer_id]
                     continue
-                self._adopted.add(answer_id)
             self.store.hand_to_queue(answer_id, functools.partial(_requeue, requeue, entry))
-            self._adopted.discard(answer_id)
+            self._adopted.pop(answer_id, None)
             logger.warning("answer %s queued again: the process writing it stopped", answer_id)
             recovered += 1
         return recovered

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from slack_bolt import BoltRequest
 
 from bot import messages
@@ -132,6 +133,30 @@ def test_a_sweeper_killed_between_taking_an_entry_and_queueing_it_leaves_it_to_a
     while sweeper.sweep(queued) == 0:
         assert time.monotonic() < deadline, "the entry the dead sweeper took was lost"
         time.sleep(0.05)
+    assert queued == [QUESTION]
+    assert redis_conn.hlen(keys.INFLIGHT) == 0
+
+
+def test_an_adoption_whose_reply_redis_lost_is_still_queued_by_its_sweeper(
+    redis_conn: Redis,
+) -> None:
+    # Redis restarts right after executing the adoption: the sweeper never hears back,
+    # but the entry now names it (alive), so no other sweeper will ever take it.
+    _claim_as(_journal(redis_conn), QUESTION, age_s=10)
+    sweeper = _journal(redis_conn)
+    sweeper.store.beat(sweeper.owner, 30)
+    adopt = sweeper.store.adopt_inflight
+
+    def adopt_then_lose_the_reply(answer_id: str, entry: str, adopted: str) -> bool:
+        adopt(answer_id, entry, adopted)
+        raise RedisConnectionError("Connection closed by server.")
+
+    sweeper.store.adopt_inflight = adopt_then_lose_the_reply  # type: ignore[method-assign]
+    with pytest.raises(RedisConnectionError):
+        sweeper.sweep(Queued())
+    sweeper.store.adopt_inflight = adopt  # type: ignore[method-assign]
+    queued = Queued()
+    assert sweeper.sweep(queued) == 1
     assert queued == [QUESTION]
     assert redis_conn.hlen(keys.INFLIGHT) == 0
 
