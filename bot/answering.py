@@ -102,8 +102,15 @@ def answer_job(
         logger.exception("answering %s failed", question.answer_id)
         store.finish_answering(channel_id, message_ts, AnswerState.FAILED)
         raise
-    if answer_id is None:  # nothing stored (a stored answer marks its question answered)
-        store.finish_answering(channel_id, message_ts, AnswerState.DONE)
+    # Answered and shown: a rerun of this job must post nothing (waits out a short outage).
+    for delay_s in (*SAVE_RETRY_DELAYS_S, None):
+        try:
+            store.finish_answering(channel_id, message_ts, AnswerState.DONE)
+            break
+        except RedisError:
+            if delay_s is None:
+                raise
+            time.sleep(delay_s)
     return answer_id
 
 
@@ -237,8 +244,10 @@ async def answer(
     model: str | None = None,
     on_shown: Callable[[str], Awaitable[None]] | None = None,
 ) -> str | None:
-    """Answer ``question`` in its thread; return the answer id if it was stored (which
-    also marked the question answered: see :meth:`Store.save_answer`).
+    """Answer ``question`` in its thread; return the answer id if it was stored. The
+    caller then marks the question answered (:meth:`Store.finish_answering`): an answer
+    stored before its feedback row was shown keeps its claim and journal entry until
+    then, so a process killed in between leaves it to be answered again.
 
     ``model`` is the current model when the caller has just read it (else it is read
     here); ``on_shown`` is told each message shown before the answer is finished. Model
@@ -358,10 +367,15 @@ async def _answer(
     ]
     saved: list[Sequence[str]] = []
 
+    async def unfinished(record: AnswerRecord, updates: Sequence[tuple[str, float]]) -> None:
+        # Until the row is shown the question stays claimed and journaled: a process
+        # killed before that leaves it to be answered again (the caller finishes it).
+        await services.store.save_answer(record, updates, finished=False)
+
     async def save_before_feedback(posted: Sequence[str]) -> None:
         """The feedback row is about to appear: store the answer first, so a click on it
         always finds the answer."""
-        if await _save(services.store.save_answer, record_of(posted), updates):
+        if await _save(unfinished, record_of(posted), updates):
             saved.append(list(posted))
 
     posted: list[str] = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from bot.journal import Entry
 from bot.reporting import post_run_events_soon
 from bot.runtime import Services
 from bot.streaming import CLOSE_RESERVE, neutralise, split_point
+from core.replies import text
 from core.run_control import LoopContext, supervise_active
 from core.store import AnswerState
 
@@ -126,13 +128,12 @@ async def _answer_journaled(
 
     try:
         try:
-            stored = await answer(aservices, question, model=taken.model, on_shown=shown)
+            await answer(aservices, question, model=taken.model, on_shown=shown)
         except Exception:
             logger.exception("answering %s failed", question.answer_id)
             await _finish(journal, aservices, question, AnswerState.FAILED)
             return
-        if stored is None:  # a stored answer's record already ended its journal entry
-            await _finish(journal, aservices, question, AnswerState.DONE)
+        await _finish(journal, aservices, question, AnswerState.DONE)
     finally:
         if slot:
             journal.release()
@@ -176,21 +177,25 @@ def enqueue_answer(
 
 def post_unposted(services: Services) -> int:
     """Post the answers Slack refused with 429 for longer than the client retries; returns
-    how many were posted. Taking each one is atomic (one process posts it); one Slack
-    still refuses is put back for the next beat, and the others wait with it."""
+    how many were posted. Taking each one is atomic (one live process posts it) and it
+    leaves the unposted hash only with the record of its messages, so a process killed
+    while posting leaves it to the next; one Slack still refuses is given back for the
+    next beat, and the others wait with it."""
     posted = 0
+    owner = services.journal.owner
     for answer_id, raw in services.store.unposted().items():
-        if not services.store.take_unposted(answer_id, raw):
+        if not services.store.take_unposted(answer_id, raw, owner):
             continue
         try:
             item = json.loads(raw)
             message_ts = _post_whole(services, item["channel_id"], item["thread_ts"], item["text"])
         except SlackApiError as exc:
-            services.store.put_unposted(answer_id, raw)
+            services.store.release_unposted(answer_id)
             logger.warning("answer %s still not posted: %s", answer_id, exc.response.get("error"))
             return posted
         except (ValueError, KeyError):
             logger.exception("dropping a malformed unposted answer %s", answer_id)
+            services.store.drop_unposted(answer_id)
             continue
         services.store.posted_later(answer_id, item["channel_id"], message_ts)
         logger.info("answer %s posted after Slack's rate limit", answer_id)
@@ -215,13 +220,50 @@ def _post_whole(services: Services, channel_id: str, thread_ts: str, text: str) 
     return message_ts
 
 
+class StuckJobs:
+    """Answer jobs a worker took from the queue but never started, put back in the queue.
+
+    rq's worker moves a job from the queue to an intermediate list (``BLMOVE``) and only
+    then registers it as started. A worker killed, or cut off by a Redis restart, between
+    the two leaves the job in neither the queue nor a registry; rq's own maintenance
+    requeues it only after two sightings ten minutes apart. A job seen in the list
+    without being started for ``after_s`` (far longer than the step takes) goes back to
+    the queue, by exactly one process.
+    """
+
+    def __init__(self, services: Services, after_s: float) -> None:
+        self.services = services
+        self.after_s = after_s
+        self._seen: dict[str, float] = {}
+
+    def __call__(self) -> int:
+        """Requeue the jobs stuck for ``after_s``; returns how many."""
+        queue = self.services.answers_queue
+        now = time.monotonic()
+        listed = [
+            text(job_id)
+            for job_id in self.services.redis.lrange(queue.intermediate_queue_key, 0, -1)
+        ]
+        started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+        stuck = {job_id for job_id in listed if job_id not in started}
+        self._seen = {job_id: self._seen.get(job_id, now) for job_id in stuck}
+        moved = 0
+        for job_id, since in self._seen.items():
+            if now - since >= self.after_s and self.services.store.requeue_stuck_job(
+                queue.intermediate_queue_key, queue.key, job_id
+            ):
+                logger.warning("answer job %s was taken but never started: queued again", job_id)
+                moved += 1
+        return moved
+
+
 def start_journal(services: Services) -> None:
     """Start this web process's heartbeat, recovery sweep and periodic checks (answers
     in-process from then): the training run going is supervised, its events posted to
     Slack, and answers Slack rate-limited away are posted, on the same beat."""
 
-    def requeue(question: dict[str, Any], shown: list[str]) -> None:
-        enqueue_answer(services, Question(**question), cut_off=shown)
+    def requeue(question: dict[str, Any], shown: list[str], pipeline: Pipeline) -> None:
+        enqueue_answer(services, Question(**question), cut_off=shown, pipeline=pipeline)
 
     every_s = services.journal.interval_s
     ctx = LoopContext(services.settings, services.redis, services.llm)
@@ -231,5 +273,6 @@ def start_journal(services: Services) -> None:
             lambda: supervise_active(ctx, every_s),
             lambda: post_run_events_soon(services),
             lambda: post_unposted(services),
+            StuckJobs(services, services.journal.recover_after_s),
         ],
     )

@@ -16,6 +16,8 @@ any other hands every question to the queue.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import os
@@ -27,15 +29,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from core.store import AnswerState, Store
 
 logger = logging.getLogger(__name__)
 
-Requeue = Callable[[dict[str, Any], list[str]], None]
-"""Queues a recovered question again: its fields, and the ts of the messages the dead
-process had already shown (an unfinished answer to mark as cut off)."""
+Requeue = Callable[[dict[str, Any], list[str], Pipeline], None]
+"""Queues a recovered question again: its fields, the ts of the messages the dead process
+had already shown (an unfinished answer to mark as cut off), and the pipeline the job's
+writes join (executed with the journal entry's removal)."""
 
 
 @dataclass
@@ -79,6 +83,9 @@ class AnswerJournal:
         self.recover_after_s = recover_after_s
         self._slots = threading.BoundedSemaphore(capacity) if capacity else None
         self._unfinished: list[tuple[str, str, AnswerState]] = []
+        # Entries this process adopted from dead ones, not yet queued: answer id -> the
+        # entry it wrote (kept from before the write, whose reply a Redis restart can lose)
+        self._adopted: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,30 +184,42 @@ class AnswerJournal:
         """Queue again every answer whose web process died; returns how many.
 
         An entry counts as orphaned when its owner's heartbeat has expired and it is
-        older than ``recover_after_s``; taking it is atomic, so two sweeping processes
-        never queue the same answer twice.
+        older than ``recover_after_s``. Exactly one sweeper adopts it (the entry, now
+        owned by this process, stays in the journal) and then moves it to the queue in
+        one transaction: a sweeper killed in between leaves an entry of a dead owner
+        again, and one whose queueing failed retries it on the next sweep.
         """
         now = time.time()
         alive: dict[str, bool] = {self.owner: True}
         recovered = 0
-        for answer_id, raw in self.store.inflight().items():
+        entries = self.store.inflight()
+        self._adopted = {a: e for a, e in self._adopted.items() if entries.get(a) == e}
+        for answer_id, raw in entries.items():
             try:
                 entry = Entry.loads(answer_id, raw)
             except ValueError:
                 logger.error("dropping a malformed in-flight entry for %s", answer_id)
                 self.store.take_inflight(answer_id, raw)
                 continue
-            if now - entry.at < self.recover_after_s:
-                continue
-            if entry.owner not in alive:
-                alive[entry.owner] = self.store.owner_alive(entry.owner)
-            if alive[entry.owner] or not self.store.take_inflight(answer_id, raw):
-                continue
-            try:
-                requeue(entry.question, entry.shown)
-            except Exception:
-                self.store.put_inflight(answer_id, raw)
-                raise
+            if self._adopted.get(answer_id) != raw:
+                if now - entry.at < self.recover_after_s:
+                    continue
+                if entry.owner not in alive:
+                    alive[entry.owner] = self.store.owner_alive(entry.owner)
+                if alive[entry.owner]:
+                    continue
+                mine = dataclasses.replace(entry, owner=self.owner, at=now).dumps()
+                self._adopted[answer_id] = mine
+                if not self.store.adopt_inflight(answer_id, raw, mine):
+                    del self._adopted[answer_id]
+                    continue
+            self.store.hand_to_queue(answer_id, functools.partial(_requeue, requeue, entry))
+            self._adopted.pop(answer_id, None)
             logger.warning("answer %s queued again: the process writing it stopped", answer_id)
             recovered += 1
         return recovered
+
+
+def _requeue(requeue: Requeue, entry: Entry, pipeline: Pipeline) -> None:
+    """Queue ``entry``'s question again, its job's writes joining ``pipeline``."""
+    requeue(entry.question, entry.shown, pipeline)

@@ -64,6 +64,10 @@ UNPOSTED = f"{PREFIX}unposted"
 """HASH: answer id -> JSON {channel_id, thread_ts, text}: answers stored while Slack kept
 refusing them (429), posted by a web process once Slack takes them again."""
 
+UNPOSTED_POSTING = f"{PREFIX}unposted:posting"
+"""HASH: answer id -> owner: the web process posting an unposted answer right now (its
+answer stays in UNPOSTED until posted; another process takes it once the owner dies)."""
+
 
 def answer_owner(owner: str) -> str:
     """STRING with a TTL: a web process that writes answers is alive (its heartbeat)."""

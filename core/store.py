@@ -128,7 +128,8 @@ return redis.call('GET', KEYS[3]) or ''
 
 # KEYS: answer, stats answers, user's answers, thread flag, claimed flag, in-flight
 #       journal, metrics, then one message-index key per posted message
-# ARGV: retention, answer id, created at, stats window start, dedup seconds, done state,
+# ARGV: retention, answer id, created at, stats window start, dedup seconds, done state
+#       ("" while the answer is not shown in full yet: its claim and journal entry stay),
 #       number of answer fields N, N field/value pairs, then metric field/amount pairs
 _SAVE = """
 local retention, id = ARGV[1], ARGV[2]
@@ -142,16 +143,40 @@ redis.call('SET', KEYS[4], '1', 'EX', retention)
 redis.call('ZADD', KEYS[2], ARGV[3], id)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
 redis.call('SADD', KEYS[3], id)
-redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[5])
-redis.call('HDEL', KEYS[6], id)
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[5])
+  redis.call('HDEL', KEYS[6], id)
+end
 for i = 8 + 2 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[7], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# KEYS: a hash (in-flight journal, unposted answers); ARGV: answer id, the entry expected
+# KEYS: an RQ queue's intermediate list, the queue; ARGV: job id
+_REQUEUE_STUCK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: a hash (in-flight journal); ARGV: answer id, the entry expected, its replacement
+# ("" to remove it)
 _TAKE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-return redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[3] == '' then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS: unposted answers, who is posting each; ARGV: answer id, the entry expected, the
+# taker (a web process), the heartbeat key prefix of web processes
+_TAKE_UNPOSTED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+local holder = redis.call('HGET', KEYS[2], ARGV[1])
+if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[4] .. holder) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
 """
 
 # KEYS: answer, votes, vote_src, rated, stats_votes, user_answers
@@ -201,8 +226,12 @@ def save_call(
     metric_updates: Sequence[tuple[str, float]],
     retention_s: int,
     dedup_s: int,
+    finished: bool = True,
 ) -> dict[str, list[Any]]:
-    """The keys and arguments of the script that stores an answer (sync or async client)."""
+    """The keys and arguments of the script that stores an answer (sync or async client).
+    Unless ``finished``, the question stays claimed for answering and its journal entry
+    stays: the answer is stored before its feedback row is shown, and a process that dies
+    in between must leave it to be answered again."""
     fields = record.to_hash()
     return {
         "keys": [
@@ -221,7 +250,7 @@ def save_call(
             repr(record.created_at),
             repr(record.created_at - STATS_WINDOW_S),
             dedup_s,
-            AnswerState.DONE.value,
+            AnswerState.DONE.value if finished else "",
             len(fields),
             *(item for pair in fields.items() for item in pair),
             *(item for update in metric_updates for item in (update[0], repr(update[1]))),
@@ -240,6 +269,8 @@ class Store:
         self._correct = redis.register_script(_CORRECT)
         self._claim = redis.register_script(_CLAIM)
         self._take = redis.register_script(_TAKE)
+        self._take_unposted = redis.register_script(_TAKE_UNPOSTED)
+        self._requeue_stuck = redis.register_script(_REQUEUE_STUCK)
         self._save = redis.register_script(_SAVE)
 
     # --- answering -------------------------------------------------------------------
@@ -291,6 +322,11 @@ class Store:
         pipe.hdel(keys.INFLIGHT, answer_id)
         pipe.execute()
 
+    def requeue_stuck_job(self, intermediate_key: str, queue_key: str, job_id: str) -> bool:
+        """Move a job from an RQ queue's intermediate list back to the queue; True for
+        exactly one caller (see :func:`bot.dispatch.StuckJobs`)."""
+        return bool(self._requeue_stuck(keys=[intermediate_key, queue_key], args=[job_id]))
+
     def beat(self, owner: str, ttl_s: float) -> None:
         """A web process writing answers is alive for ``ttl_s`` more seconds."""
         self.redis.set(keys.answer_owner(owner), "1", px=int(ttl_s * 1000))
@@ -308,32 +344,56 @@ class Store:
         return bool(self.redis.exists(keys.answer_owner(owner)))
 
     def take_inflight(self, answer_id: str, entry: str) -> bool:
-        """Remove a journal entry if it is still ``entry``; True for exactly one caller."""
-        return bool(self._take(keys=[keys.INFLIGHT], args=[answer_id, entry]))
+        """Remove a journal entry if it is still ``entry`` (a malformed one); True for
+        exactly one caller."""
+        return bool(self._take(keys=[keys.INFLIGHT], args=[answer_id, entry, ""]))
+
+    def adopt_inflight(self, answer_id: str, entry: str, adopted: str) -> bool:
+        """Replace a dead process's journal entry, if it is still ``entry``, by
+        ``adopted`` (owned by the live process recovering it); True for exactly one
+        caller. The entry stays in the journal until :meth:`hand_to_queue` moves it to
+        the queue, so a recovering process killed in between leaves it to the next."""
+        return bool(self._take(keys=[keys.INFLIGHT], args=[answer_id, entry, adopted]))
 
     def put_inflight(self, answer_id: str, entry: str) -> None:
-        """Write a journal entry: updated by its owner, or put back after
-        :meth:`take_inflight` when re-queueing it failed."""
+        """Write a journal entry (updated by its owner)."""
         self.redis.hset(keys.INFLIGHT, answer_id, entry)
 
     def unposted(self) -> dict[str, str]:
         """Answers stored but not yet shown (Slack kept answering 429): id -> JSON."""
         return text_hash(self.redis.hgetall(keys.UNPOSTED))
 
-    def take_unposted(self, answer_id: str, entry: str) -> bool:
-        """Take an unposted answer for posting; True for exactly one caller."""
-        return bool(self._take(keys=[keys.UNPOSTED], args=[answer_id, entry]))
+    def take_unposted(self, answer_id: str, entry: str, owner: str) -> bool:
+        """Take an unposted answer for posting by the web process ``owner``; True for
+        exactly one live process. The answer stays in the hash until
+        :meth:`posted_later`: if its taker dies (heartbeat expired) another takes it."""
+        return bool(
+            self._take_unposted(
+                keys=[keys.UNPOSTED, keys.UNPOSTED_POSTING],
+                args=[answer_id, entry, owner, keys.answer_owner("")],
+            )
+        )
 
-    def put_unposted(self, answer_id: str, entry: str) -> None:
-        """Put back an unposted answer whose posting failed (tried again later)."""
-        self.redis.hset(keys.UNPOSTED, answer_id, entry)
+    def release_unposted(self, answer_id: str) -> None:
+        """Give back an unposted answer whose posting failed (tried again later)."""
+        self.redis.hdel(keys.UNPOSTED_POSTING, answer_id)
+
+    def drop_unposted(self, answer_id: str) -> None:
+        """Forget an unposted answer that cannot be posted (malformed)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(keys.UNPOSTED, answer_id)
+        pipe.hdel(keys.UNPOSTED_POSTING, answer_id)
+        pipe.execute()
 
     def posted_later(self, answer_id: str, channel_id: str, message_ts: Sequence[str]) -> None:
-        """An unposted answer is now shown: its messages lead to it (votes count)."""
+        """An unposted answer is now shown: it leaves the unposted hash and its messages
+        lead to it (votes count)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.answer(answer_id), "message_ts", json.dumps(list(message_ts)))
         for ts in message_ts:
             pipe.set(keys.message_answer(channel_id, ts), answer_id, ex=self.retention_s)
+        pipe.hdel(keys.UNPOSTED, answer_id)
+        pipe.hdel(keys.UNPOSTED_POSTING, answer_id)
         pipe.execute()
 
     def answer_state(self, channel_id: str, message_ts: str) -> AnswerState | None:
@@ -473,12 +533,18 @@ class AsyncStore:
         self._save = redis.register_script(_SAVE)
 
     async def save_answer(
-        self, record: AnswerRecord, metric_updates: Sequence[tuple[str, float]] = ()
+        self,
+        record: AnswerRecord,
+        metric_updates: Sequence[tuple[str, float]] = (),
+        *,
+        finished: bool = True,
     ) -> None:
-        """As :meth:`Store.save_answer`."""
+        """As :meth:`Store.save_answer`; with ``finished`` False the question stays
+        claimed and journaled (see :func:`save_call`) until :meth:`finish_answering`."""
         async with self.redis.pipeline(transaction=True) as pipe:
             await self._save(
-                **save_call(record, metric_updates, self.retention_s, self.dedup_s), client=pipe
+                **save_call(record, metric_updates, self.retention_s, self.dedup_s, finished),
+                client=pipe,
             )
             count_answer(pipe, record, self.retention_s)
             await pipe.execute()

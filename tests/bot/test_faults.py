@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -11,15 +12,17 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from bot.dispatch import StuckJobs, post_unposted
 from core import keys
 from core.settings import ROOT
-from core.store import Vote, answer_id_for
+from core.store import AnswerState, AsyncStore, Vote, answer_id_for
 from tests import payloads
 from tests.bot.conftest import Bot
 from tests.bot.test_finetune import wait
@@ -198,3 +201,91 @@ def test_an_answer_slack_keeps_refusing_with_429_is_stored_and_posted_later(bot:
     assert not bot.redis.hexists(keys.UNPOSTED, answer_id)
     bot.interact(payloads.feedback_click("up", user="U1", channel="C1", message_ts=message["ts"]))
     assert bot.services.store.votes(answer_id) == {"U1": Vote.UP}
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"recover_after_s": 600}}])
+def test_an_unposted_answer_whose_poster_died_is_posted_by_another_process(bot: Bot) -> None:
+    # Stored unposted (Slack refused it beyond the client's retries); the beat is slow
+    # here, so only the explicit calls below post it.
+    bot.slack.fail_next("chat.postMessage", status=429, retry_after=0, times=6)
+    event = bot.says("are you there?", mention=True)
+    bot.event(event)
+    answer_id = answer_id_for("C1", event["ts"])
+    raw = bot.services.store.unposted()[answer_id]
+
+    # A process that is alive took it and is posting it: nobody else posts it meanwhile.
+    store = bot.services.store
+    store.beat("web-b", 30)
+    assert store.take_unposted(answer_id, raw, "web-b")
+    assert post_unposted(bot.services) == 0
+    # Then it is SIGKILLed before Slack got the post: its heartbeat stops.
+    store.stop_beating("web-b")
+    assert post_unposted(bot.services) == 1
+    posted = [m for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+    assert [m["text"] for m in posted] == ["Echo: are you there?"]
+    assert not bot.redis.hexists(keys.UNPOSTED, answer_id)
+    assert post_unposted(bot.services) == 0, "posted once"
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"inline_answers": 0}}])
+def test_a_worker_killed_after_storing_an_answer_before_its_feedback_row_leaves_it_to_retry(
+    bot: Bot,
+) -> None:
+    # The answer is stored just before its feedback row is shown (so a click always
+    # finds it); a worker SIGKILLed right there must not leave the question marked done.
+    long_answer = " ".join(f"word{i}" for i in range(40))  # streamed, over several chunks
+    bot.openai.chunk_delay_s = 0.02
+    bot.openai.answer_fn = lambda body: long_answer
+    event = bot.says("finish me", mention=True)
+    assert bot.event(event).status == 200
+
+    def dies_after_storing() -> None:  # a forked worker, killed right after the store write
+        save = AsyncStore.save_answer
+
+        async def save_then_die(self: AsyncStore, *args: Any, **kwargs: Any) -> None:
+            await save(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        AsyncStore.save_answer = save_then_die  # type: ignore[method-assign]
+        bot.run_worker()
+
+    child = multiprocessing.get_context("fork").Process(target=dies_after_storing)
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+    assert bot.services.store.get_answer(answer_id_for("C1", event["ts"])) is not None
+
+    # RQ finds the abandoned job (the dead worker's heartbeat expired) and retries it.
+    StartedJobRegistry(keys.QUEUE_ANSWERS, connection=bot.redis).cleanup(time.time() + 3600)
+    bot.run_worker()
+    finished = [
+        m
+        for m in bot.slack.messages("C1", event["ts"])
+        if m.get("user") == "UBOT"
+        and any(b.get("type") == "context_actions" for b in m.get("blocks") or [])
+    ]
+    assert [m["text"] for m in finished] == [long_answer]
+    assert bot.services.store.answer_state("C1", event["ts"]) is AnswerState.DONE
+
+
+@pytest.mark.parametrize("bot_settings", [{"slack": {"inline_answers": 0}}])
+def test_an_answer_job_taken_by_a_worker_that_died_before_starting_it_is_queued_again(
+    bot: Bot,
+) -> None:
+    event = bot.says("taken, never started", mention=True)
+    assert bot.event(event).status == 200
+    queue = Queue(keys.QUEUE_ANSWERS, connection=bot.redis)
+    # What rq's worker does first (BLMOVE to the intermediate list); it died before
+    # registering the job as started (SIGKILL, or Redis restarted under it).
+    job_id = bot.redis.lmove(queue.key, queue.intermediate_queue_key)
+    assert job_id is not None and queue.count == 0
+
+    rescue = StuckJobs(bot.services, after_s=0.2)
+    deadline = time.monotonic() + 10
+    while rescue() == 0:
+        assert time.monotonic() < deadline, "the taken job stayed in no queue"
+        time.sleep(0.05)
+    assert rescue() == 0, "queued again once"
+    bot.run_worker()
+    answers = [m["text"] for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
+    assert answers == ["Echo: taken, never started"]

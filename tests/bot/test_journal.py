@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -9,6 +12,7 @@ from typing import Any
 
 import pytest
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from slack_bolt import BoltRequest
 
 from bot import messages
@@ -50,7 +54,7 @@ def _claim_as(journal: AnswerJournal, question: dict[str, Any], *, age_s: float 
 class Queued(list):
     """A requeue callable that remembers what it was given."""
 
-    def __call__(self, question: dict[str, Any], shown: list[str]) -> None:
+    def __call__(self, question: dict[str, Any], shown: list[str], *pipeline: Any) -> None:
         self.append(question)
 
 
@@ -62,7 +66,7 @@ def test_an_entry_of_a_dead_process_is_queued_again_by_exactly_one_sweeper(
     queued: list[dict[str, Any]] = []
     lock = threading.Lock()
 
-    def requeue(question: dict[str, Any], shown: list[str]) -> None:
+    def requeue(question: dict[str, Any], shown: list[str], pipeline: Any) -> None:
         with lock:
             queued.append(question)
 
@@ -90,18 +94,71 @@ def test_entries_of_a_live_process_and_young_entries_stay(redis_conn: Redis) -> 
     assert redis_conn.hlen(keys.INFLIGHT) == 2
 
 
-def test_a_failed_requeue_puts_the_entry_back(redis_conn: Redis) -> None:
+def test_a_failed_requeue_is_retried_by_the_same_sweeper(redis_conn: Redis) -> None:
     _claim_as(_journal(redis_conn), QUESTION, age_s=10)
 
-    def broken(question: dict[str, Any], shown: list[str]) -> None:
+    def broken(question: dict[str, Any], shown: list[str], pipeline: Any) -> None:
         raise RuntimeError("queue unavailable")
 
+    sweeper = _journal(redis_conn)
     with pytest.raises(RuntimeError):
-        _journal(redis_conn).sweep(broken)
+        sweeper.sweep(broken)
     assert redis_conn.hlen(keys.INFLIGHT) == 1
     queued = Queued()
-    assert _journal(redis_conn).sweep(queued) == 1
+    assert sweeper.sweep(queued) == 1
     assert queued == [QUESTION]
+    assert redis_conn.hlen(keys.INFLIGHT) == 0
+
+
+def test_a_sweeper_killed_between_taking_an_entry_and_queueing_it_leaves_it_to_another(
+    redis_conn: Redis,
+) -> None:
+    _claim_as(_journal(redis_conn), QUESTION, age_s=10)
+    pool = redis_conn.connection_pool.connection_kwargs
+    url = f"redis://{pool['host']}:{pool['port']}/{pool.get('db', 0)}"
+
+    def dying_sweep() -> None:  # in a child process: SIGKILLed inside requeue
+        def die(question: dict[str, Any], shown: list[str], *pipeline: Any) -> None:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        _journal(Redis.from_url(url), recover_after_s=0.2).sweep(die)
+
+    child = multiprocessing.get_context("fork").Process(target=dying_sweep)
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL
+
+    sweeper, queued = _journal(redis_conn, recover_after_s=0.2), Queued()
+    deadline = time.monotonic() + 10
+    while sweeper.sweep(queued) == 0:
+        assert time.monotonic() < deadline, "the entry the dead sweeper took was lost"
+        time.sleep(0.05)
+    assert queued == [QUESTION]
+    assert redis_conn.hlen(keys.INFLIGHT) == 0
+
+
+def test_an_adoption_whose_reply_redis_lost_is_still_queued_by_its_sweeper(
+    redis_conn: Redis,
+) -> None:
+    # Redis restarts right after executing the adoption: the sweeper never hears back,
+    # but the entry now names it (alive), so no other sweeper will ever take it.
+    _claim_as(_journal(redis_conn), QUESTION, age_s=10)
+    sweeper = _journal(redis_conn)
+    sweeper.store.beat(sweeper.owner, 30)
+    adopt = sweeper.store.adopt_inflight
+
+    def adopt_then_lose_the_reply(answer_id: str, entry: str, adopted: str) -> bool:
+        adopt(answer_id, entry, adopted)
+        raise RedisConnectionError("Connection closed by server.")
+
+    sweeper.store.adopt_inflight = adopt_then_lose_the_reply  # type: ignore[method-assign]
+    with pytest.raises(RedisConnectionError):
+        sweeper.sweep(Queued())
+    sweeper.store.adopt_inflight = adopt  # type: ignore[method-assign]
+    queued = Queued()
+    assert sweeper.sweep(queued) == 1
+    assert queued == [QUESTION]
+    assert redis_conn.hlen(keys.INFLIGHT) == 0
 
 
 def test_a_malformed_entry_is_dropped_not_fatal(redis_conn: Redis) -> None:
@@ -219,7 +276,12 @@ def test_a_question_acknowledged_just_before_the_process_died_is_answered_once(
     bot.services.store.stop_beating(bot.services.journal.owner)
     sweeper = _journal(redis_conn, recover_after_s=0.2)
     deadline = time.monotonic() + 10
-    while sweeper.sweep(lambda q, shown: enqueue_answer(bot.services, Question(**q), shown)) == 0:
+    while (
+        sweeper.sweep(
+            lambda q, shown, pipe: enqueue_answer(bot.services, Question(**q), shown, pipe)
+        )
+        == 0
+    ):
         assert time.monotonic() < deadline, "the acknowledged question was never recovered"
         time.sleep(0.05)
     bot.run_worker()
