@@ -5,10 +5,10 @@ Most questions are answered in the web process, as coroutines on its answer engi
 question arrives. To keep the crash safety of a queued job, the claim that makes a
 message ours, written before Slack gets its ack, also writes an entry in the in-flight
 journal (one Lua script, see :meth:`Store.claim_message`); the entry goes when the answer
-is stored, or in the same transaction that queues it for the answer workers. Every web process refreshes a heartbeat key
-while it lives and sweeps the journal: an entry whose owner has stopped beating for
-``recover_after_s`` is taken by exactly one sweeper and queued as an ordinary answer
-job for the answer workers.
+is shown in full (feedback row and all), or in the same transaction that queues it for
+the answer workers. Every web process refreshes a heartbeat key while it lives and sweeps
+the journal: an entry whose owner has stopped beating for ``recover_after_s`` is adopted
+by exactly one sweeper and queued as an ordinary answer job for the answer workers.
 
 Only a process whose heartbeat runs (:meth:`AnswerJournal.start`) answers in-process;
 any other hands every question to the queue.
