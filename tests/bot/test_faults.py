@@ -198,7 +198,12 @@ def test_an_answer_slack_keeps_refusing_with_429_is_stored_and_posted_later(bot:
     [message] = posted()
     assert message["text"] == "Echo: are you there?"
     assert message["blocks"][-1]["type"] == "context_actions"
-    assert not bot.redis.hexists(keys.UNPOSTED, answer_id)
+    # It leaves the unposted hash with the record of its message, just after the post.
+    wait(
+        lambda: not bot.redis.hexists(keys.UNPOSTED, answer_id),
+        timeout=15,
+        what="the posted answer to leave tl:unposted",
+    )
     bot.interact(payloads.feedback_click("up", user="U1", channel="C1", message_ts=message["ts"]))
     assert bot.services.store.votes(answer_id) == {"U1": Vote.UP}
 
