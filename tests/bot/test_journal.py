@@ -24,6 +24,7 @@ from core import keys
 from core.store import AnswerState, Store, answer_id_for
 from tests import payloads
 from tests.bot.conftest import SIGNING_SECRET, Bot
+from tests.bot.test_finetune import wait
 
 QUESTION = {
     "team_id": "T1",
@@ -129,10 +130,7 @@ def test_a_sweeper_killed_between_taking_an_entry_and_queueing_it_leaves_it_to_a
     assert child.exitcode == -signal.SIGKILL
 
     sweeper, queued = _journal(redis_conn, recover_after_s=0.2), Queued()
-    deadline = time.monotonic() + 10
-    while sweeper.sweep(queued) == 0:
-        assert time.monotonic() < deadline, "the entry the dead sweeper took was lost"
-        time.sleep(0.05)
+    wait(lambda: sweeper.sweep(queued), timeout=10, what="the entry the dead sweeper took")
     assert queued == [QUESTION]
     assert redis_conn.hlen(keys.INFLIGHT) == 0
 
@@ -275,15 +273,13 @@ def test_a_question_acknowledged_just_before_the_process_died_is_answered_once(
     # Another web process sweeps once the dead one's heartbeat has expired.
     bot.services.store.stop_beating(bot.services.journal.owner)
     sweeper = _journal(redis_conn, recover_after_s=0.2)
-    deadline = time.monotonic() + 10
-    while (
-        sweeper.sweep(
+    wait(
+        lambda: sweeper.sweep(
             lambda q, shown, pipe: enqueue_answer(bot.services, Question(**q), shown, pipe)
-        )
-        == 0
-    ):
-        assert time.monotonic() < deadline, "the acknowledged question was never recovered"
-        time.sleep(0.05)
+        ),
+        timeout=10,
+        what="the acknowledged question to be recovered",
+    )
     bot.run_worker()
     answers = [m["text"] for m in bot.slack.messages("C1", event["ts"]) if m["user"] == "UBOT"]
     assert answers == ["Echo: do not lose me"]
