@@ -251,21 +251,27 @@ def test_a_run_is_not_failed_while_its_job_cannot_be_looked_for(
     assert runs.load_run(ctx.redis, run.run_id).status is RunStatus.FAILED
 
 
+def two_replicas(ctx: LoopContext, tmp_path: Path, first: str, second: str) -> LoopContext:
+    """The local backend served by two vLLM replicas (the emulators at ``first`` and
+    ``second``)."""
+    local = with_training(
+        ctx,
+        backend=TrainerBackend.LOCAL,
+        local=LocalTrainerSettings(
+            base_model="/models/base",
+            adapters_dir=str(tmp_path / "adapters"),
+            serving_urls=(first, second),
+        ),
+    )
+    secrets = local.settings.secrets.model_copy(update={"openai_api_key": "sk-test"})
+    return LoopContext(local.settings.model_copy(update={"secrets": secrets}), ctx.redis)
+
+
 def test_promotion_and_rollback_load_the_adapter_into_every_vllm_replica(
     ctx: LoopContext, tmp_path: Path, openai_api: OpenAIEmulator
 ) -> None:
     with OpenAIEmulator(api_key="sk-test") as second:
-        local = with_training(
-            ctx,
-            backend=TrainerBackend.LOCAL,
-            local=LocalTrainerSettings(
-                base_model="/models/base",
-                adapters_dir=str(tmp_path / "adapters"),
-                serving_urls=(openai_api.url, second.url),
-            ),
-        )
-        secrets = local.settings.secrets.model_copy(update={"openai_api_key": "sk-test"})
-        local = LoopContext(local.settings.model_copy(update={"secrets": secrets}), ctx.redis)
+        local = two_replicas(ctx, tmp_path, openai_api.url, second.url)
         for model in ("tuneloop-1", "tuneloop-2"):
             (tmp_path / "adapters" / model).mkdir(parents=True)
             (tmp_path / "adapters" / model / "adapter_config.json").write_text("{}")
@@ -377,17 +383,7 @@ def test_a_promotion_a_replica_refuses_leaves_the_pointer_and_tells_the_admin(
     ctx: LoopContext, tmp_path: Path, openai_api: OpenAIEmulator
 ) -> None:
     with OpenAIEmulator(api_key="sk-test") as second:
-        local = with_training(
-            ctx,
-            backend=TrainerBackend.LOCAL,
-            local=LocalTrainerSettings(
-                base_model="/models/base",
-                adapters_dir=str(tmp_path / "adapters"),
-                serving_urls=(openai_api.url, second.url),
-            ),
-        )
-        secrets = local.settings.secrets.model_copy(update={"openai_api_key": "sk-test"})
-        local = LoopContext(local.settings.model_copy(update={"secrets": secrets}), ctx.redis)
+        local = two_replicas(ctx, tmp_path, openai_api.url, second.url)
         (tmp_path / "adapters" / "tuneloop-1").mkdir(parents=True)
         (tmp_path / "adapters" / "tuneloop-1" / "adapter_config.json").write_text("{}")
         record_model(ctx.redis, "tuneloop-1", 20, None)
